@@ -1,0 +1,89 @@
+"""Backend checks and log hygiene, run once when `aiservice_kit` is imported.
+
+TensorFlow prints a wall of C++ log lines at import. We silence the info and
+warning levels unless the user chose a level themselves, and we refuse to run
+on a Keras backend other than TensorFlow, naming the fix.
+"""
+
+import contextlib
+import os
+import sys
+
+#: The Keras backend this library is written for.
+REQUIRED_BACKEND = "tensorflow"
+
+
+def quiet_tensorflow_logs() -> bool:
+    """Hides TensorFlow's info and warning log lines unless the user chose.
+
+    A value the user already set in `TF_CPP_MIN_LOG_LEVEL` is respected.
+
+    Returns:
+        True when the user had not chosen a level (so we chose quiet).
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return False
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Sends file descriptor 2 to /dev/null for the duration.
+
+    TensorFlow's C++ start-up notices (oneDNN, absl) are written before its
+    log level is read, so only a redirect of the descriptor hides them.
+    Python exceptions still propagate normally.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor (some notebooks)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow(quiet: bool) -> None:
+    """Imports TensorFlow once, hiding its start-up notices when `quiet`."""
+    if "tensorflow" in sys.modules or not quiet:
+        import tensorflow  # noqa: F401
+
+        return
+    with _stderr_silenced():
+        import tensorflow  # noqa: F401
+
+
+def check_backend(quiet: bool = False) -> None:
+    """Fails early when Keras runs on a backend other than TensorFlow.
+
+    Raises:
+        ImportError: if TensorFlow is not installed, or Keras was configured
+            (by `KERAS_BACKEND` or `~/.keras/keras.json`) for another backend.
+    """
+    try:
+        import_tensorflow(quiet)
+    except ImportError as error:
+        raise ImportError(
+            "aiservice_kit needs TensorFlow, which is not installed. Install "
+            "the build for your hardware: `pip install 'aiservice_kit[cpu]'` "
+            "(CPU), `pip install 'aiservice_kit[gpu]'` (NVIDIA GPU) or "
+            "`pip install 'aiservice_kit[tpu]'` (Cloud TPU VM)."
+        ) from error
+    import keras
+
+    backend = keras.config.backend()
+    if backend != REQUIRED_BACKEND:
+        raise ImportError(
+            "aiservice_kit runs on Keras' TensorFlow backend, but Keras is "
+            f"configured for backend={backend!r}. Set the environment "
+            "variable KERAS_BACKEND=tensorflow before importing keras (or "
+            'set "backend": "tensorflow" in ~/.keras/keras.json).'
+        )

@@ -1,0 +1,52 @@
+"""Shared test setup: one TensorFlow import per session, real data paths.
+
+The CPU is split into two logical devices before TensorFlow initializes, so
+`multi_device` tests can run MirroredStrategy with two replicas on one CPU
+(as Keras' own distribute tests do). Ordinary ops still run on /CPU:0.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import aiservice_kit  # noqa: E402, F401
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The real datasets: ../shared/data beside the checkout (or $AISERVICE_KIT_DATA).
+DATA_DIR = Path(
+    os.environ.get("AISERVICE_KIT_DATA", REPO_ROOT.parent / "shared" / "data")
+)
+
+
+def pytest_configure(config):
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    except RuntimeError:  # already initialized (e.g. a plugin ran ops)
+        pass
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real datasets; tests fail loudly when they are missing."""
+    if not DATA_DIR.is_dir():
+        pytest.fail(
+            f"Real datasets not found at {DATA_DIR}. Check out the project "
+            "beside shared/ or set AISERVICE_KIT_DATA."
+        )
+    return DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same seeds and a fresh Keras session."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
