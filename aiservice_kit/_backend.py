@@ -6,6 +6,7 @@ on a Keras backend other than TensorFlow, naming the fix.
 """
 
 import contextlib
+import json
 import os
 import sys
 
@@ -61,13 +62,39 @@ def import_tensorflow(quiet: bool) -> None:
         import tensorflow  # noqa: F401
 
 
+def configured_backend() -> str:
+    """Returns the backend Keras will use, read the way Keras reads it.
+
+    Read without importing Keras, because importing Keras on a backend whose
+    framework is missing fails with an unhelpful ModuleNotFoundError.
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"].config.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    keras_home = os.environ.get(
+        "KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")
+    )
+    try:
+        with open(os.path.join(keras_home, "keras.json")) as config:
+            return str(json.load(config).get("backend", REQUIRED_BACKEND))
+    except (OSError, ValueError, AttributeError):
+        return REQUIRED_BACKEND
+
+
 def check_backend(quiet: bool = False) -> None:
     """Fails early when Keras runs on a backend other than TensorFlow.
+
+    Args:
+        quiet: bool. Hide TensorFlow's start-up notices while importing it.
 
     Raises:
         ImportError: if TensorFlow is not installed, or Keras was configured
             (by `KERAS_BACKEND` or `~/.keras/keras.json`) for another backend.
     """
+    backend = configured_backend()
+    if backend != REQUIRED_BACKEND:
+        raise ImportError(_wrong_backend_message(backend))
     try:
         import_tensorflow(quiet)
     except ImportError as error:
@@ -79,11 +106,14 @@ def check_backend(quiet: bool = False) -> None:
         ) from error
     import keras
 
-    backend = keras.config.backend()
-    if backend != REQUIRED_BACKEND:
-        raise ImportError(
-            "aiservice_kit runs on Keras' TensorFlow backend, but Keras is "
-            f"configured for backend={backend!r}. Set the environment "
-            "variable KERAS_BACKEND=tensorflow before importing keras (or "
-            'set "backend": "tensorflow" in ~/.keras/keras.json).'
-        )
+    if keras.config.backend() != REQUIRED_BACKEND:
+        raise ImportError(_wrong_backend_message(keras.config.backend()))
+
+
+def _wrong_backend_message(backend: str) -> str:
+    return (
+        "aiservice_kit runs on Keras' TensorFlow backend, but Keras is "
+        f"configured for backend={backend!r}. Set the environment variable "
+        "KERAS_BACKEND=tensorflow before importing keras (or set "
+        '"backend": "tensorflow" in ~/.keras/keras.json).'
+    )

@@ -51,9 +51,7 @@ def check_optional_positive_int(
     return check_positive_int(name, value, minimum=minimum)
 
 
-def check_fraction(
-    name: str, value: Any, *, allow_one: bool = False
-) -> float:
+def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> float:
     """Returns `value` as a float in [0, 1) (or [0, 1] when allow_one).
 
     Raises:
@@ -112,9 +110,8 @@ def check_int_sequence(
         TypeError: if `value` is not a sequence of integers.
         ValueError: if it is empty (unless allowed) or an entry is too small.
     """
-    expected = (
-        f"`{name}` must be a list or tuple of integers >= {minimum}"
-        + ("" if allow_empty else " (at least one)")
+    expected = f"`{name}` must be a list or tuple of integers >= {minimum}" + (
+        "" if allow_empty else " (at least one)"
     )
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{expected}. {_received(name, value)}")
@@ -172,4 +169,3 @@ def check_input_shape(
             raise ValueError(f"{expected}. {_received(name, value)}")
         shape.append(int(axis))
     return tuple(shape)
-

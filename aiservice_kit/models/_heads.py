@@ -31,7 +31,8 @@ def check_optimizer(optimizer: Any) -> Any:
         return optimizer
     raise TypeError(
         "`optimizer` must be a Keras optimizer name (such as 'adam') or a "
-        f"keras.optimizers.Optimizer instance. Received: optimizer={optimizer!r}"
+        "keras.optimizers.Optimizer instance. "
+        f"Received: optimizer={optimizer!r}"
     )
 
 

@@ -111,7 +111,9 @@ def augmentation_layers(
             keras.layers.RandomRotation(
                 0.04, fill_mode="constant", name="augment_rotate"
             ),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", name="augment_zoom"),
+            keras.layers.RandomZoom(
+                0.1, fill_mode="constant", name="augment_zoom"
+            ),
         ]
         if augmentation == "photo":
             layers += [
@@ -259,7 +261,7 @@ def build_cnn(
     inputs = keras.Input(shape=tuple(input_shape), name=IMAGE_INPUT)
     x = inputs
     if len(input_shape) == 2:
-        x = keras.layers.Reshape((height, width, channels), name="add_channel")(x)
+        x = keras.layers.Reshape((height, width, channels), name="channel")(x)
     if rescale is not None:
         x = keras.layers.Rescaling(rescale, name="rescale")(x)
     for layer in augment:
