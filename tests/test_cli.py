@@ -1,0 +1,175 @@
+"""The `aiservice-kit` command line: export, errors, command registration."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from aiservice_kit import build_cnn
+from aiservice_kit import cli
+from aiservice_kit.export import load_artifact
+from aiservice_kit.export import read_export_metadata
+from aiservice_kit.export import save_model
+from aiservice_kit.models.sequence import build_lstm
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A trained tiny CNN saved as .keras, and real-looking pixel arrays."""
+    directory = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    model = build_cnn((8, 8), num_classes=3, filters=(8,), dense_units=64)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 8, 8)).astype(np.uint8)
+    model.fit(images, rng.integers(0, 3, 64), epochs=1, verbose=0)
+    save_model(model, directory / "tiny.keras")
+    np.save(directory / "images.npy", images)
+    return directory
+
+
+def run(argv, capsys):
+    status = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_export_saved_model_publishes_a_version(workdir, tmp_path, capsys):
+    model_path = workdir / "tiny.keras"
+    argv = ["export", model_path, "-f", "saved_model", "-o", tmp_path / "m"]
+    status, out, err = run([*argv, "--class-names", "a, b,c"], capsys)
+    assert status == 0, err
+    assert "wrote" in out and "passed" in out
+    meta = read_export_metadata(tmp_path / "m" / "1")
+    assert meta["class_names"] == ["a", "b", "c"]
+    status, out, _ = run([*argv, "--version", "7", "--no-verify"], capsys)
+    assert status == 0
+    assert "not verified" in out
+    assert (tmp_path / "m" / "7" / "saved_model.pb").is_file()
+    status, _, err = run([*argv, "--version", "7"], capsys)
+    assert status == 1
+    assert "already exists" in err and "Traceback" not in err
+
+
+def test_export_tflite_and_onnx_run_in_their_runtimes(workdir, capsys):
+    images = np.load(workdir / "images.npy")
+    status, out, err = run(
+        [
+            "export",
+            workdir / "tiny.keras",
+            "--format",
+            "tflite",
+            "--quantization",
+            "int8",
+            "--representative-data",
+            workdir / "images.npy",
+        ],
+        capsys,
+    )
+    assert status == 0, err
+    int8_path = workdir / "tiny.int8.tflite"  # default output beside MODEL
+    assert f"wrote {int8_path}" in out
+    status, _, err = run(
+        ["export", workdir / "tiny.keras", "-f", "onnx"], capsys
+    )
+    assert status == 0, err
+    model = keras.saving.load_model(workdir / "tiny.keras")
+    expected = model.predict(images, verbose=0).argmax(-1)
+    for path in (int8_path, workdir / "tiny.onnx"):
+        predicted = load_artifact(path)(image=images)["predicted_class"]
+        assert np.mean(predicted == expected) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["export", "{w}/missing.keras", "-f", "onnx"], 1, "no file at"),
+        (["export", "{w}/images.npy", "-f", "onnx"], 2, "must be a .keras"),
+        (["export", "{w}/tiny.keras", "-f", "pb"], 2, "invalid choice"),
+        (
+            [
+                "export",
+                "{w}/tiny.keras",
+                "-f",
+                "tflite",
+                "--quantization",
+                "int8",
+            ],
+            2,
+            "needs --representative-data",
+        ),
+        (
+            ["export", "{w}/tiny.keras", "-f", "tflite", "--opset", "13"],
+            2,
+            "--opset applies to --format onnx only",
+        ),
+        (
+            ["export", "{w}/tiny.keras", "-f", "saved_model", "--version", "0"],
+            1,
+            "`version` must be an integer >= 1",
+        ),
+        (
+            [
+                "export",
+                "{w}/tiny.keras",
+                "-f",
+                "tflite",
+                "--quantization",
+                "int8",
+                "--representative-data",
+                "{w}/nothing.npy",
+            ],
+            1,
+            "no file at",
+        ),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_clear_message(
+    workdir, capsys, argv, status, message
+):
+    argv = [arg.replace("{w}", str(workdir)) for arg in argv]
+    got, out, err = run(argv, capsys)
+    assert got == status
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_preflight_failure_names_the_layer(tmp_path, capsys):
+    model = build_lstm((10, 3), num_classes=2, units=4, compile=False)
+    save_model(model, tmp_path / "lstm.keras")
+    status, _, err = run(
+        ["export", tmp_path / "lstm.keras", "--format", "tflite"], capsys
+    )
+    assert status == 1
+    assert "LSTM" in err and "unroll=True" in err
+    assert not (tmp_path / "lstm.tflite").exists()
+
+
+def _add_hello(subparsers, name):
+    parser = subparsers.add_parser(name, help="say hello")
+    parser.add_argument("--who", default="world")
+    parser.set_defaults(handler=lambda args: print(f"hello {args.who}") or 0)
+    return parser
+
+
+def test_other_modules_can_register_commands(monkeypatch, capsys):
+    monkeypatch.setattr(
+        cli, "COMMANDS", [*cli.COMMANDS, ("hello", f"{__name__}:_add_hello")]
+    )
+    status, out, _ = run(["hello", "--who", "serving"], capsys)
+    assert (status, out) == (0, "hello serving\n")
+    status, out, _ = run(["--help"], capsys)
+    assert status == 0
+    assert "export" in out and "hello" in out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "aiservice_kit.cli", "export", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--format" in result.stdout and "saved_model" in result.stdout
