@@ -1,0 +1,414 @@
+"""`create_app`: the ASGI app factory. Models load in the lifespan."""
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import fastapi
+import prometheus_client
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.auth import Authenticator
+from aiservice_kit.serving.auth import KeyStore
+from aiservice_kit.serving.auth import default_db_path
+from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.metering import GroupCommitter
+from aiservice_kit.serving.metering import Meter
+from aiservice_kit.serving.metering import SQLiteMeter
+from aiservice_kit.serving.pricing import ServerConfig
+from aiservice_kit.serving.pricing import load_config
+from aiservice_kit.serving.ratelimit import RateLimiter
+from aiservice_kit.serving.registry import ModelConfig
+from aiservice_kit.serving.registry import Registry
+from aiservice_kit.serving.routes import router
+
+logger = logging.getLogger("aiservice_kit.serving")
+access_logger = logging.getLogger("aiservice_kit.serving.access")
+
+#: Default request body limit (bytes).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry)."""
+
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "aiservice_kit_predict_requests",
+            "Predict calls by model and HTTP status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.errors = prometheus_client.Counter(
+            "aiservice_kit_predict_errors",
+            "Predict calls that did not return 200, by model and status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.latency = prometheus_client.Histogram(
+            "aiservice_kit_predict_latency_seconds",
+            "Time spent in the server per predict call.",
+            ["model"],
+            buckets=(
+                0.0005,
+                0.001,
+                0.002,
+                0.005,
+                0.01,
+                0.02,
+                0.05,
+                0.1,
+                0.2,
+                0.5,
+                1.0,
+                2.0,
+                5.0,
+            ),  # fmt: skip
+            registry=self.registry,
+        )
+        self.batch_size = prometheus_client.Histogram(
+            "aiservice_kit_batch_size",
+            "Instances per run of a model (after dynamic batching).",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.http = prometheus_client.Counter(
+            "aiservice_kit_http_requests",
+            "Every HTTP request by route family and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+
+    def observe(self, model: str, status: int, seconds: float) -> None:
+        """Counts one predict call."""
+        self.requests.labels(model, str(status)).inc()
+        self.latency.labels(model).observe(seconds)
+        if status != 200:
+            self.errors.labels(model, str(status)).inc()
+
+    def batch(self, model: str, size: int) -> None:
+        """Counts one model run of `size` instances."""
+        self.batch_size.labels(model).observe(size)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return (
+            prometheus_client.generate_latest(self.registry),
+            prometheus_client.CONTENT_TYPE_LATEST,
+        )
+
+
+@dataclasses.dataclass
+class _Service:
+    registry: Registry
+    auth: Authenticator
+    limiter: RateLimiter
+    meter: Meter
+    committer: GroupCommitter
+    prices: Any
+    metrics: Metrics
+
+
+def _error_response(message: str, status: int, headers=None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _BodyLimit:
+    """413 for bodies over the limit (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"Request body too large: the limit is {self.max_bytes} bytes."
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _error_response("Invalid Content-Length.", 400)(
+                        scope, receive, send
+                    )
+                    return
+                if declared > self.max_bytes:
+                    await _error_response(message, 413)(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    raise ServingError(message, 413)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+def _route_family(path: str) -> str:
+    if path.startswith("/v1/models/"):
+        return "predict" if path.endswith(":predict") else "models"
+    if path in ("/v1/usage", "/healthz", "/readyz", "/metrics"):
+        return path.strip("/").replace("v1/", "")
+    return "other"
+
+
+class _AccessLog:
+    """One JSON line per request; never the API key, never the query."""
+
+    def __init__(self, app: Any, metrics: Metrics, enabled: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.enabled = enabled
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def watched_send(event):
+            if event["type"] == "http.response.start":
+                status["code"] = event["status"]
+            await send(event)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            path = scope.get("path", "")
+            self.metrics.http.labels(
+                _route_family(path), str(status["code"])
+            ).inc()
+            if self.enabled and access_logger.isEnabledFor(logging.INFO):
+                key = scope.get("state", {}).get("key")
+                client = scope.get("client") or ("", 0)
+                access_logger.info(
+                    json.dumps(
+                        {
+                            "time": time.strftime(
+                                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
+                            ),
+                            "client": client[0],
+                            "method": scope.get("method"),
+                            "path": path,
+                            "status": status["code"],
+                            "latency_ms": round(
+                                (time.perf_counter() - started) * 1000, 3
+                            ),
+                            "key_id": None if key is None else key.id,
+                            "key_name": None if key is None else key.name,
+                        }
+                    )
+                )
+
+
+def _model_configs(
+    models: Mapping[str, Any] | None,
+    config: ServerConfig,
+    batching: BatchingConfig,
+) -> dict[str, ModelConfig]:
+    if models is not None and not isinstance(models, Mapping):
+        raise TypeError(
+            "`models` must be a dict of model name -> base path (or "
+            f"ModelConfig). Received: models={models!r}"
+        )
+    merged = dict(config.models)
+    for name, value in (models or {}).items():
+        if not isinstance(name, str) or not name or "/" in name or ":" in name:
+            raise ValueError(
+                "Model names must be non-empty strings without '/' or ':'. "
+                f"Received: {name!r}"
+            )
+        if isinstance(value, ModelConfig):
+            merged[name] = value
+        elif isinstance(value, (str, os.PathLike)):
+            merged[name] = ModelConfig(Path(value), batching)
+        else:
+            raise TypeError(
+                f"`models[{name!r}]` must be a base path or a ModelConfig. "
+                f"Received: {value!r}"
+            )
+    if not merged:
+        raise ValueError(
+            "`models` must name at least one model to serve, e.g. "
+            "{'mnist': 'exports/mnist'}. Received: models={}"
+        )
+    for name, model in merged.items():
+        if not Path(model.base_path).is_dir():
+            raise ValueError(
+                f"The base path of model {name!r} must be an existing "
+                "directory holding version subdirectories (1/, 2/, ...). "
+                f"Received: {str(model.base_path)!r}"
+            )
+    return merged
+
+
+def create_app(
+    models: Mapping[str, str | os.PathLike | ModelConfig] | None = None,
+    *,
+    db: str | os.PathLike | None = None,
+    config: ServerConfig | str | os.PathLike | None = None,
+    auth: bool = True,
+    batching: BatchingConfig | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    poll_interval_s: float = 1.0,
+    meter: Meter | None = None,
+    access_log: bool = True,
+) -> fastapi.FastAPI:
+    """Builds the TF-Serving-compatible REST app (models load at startup).
+
+    Args:
+        models: dict. Model name -> base path holding `<N>/` SavedModel
+            version directories (or a `ModelConfig`). Merged with the
+            config file's `[models]`.
+        db: str or Path or None. SQLite file for API keys and the usage
+            ledger; default `$AISERVICE_KIT_DB` or `./aiservice_kit.db`.
+        config: ServerConfig, path of a TOML/JSON config, or None.
+            Prices, plans and per-model settings.
+        auth: bool. Require an API key on `/v1/` routes. When False,
+            calls without a key are anonymous (a key sent is still
+            checked and metered). The CLI turns it on whenever the host
+            is not loopback.
+        batching: BatchingConfig or None. Default batching for models
+            given as paths.
+        max_body_bytes: int. Larger request bodies get 413.
+        poll_interval_s: float. Seconds between scans for new versions.
+        meter: Meter or None. Where usage goes; default a `SQLiteMeter` on
+            `db`.
+        access_log: bool. Log one JSON line per request to the
+            `aiservice_kit.serving.access` logger.
+
+    Returns:
+        A FastAPI app; run it with uvicorn, or use it in a
+        `fastapi.testclient.TestClient` context.
+
+    Raises:
+        ValueError: for no models, a missing base path or a bad setting.
+        TypeError: for arguments of the wrong type.
+
+    Example:
+    ```python
+    import uvicorn
+    from aiservice_kit.serving import create_app
+    app = create_app({"mnist": "exports/mnist"}, db="service.db")
+    uvicorn.run(app, host="127.0.0.1", port=8501)
+    ```
+    """
+    if not isinstance(config, ServerConfig):
+        config = load_config(config)
+    batching = batching or BatchingConfig()
+    model_configs = _model_configs(models, config, batching)
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+        raise TypeError(
+            "`max_body_bytes` must be a positive integer. "
+            f"Received: max_body_bytes={max_body_bytes!r}"
+        )
+    if max_body_bytes < 1:
+        raise ValueError(
+            "`max_body_bytes` must be a positive integer. "
+            f"Received: max_body_bytes={max_body_bytes!r}"
+        )
+    db_path = Path(db) if db is not None else default_db_path()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI):
+        store = KeyStore(db_path)
+        ledger = meter if meter is not None else SQLiteMeter(db_path)
+        registry = Registry(
+            model_configs,
+            poll_interval_s=poll_interval_s,
+            on_batch=metrics.batch,
+        )
+        await asyncio.to_thread(registry.start)
+        committer = GroupCommitter(ledger)
+        app.state.service = _Service(
+            registry=registry,
+            auth=Authenticator(store, required=auth),
+            limiter=RateLimiter(config.plans, ledger),
+            meter=ledger,
+            committer=committer,
+            prices=config.prices,
+            metrics=metrics,
+        )
+        logger.info(
+            "serving %s (auth %s, ledger %s)",
+            ", ".join(f"{n}: {m.versions}" for n, m in registry.models.items()),
+            "on" if auth else "off",
+            db_path,
+        )
+        try:
+            yield
+        finally:
+            committer.close()
+            await asyncio.to_thread(registry.stop)
+            if meter is None:
+                ledger.close()
+            store.close()
+
+    app = fastapi.FastAPI(
+        title="aiservice_kit model server",
+        version=_library_version(),
+        description="TensorFlow Serving's REST API with API keys, metering, "
+        "pricing and quotas.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request, error: ServingError):
+        return _error_response(error.message, error.status_code, error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error: StarletteHTTPException):
+        message, status = str(error.detail), error.status_code
+        if status in (404, 405):  # TF Serving: a bad URL is a bad request
+            message = f"Malformed request: {request.method} {request.url.path}"
+            if request.url.path.startswith("/v1/"):
+                status = 400
+        return _error_response(message, status, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, error: RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item.get('loc', ()))}: "
+            f"{item.get('msg', '')}"
+            for item in error.errors()
+        )
+        return _error_response(f"Invalid request: {problems}", 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request, error: Exception):
+        logger.exception("unexpected error on %s", request.url.path)
+        return _error_response(f"Internal error: {type(error).__name__}", 500)
+
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(_AccessLog, metrics=metrics, enabled=access_log)
+    return app
+
+
+def _library_version() -> str:
+    from aiservice_kit import __version__
+
+    return __version__

@@ -1,0 +1,245 @@
+"""Dynamic batching: concurrent requests share one call of the signature.
+
+One worker thread per served signature takes the first waiting request,
+then every request already queued (up to `max_batch_size` instances), and
+optionally waits up to `max_wait_ms` for more. Requests whose inputs agree
+on every axis but the first are concatenated, run once, and the outputs are
+split back. While a batch runs, the next one fills up by itself, so the
+batch size adapts to the load with no waiting at low load.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from aiservice_kit._validation import check_positive_int
+from aiservice_kit.serving._errors import ServingError
+
+logger = logging.getLogger("aiservice_kit.serving")
+
+#: `fn(inputs) -> outputs`, both dicts of numpy arrays by tensor name.
+RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """How requests to one model are batched.
+
+    Attributes:
+        max_batch_size: int. Most instances run in one call (a request
+            larger than this runs alone).
+        max_wait_ms: float. How long the worker waits for more requests
+            once it has one. 0 (the default) batches only what is already
+            waiting: no added latency at low load, full batches under load.
+    """
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("max_batch_size", self.max_batch_size)
+        if (
+            isinstance(self.max_wait_ms, bool)
+            or not isinstance(self.max_wait_ms, (int, float))
+            or not 0 <= self.max_wait_ms <= 10_000
+        ):
+            raise ValueError(
+                "`max_wait_ms` must be a number of milliseconds in "
+                f"[0, 10000]. Received: max_wait_ms={self.max_wait_ms!r}"
+            )
+
+
+def _resolve(
+    future: concurrent.futures.Future,
+    result: Any = None,
+    error: BaseException | None = None,
+) -> None:
+    """Completes a future unless its caller gave up (client went away)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+@dataclasses.dataclass
+class _Item:
+    inputs: dict[str, np.ndarray]
+    size: int
+    future: concurrent.futures.Future
+    key: tuple = ()
+
+
+class Batcher:
+    """Runs `fn` on batches of concurrent requests in one worker thread.
+
+    Args:
+        fn: callable. `fn(inputs) -> outputs` on dicts of numpy arrays.
+        config: BatchingConfig. Batch size and wait.
+        name: str. Used for the thread name and logs.
+        on_batch: callable or None. Called with each batch's instance count
+            (for metrics).
+
+    Example:
+    ```python
+    batcher = Batcher(lambda x: {"y": x["x"] * 2}, BatchingConfig())
+    future = batcher.submit({"x": np.ones((1, 3))})
+    future.result()["y"]
+    batcher.close()
+    ```
+    """
+
+    def __init__(
+        self,
+        fn: RunFn,
+        config: BatchingConfig | None = None,
+        *,
+        name: str = "model",
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._fn = fn
+        self._config = config or BatchingConfig()
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._carry: collections.deque = collections.deque()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._work, name=f"batcher-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(
+        self, inputs: dict[str, np.ndarray]
+    ) -> concurrent.futures.Future:
+        """Queues one request; the future resolves to its outputs.
+
+        Args:
+            inputs: dict of numpy arrays sharing their first axis.
+
+        Returns:
+            A `concurrent.futures.Future` of the output dict (or a
+            `ServingError`).
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        first = next(iter(inputs.values()))
+        size = int(first.shape[0]) if first.ndim else 1
+        key = tuple(
+            (name, array.dtype.str, array.shape[1:])
+            for name, array in sorted(inputs.items())
+        )
+        with self._lock:
+            if self._closed:
+                error = ServingError("This model version was unloaded.", 503)
+                _resolve(future, error=error)
+                return future
+            self._queue.put(_Item(inputs, size, future, key))
+        return future
+
+    def close(self) -> None:
+        """Finishes the queued requests, then stops the worker."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+
+    def _next(self, timeout: float | None) -> Any:
+        if self._carry:
+            return self._carry.popleft()
+        if timeout is None:
+            return self._queue.get()
+        if timeout <= 0:
+            return self._queue.get_nowait()
+        return self._queue.get(timeout=timeout)
+
+    def _work(self) -> None:
+        limit = self._config.max_batch_size
+        wait = self._config.max_wait_ms / 1000.0
+        stopping = False
+        while not stopping:
+            first = self._next(None)
+            if first is None:
+                break
+            batch = [first]
+            size = first.size
+            deadline = time.monotonic() + wait
+            while size < limit:
+                try:
+                    item = self._next(deadline - time.monotonic())
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                if size + item.size > limit:
+                    self._carry.append(item)
+                    break
+                batch.append(item)
+                size += item.size
+            groups: dict[tuple, list[_Item]] = {}
+            for item in batch:
+                groups.setdefault(item.key, []).append(item)
+            for group in groups.values():
+                self._run_group(group)
+        while self._carry:
+            item = self._carry.popleft()
+            self._run_group([item])
+
+    def _run_one(self, item: _Item) -> None:
+        try:
+            outputs = self._call(item.inputs, item.size)
+        except BaseException as error:  # reported to the caller, never lost
+            _resolve(item.future, error=error)
+            return
+        _resolve(item.future, result=outputs)
+
+    def _call(
+        self, inputs: dict[str, np.ndarray], size: int
+    ) -> dict[str, np.ndarray]:
+        if self._on_batch is not None:
+            self._on_batch(size)
+        return self._fn(inputs)
+
+    def _run_group(self, group: list[_Item]) -> None:
+        if len(group) == 1:
+            self._run_one(group[0])
+            return
+        names = list(group[0].inputs)
+        total = sum(item.size for item in group)
+        try:
+            merged = {
+                name: np.concatenate([item.inputs[name] for item in group])
+                for name in names
+            }
+            outputs = self._call(merged, total)
+        except BaseException:  # isolate the request that failed
+            for item in group:
+                self._run_one(item)
+            return
+        if any(
+            array.ndim == 0 or array.shape[0] != total
+            for array in outputs.values()
+        ):
+            for item in group:  # outputs not per instance: run one by one
+                self._run_one(item)
+            return
+        start = 0
+        for item in group:
+            stop = start + item.size
+            _resolve(
+                item.future,
+                result={
+                    name: array[start:stop] for name, array in outputs.items()
+                },
+            )
+            start = stop

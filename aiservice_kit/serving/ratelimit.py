@@ -1,0 +1,213 @@
+"""Plans: requests per second (token bucket) and instances per month.
+
+A plan gives each key a bucket of `burst` tokens refilled at
+`requests_per_second`; a call takes one token or gets 429 with
+`Retry-After` (seconds until a token is back). The monthly quota counts
+the instances of successful calls in the current calendar month (UTC), read
+from the ledger at first use and kept in memory after; a call that would go
+over gets 429 with `Retry-After` set to the start of next month.
+"""
+
+import dataclasses
+import datetime
+import math
+import threading
+import time
+from typing import Any
+
+from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.auth import ApiKey
+from aiservice_kit.serving.metering import Meter
+
+
+def _optional_number(name: str, value: Any, integer: bool) -> Any:
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        kind = "integer" if integer else "number"
+        raise ValueError(
+            f"`{name}` must be a positive {kind} or None (no limit). "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A rate limit and a monthly quota shared by the keys on a plan.
+
+    Attributes:
+        name: str. The plan name keys refer to.
+        requests_per_second: float or None. Sustained call rate per key;
+            None for no limit.
+        burst: int or None. Calls allowed at once before the rate applies
+            (defaults to twice the rate, at least 1).
+        monthly_instances: int or None. Instances per calendar month (UTC)
+            per key; None for no quota.
+    """
+
+    name: str
+    requests_per_second: float | None = None
+    burst: int | None = None
+    monthly_instances: int | None = None
+
+    def __post_init__(self) -> None:
+        _optional_number("requests_per_second", self.requests_per_second, False)
+        _optional_number("burst", self.burst, True)
+        _optional_number("monthly_instances", self.monthly_instances, True)
+
+    @property
+    def capacity(self) -> float:
+        """The bucket size."""
+        if self.burst is not None:
+            return float(self.burst)
+        return max(1.0, 2.0 * (self.requests_per_second or 1.0))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+#: Plans available when the server config names none.
+DEFAULT_PLANS = {
+    "free": Plan("free", requests_per_second=5, burst=10,
+                 monthly_instances=10_000),
+    "standard": Plan("standard", requests_per_second=50, burst=100,
+                     monthly_instances=1_000_000),
+    "unlimited": Plan("unlimited"),
+}  # fmt: skip
+
+
+class TokenBucket:
+    """A token bucket: `take()` returns 0 or the seconds to wait."""
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> float:
+        """Takes a token if one is there; else the seconds until one is."""
+        now = time.monotonic()
+        self.tokens = min(
+            self.capacity, self.tokens + (now - self.updated) * self.rate
+        )
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+def month_start(when: datetime.datetime | None = None) -> datetime.datetime:
+    """The first instant of the month (UTC) containing `when` (now)."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    return when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month_start(
+    when: datetime.datetime | None = None,
+) -> datetime.datetime:
+    """The first instant of the following month (UTC)."""
+    start = month_start(when)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+class RateLimiter:
+    """Applies each key's plan: 429 with Retry-After when over.
+
+    Args:
+        plans: dict of name -> Plan.
+        meter: Meter or None. Where this month's usage is read at first use.
+    """
+
+    def __init__(self, plans: dict[str, Plan], meter: Meter | None) -> None:
+        self.plans = plans
+        self.meter = meter
+        self._buckets: dict[str, TokenBucket] = {}
+        self._used: dict[str, tuple[datetime.datetime, int]] = {}
+        self._lock = threading.Lock()
+
+    def plan_of(self, key: ApiKey) -> Plan:
+        """The key's plan; 403 when the server does not offer it."""
+        try:
+            return self.plans[key.plan]
+        except KeyError:
+            raise ServingError(
+                f"API key '{key.name}' is on plan '{key.plan}', which this "
+                f"server does not offer (plans: {', '.join(self.plans)}).",
+                403,
+            ) from None
+
+    def check_rate(self, key: ApiKey | None) -> None:
+        """Takes a token for this call or raises 429."""
+        if key is None:
+            return
+        plan = self.plan_of(key)
+        if plan.requests_per_second is None:
+            return
+        with self._lock:
+            bucket = self._buckets.get(key.id)
+            if bucket is None or bucket.rate != plan.requests_per_second:
+                bucket = TokenBucket(plan.requests_per_second, plan.capacity)
+                self._buckets[key.id] = bucket
+            wait = bucket.take()
+        if wait > 0:
+            raise ServingError(
+                f"Rate limit of plan '{plan.name}' exceeded "
+                f"({plan.requests_per_second:g} requests per second, burst "
+                f"{plan.capacity:g}). Retry after {wait:.2f} s.",
+                429,
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    def used_this_month(self, key: ApiKey) -> int:
+        """Instances of successful calls this month (UTC)."""
+        start = month_start()
+        with self._lock:
+            cached = self._used.get(key.id)
+        if cached is not None and cached[0] == start:
+            return cached[1]
+        used = 0
+        if self.meter is not None:
+            used = sum(
+                row.instances
+                for row in self.meter.summarize(key_id=key.id, since=start)
+            )
+        with self._lock:
+            self._used[key.id] = (start, used)
+        return used
+
+    def check_quota(self, key: ApiKey | None, instances: int) -> None:
+        """Raises 429 when `instances` more would exceed the monthly quota."""
+        if key is None:
+            return
+        plan = self.plan_of(key)
+        if plan.monthly_instances is None:
+            return
+        used = self.used_this_month(key)
+        if used + instances > plan.monthly_instances:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            wait = (next_month_start(now) - now).total_seconds()
+            raise ServingError(
+                f"Monthly quota of plan '{plan.name}' exceeded: "
+                f"{used} of {plan.monthly_instances} instances used, this "
+                f"call has {instances}. The quota resets at "
+                f"{next_month_start(now).isoformat()}.",
+                429,
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    def add_usage(self, key: ApiKey | None, instances: int) -> None:
+        """Counts the instances of a successful call."""
+        if key is None or instances <= 0:
+            return
+        start = month_start()
+        with self._lock:
+            cached = self._used.get(key.id)
+            if cached is not None and cached[0] == start:
+                self._used[key.id] = (start, cached[1] + instances)

@@ -1,0 +1,108 @@
+"""Pydantic models of the REST API, for the OpenAPI spec and the docs.
+
+Predict bodies are parsed by hand (TF Serving's rules, NaN and Infinity
+allowed) for speed; these models describe them for `/docs` and for tools
+that generate clients or tests from `/openapi.json`.
+"""
+
+from typing import Any
+
+import pydantic
+
+
+class PredictRequest(pydantic.BaseModel):
+    """A TF Serving predict request: `instances` (rows) or `inputs`."""
+
+    signature_name: str | None = pydantic.Field(
+        None, description="Signature to run; default `serving_default`."
+    )
+    instances: list[Any] | None = pydantic.Field(
+        None,
+        description="Row format: one value or object (one key per input) "
+        'per instance. Binary strings as {"b64": ...}.',
+    )
+    inputs: Any = pydantic.Field(
+        None,
+        description="Columnar format: one tensor, or an object of tensors "
+        "by input name.",
+    )
+
+
+class PredictResponse(pydantic.BaseModel):
+    """`predictions` for a row request, `outputs` for a columnar one."""
+
+    predictions: Any = None
+    outputs: Any = None
+
+
+class ErrorResponse(pydantic.BaseModel):
+    """Every error, as TF Serving returns it."""
+
+    error: str
+
+
+class StatusDetail(pydantic.BaseModel):
+    """Whether a version loaded, and why not."""
+
+    error_code: str
+    error_message: str
+
+
+class VersionStatus(pydantic.BaseModel):
+    """One version's state: AVAILABLE, LOADING or END (failed/unloaded)."""
+
+    version: str
+    state: str
+    status: StatusDetail
+
+
+class ModelStatusResponse(pydantic.BaseModel):
+    """TF Serving's GetModelStatusResponse in JSON."""
+
+    model_version_status: list[VersionStatus]
+
+
+class ModelSpec(pydantic.BaseModel):
+    """Which model and version answered."""
+
+    name: str
+    signature_name: str
+    version: str
+
+
+class ModelMetadataResponse(pydantic.BaseModel):
+    """TF Serving's GetModelMetadataResponse in JSON, plus our metadata."""
+
+    model_spec: ModelSpec
+    metadata: dict[str, Any]
+
+
+class UsageLine(pydantic.BaseModel):
+    """Usage and charge of one model."""
+
+    model: str
+    requests: int
+    errors: int
+    instances: int
+    price_per_1000: str
+    amount: str
+
+
+class UsageResponse(pydantic.BaseModel):
+    """The calling key's own usage over a period, priced."""
+
+    key: dict[str, Any]
+    plan: dict[str, Any] | None
+    since: str | None
+    until: str | None
+    currency: str
+    lines: list[UsageLine]
+    total: str
+    used_this_month: int
+
+
+class HealthResponse(pydantic.BaseModel):
+    """Liveness and readiness answers."""
+
+    status: str
+    models: dict[str, list[int]] | None = None
