@@ -12,19 +12,28 @@ import sys
 
 #: The Keras backend this library is written for.
 REQUIRED_BACKEND = "tensorflow"
+#: TF_CPP_MIN_LOG_LEVEL we set when the user chose none (errors only).
+_QUIET_LEVEL = "2"
+#: Marks a TF_CPP_MIN_LOG_LEVEL that we set, not the user.
+_QUIET_MARKER = "AISERVICE_KIT_QUIET_TF"
 
 
 def quiet_tensorflow_logs() -> bool:
     """Hides TensorFlow's info and warning log lines unless the user chose.
 
-    A value the user already set in `TF_CPP_MIN_LOG_LEVEL` is respected.
+    A value the user set in `TF_CPP_MIN_LOG_LEVEL` is respected. A value we
+    set ourselves is marked, so child processes (a server started from a
+    notebook, say) stay quiet too instead of taking it for the user's.
 
     Returns:
         True when the user had not chosen a level (so we chose quiet).
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    ours = os.environ.get(_QUIET_MARKER) == "1" and level == _QUIET_LEVEL
+    if level is not None and not ours:
         return False
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = _QUIET_LEVEL
+    os.environ[_QUIET_MARKER] = "1"
     return True
 
 

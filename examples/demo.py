@@ -2,13 +2,18 @@
 
 On scikit-learn's handwritten digits (they ship with scikit-learn, so this
 runs offline) it builds a CNN, trains, evaluates, saves, reloads and
-predicts, then prints a short table. Run it with `make demo`.
+predicts; exports a versioned SavedModel; serves it with the REST server
+(TensorFlow Serving's protocol) on loopback; creates an API key, calls the
+server with it and prints the usage bill. Run it with `make demo`.
 """
 
 # Import aiservice_kit first: it hides TensorFlow's start-up notices.
 import aiservice_kit as ak  # isort: skip
 
 import argparse
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +22,81 @@ import keras
 import numpy as np
 
 from aiservice_kit.datasets import load_digits_images
+from aiservice_kit.export import export_saved_model
+from aiservice_kit.serving import Client
+from aiservice_kit.serving import KeyStore
+from aiservice_kit.serving import PriceList
+from aiservice_kit.serving import SQLiteMeter
+
+#: The demo's price list: 0.40 (USD) per 1,000 predicted images.
+PRICE_PER_1000 = 0.40
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_and_bill(
+    model_dir: Path, database: Path, images: np.ndarray
+) -> dict[str, float]:
+    """Serves `model_dir`, calls it with a new API key, returns the bill."""
+    key, _ = KeyStore(database).create("demo-customer", plan="free")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiservice_kit.cli",
+            "serve",
+            "--model",
+            f"digits={model_dir}",
+            "--db",
+            str(database),
+            "--port",
+            str(port),
+            "--auth",
+            "on",
+            "--access-log",
+            "off",
+            "--log-level",
+            "warning",
+        ]
+    )
+    try:
+        with Client(f"http://127.0.0.1:{port}", api_key=key) as client:
+            deadline = time.monotonic() + 60
+            while not client.ready():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the model server did not start")
+                time.sleep(0.2)
+            answers = [
+                client.predict("digits", images[start : start + 4])
+                for start in range(0, 12, 4)
+            ]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    served = np.concatenate(
+        [np.asarray([row["predicted_class"] for row in a]) for a in answers]
+    )
+    bill = PriceList({"digits": PRICE_PER_1000}).bill(
+        SQLiteMeter(database).summarize()
+    )
+    print()
+    print("usage bill (price 0.40 per 1,000 instances)")
+    for line in bill.lines:
+        print(
+            f"  {line.key_name:<14} {line.model:<8} {line.requests:>3} calls "
+            f"{line.instances:>4} instances  {line.amount:.6f} {bill.currency}"
+        )
+    print(f"  {'total':<14} {'':<8} {'':>25}  {bill.total:.6f} {bill.currency}")
+    return {
+        "served_instances": float(len(served)),
+        "served_classes": served,
+        "bill_total": float(bill.total),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -49,11 +129,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results["reloaded_accuracy"] = float(np.mean(predicted == y_test))
     results["file_megabytes"] = saved.stat().st_size / 1e6
 
+    export_dir = workdir / "exports" / "digits"
+    version_dir = export_saved_model(reloaded, export_dir)
+    served = serve_and_bill(version_dir.parent, workdir / "service.db", x_test)
+    results.update(
+        {key: value for key, value in served.items() if key != "served_classes"}
+    )
+    local = reloaded.predict(x_test[:12], verbose=0).argmax(axis=1)
+    results["served_matches_local"] = float(
+        np.array_equal(served["served_classes"], local)
+    )
+
     rows = [
         ("test accuracy", f"{results['accuracy']:.4f}"),
         ("accuracy after reload", f"{results['reloaded_accuracy']:.4f}"),
         ("training time", f"{results['training_seconds']:.1f} s"),
         ("saved .keras file", f"{results['file_megabytes']:.2f} MB"),
+        ("exported SavedModel", str(version_dir)),
+        (
+            "served = local predictions",
+            str(bool(results["served_matches_local"])),
+        ),
+        ("bill for 12 instances", f"{results['bill_total']:.6f} USD"),
     ]
     width = max(len(name) for name, _ in rows)
     print()

@@ -63,6 +63,18 @@ def test_import_is_quiet_and_light():
     assert result.stderr == ""
 
 
+def test_child_processes_stay_quiet():
+    # A server started from a quiet process must not take our level for the
+    # user's and print TensorFlow's start-up notices.
+    result = _run_python(
+        "import subprocess, sys, aiservice_kit; "
+        "subprocess.run([sys.executable, '-c', 'import aiservice_kit'])"
+    )
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 def test_a_users_own_log_level_is_respected():
     result = _run_python(
         "import os, aiservice_kit; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])",

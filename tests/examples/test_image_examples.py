@@ -13,10 +13,16 @@ def test_demo_runs_the_whole_cycle(run_example, tmp_path, capsys):
     results = run_example("demo", ["--epochs", "3", "--workdir", str(tmp_path)])
 
     printed = capsys.readouterr().out
-    assert "test accuracy" in printed and "saved .keras file" in printed
+    assert "test accuracy" in printed and "usage bill" in printed
     assert results["reloaded_accuracy"] == pytest.approx(results["accuracy"])
     assert results["accuracy"] > 0.5  # 3 epochs: far above chance (0.1)
     assert (tmp_path / "digits_cnn.keras").is_file()
+    assert (tmp_path / "exports" / "digits" / "1" / "saved_model.pb").is_file()
+    # The server answered with the model's own predictions, and the ledger
+    # billed exactly the 12 instances sent, at 0.40 per 1,000.
+    assert results["served_matches_local"] == 1.0
+    assert results["served_instances"] == 12
+    assert results["bill_total"] == pytest.approx(12 * 0.40 / 1000)
 
 
 def test_image_classification_example_on_real_mnist(
