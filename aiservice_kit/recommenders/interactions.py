@@ -1,0 +1,452 @@
+"""Interactions: ids <-> sparse matrix, implicit feedback, per-user splits.
+
+Users and items can be identified by any hashable values (ints, strings,
+...). `encode_interactions` maps them to the rows and columns of a scipy
+CSR matrix and keeps the vocabularies so results can be mapped back.
+"""
+
+import csv
+import dataclasses
+import numbers
+import os
+from collections.abc import Hashable
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from aiservice_kit import _validation
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratings:
+    """Interaction log columns, one entry per (user, item) event.
+
+    Attributes:
+        user_ids: np.ndarray. The user of each event.
+        item_ids: np.ndarray. The item of each event.
+        ratings: np.ndarray of float32. The rating or weight of each event.
+        timestamps: np.ndarray of int64 or None. When each event happened.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def subset(self, mask: np.ndarray) -> "Ratings":
+        """Returns the events where `mask` (bool or index array) selects.
+
+        Args:
+            mask: np.ndarray. A boolean mask or integer indices.
+
+        Returns:
+            A new `Ratings`.
+        """
+        return Ratings(
+            self.user_ids[mask],
+            self.item_ids[mask],
+            self.ratings[mask],
+            None if self.timestamps is None else self.timestamps[mask],
+        )
+
+
+def load_movielens_ratings(
+    path: str | os.PathLike, *, min_rating: float | None = None
+) -> Ratings:
+    """Loads a MovieLens-style `ratings.csv` (userId,movieId,rating,timestamp).
+
+    Args:
+        path: str or path-like. The CSV file, or a directory holding
+            `ratings.csv` (e.g. `ml-latest-small`).
+        min_rating: float or None. When given, keeps only events rated at
+            least this much (explicit ratings turned into implicit
+            feedback; the kept ratings are left as they are, see
+            `to_implicit`).
+
+    Returns:
+        A `Ratings` with int64 user and item ids, float32 ratings and int64
+        timestamps.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the header is not the MovieLens one.
+
+    Example:
+    ```python
+    from aiservice_kit.recommenders.interactions import (
+        load_movielens_ratings,
+    )
+    ratings = load_movielens_ratings("ml-latest-small", min_rating=4.0)
+    ```
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "ratings.csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            "`path` must be a MovieLens ratings.csv or the directory that "
+            f"holds it. Received: path={path!r}"
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    expected = ["userId", "movieId", "rating", "timestamp"]
+    if [column.strip() for column in header[:4]] != expected:
+        raise ValueError(
+            f"`path` must be a CSV with columns {expected}. "
+            f"Received: path={path!r} with header {header}"
+        )
+    table = np.loadtxt(
+        path, delimiter=",", skiprows=1, usecols=(0, 1, 2, 3), ndmin=2
+    )
+    ratings = Ratings(
+        table[:, 0].astype(np.int64),
+        table[:, 1].astype(np.int64),
+        table[:, 2].astype(np.float32),
+        table[:, 3].astype(np.int64),
+    )
+    if min_rating is not None:
+        ratings = ratings.subset(ratings.ratings >= min_rating)
+    return ratings
+
+
+def to_implicit(
+    ratings: np.ndarray, threshold: float, *, binary: bool = True
+) -> np.ndarray:
+    """Turns explicit ratings into implicit-feedback weights.
+
+    Args:
+        ratings: array-like of numbers. Explicit ratings.
+        threshold: float. Ratings at or above it count as a positive event.
+        binary: bool. `True` gives weight 1.0 to kept events; `False` keeps
+            the rating as the weight.
+
+    Returns:
+        float32 weights, 0.0 where the rating is below the threshold (the
+        encoders drop zero weights).
+
+    Example:
+    ```python
+    to_implicit([5.0, 3.0, 4.0], threshold=4.0)  # [1.0, 0.0, 1.0]
+    ```
+    """
+    values = np.asarray(ratings, dtype=np.float32)
+    keep = values >= threshold
+    if binary:
+        return keep.astype(np.float32)
+    return np.where(keep, values, np.float32(0.0)).astype(np.float32)
+
+
+def _as_id_array(name: str, values: Any) -> np.ndarray:
+    if sp.issparse(values) or isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"`{name}` must be a 1-D sequence of hashable ids. "
+            f"Received: {name} of type {type(values).__name__}"
+        )
+    if isinstance(values, np.ndarray):
+        array = values
+    elif isinstance(values, (list, tuple, range)):
+        # Element by element: numpy would turn [1, "a"] into strings and
+        # tuples into extra axes.
+        array = np.empty(len(values), dtype=object)
+        for position, value in enumerate(values):
+            array[position] = value
+        if all(is_integer_like(value) for value in values):
+            array = np.array(values, dtype=np.int64)
+        elif all(isinstance(value, str) for value in values) and values:
+            array = np.array(values, dtype=str)
+        elif values and all(isinstance(v, numbers.Real) for v in values):
+            array = np.asarray(values, dtype=np.float64)  # refused below
+    elif isinstance(values, Sequence) or hasattr(values, "__array__"):
+        array = np.asarray(values)
+    else:
+        raise TypeError(
+            f"`{name}` must be a 1-D sequence of hashable ids. "
+            f"Received: {name} of type {type(values).__name__}"
+        )
+    if array.ndim != 1:
+        raise ValueError(
+            f"`{name}` must be 1-D. Received: {name} with shape {array.shape}"
+        )
+    if array.dtype.kind == "f":
+        raise TypeError(
+            f"`{name}` must hold integer or string ids, not floats. "
+            f"Received: {name} with dtype {array.dtype}"
+        )
+    if array.dtype.kind == "O":
+        for value in array:
+            if not isinstance(value, Hashable):
+                raise TypeError(
+                    f"`{name}` must hold hashable ids. Received: "
+                    f"{name} containing {value!r}"
+                )
+    return array
+
+
+def vocabulary(ids: Any) -> np.ndarray:
+    """The sorted distinct ids (first-seen order for unsortable mixes).
+
+    Args:
+        ids: 1-D array-like of hashable ids.
+
+    Returns:
+        A 1-D numpy array of the distinct ids.
+    """
+    array = _as_id_array("ids", ids)
+    if array.dtype.kind != "O":
+        return np.unique(array)
+    try:
+        unique = sorted(set(array.tolist()))
+    except TypeError:
+        unique = list(dict.fromkeys(array.tolist()))
+    out = np.empty(len(unique), dtype=object)
+    for position, value in enumerate(unique):
+        out[position] = value
+    return out
+
+
+def lookup(
+    vocab: np.ndarray, ids: Any, *, name: str = "ids", unknown: str = "error"
+) -> np.ndarray:
+    """Maps ids to their positions in `vocab`.
+
+    Args:
+        vocab: np.ndarray. A vocabulary from `vocabulary`.
+        ids: 1-D array-like of ids.
+        name: str. The argument name used in errors.
+        unknown: str. `"error"` raises on ids not in `vocab`; `"ignore"`
+            maps them to -1.
+
+    Returns:
+        int64 positions (-1 for unknown ids when `unknown="ignore"`).
+
+    Raises:
+        ValueError: on unknown ids when `unknown="error"`.
+    """
+    array = _as_id_array(name, ids)
+    if vocab.dtype.kind != "O" and array.dtype.kind != "O":
+        same_kind = (vocab.dtype.kind in "iu") == (array.dtype.kind in "iu")
+        if same_kind and len(vocab):
+            pos = np.searchsorted(vocab, array)
+            pos = np.minimum(pos, len(vocab) - 1)
+            found = vocab[pos] == array
+            positions = np.where(found, pos, -1).astype(np.int64)
+        else:
+            positions = np.full(len(array), -1, dtype=np.int64)
+    else:
+        index = {value: i for i, value in enumerate(vocab.tolist())}
+        positions = np.fromiter(
+            (index.get(value, -1) for value in array.tolist()),
+            dtype=np.int64,
+            count=len(array),
+        )
+    if unknown == "error" and (positions < 0).any():
+        missing = array[positions < 0][:5].tolist()
+        raise ValueError(
+            f"`{name}` must only hold ids seen in `fit`. Received unknown "
+            f"ids: {missing}{' ...' if (positions < 0).sum() > 5 else ''}"
+        )
+    return positions
+
+
+def check_weights(weights: Any, length: int) -> np.ndarray:
+    """Validates interaction weights: finite, non-negative, one per event.
+
+    Args:
+        weights: array-like of numbers or None (all ones).
+        length: int. The number of events.
+
+    Returns:
+        float32 weights.
+
+    Raises:
+        TypeError: if the weights are not numeric.
+        ValueError: on a length mismatch, NaN/inf or a negative weight.
+    """
+    if weights is None:
+        return np.ones(length, dtype=np.float32)
+    array = np.asarray(weights)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            "`weights` must be numeric. "
+            f"Received: weights with dtype {array.dtype}"
+        )
+    if array.shape != (length,):
+        raise ValueError(
+            "`weights` must have one value per interaction, shape "
+            f"({length},). Received: weights with shape {array.shape}"
+        )
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("`weights` must be finite. Received: NaN or inf")
+    if (array < 0).any():
+        raise ValueError(
+            "`weights` must be >= 0 (implicit feedback: larger means "
+            f"stronger). Received: weights with minimum {array.min()}"
+        )
+    return array
+
+
+def encode_interactions(
+    user_ids: Any,
+    item_ids: Any,
+    weights: Any = None,
+    *,
+    users: np.ndarray | None = None,
+    items: np.ndarray | None = None,
+    unknown: str = "error",
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """Builds a users x items CSR matrix from interaction triples.
+
+    Repeated (user, item) pairs are summed; zero weights are dropped.
+
+    Args:
+        user_ids: 1-D array-like of hashable ids. The user of each event.
+        item_ids: 1-D array-like of hashable ids. The item of each event.
+        weights: 1-D array-like of non-negative numbers, or None (1.0).
+        users: np.ndarray or None. A fixed user vocabulary (e.g. the one
+            of a training set); None builds it from `user_ids`.
+        items: np.ndarray or None. A fixed item vocabulary.
+        unknown: str. With fixed vocabularies, `"error"` raises on ids
+            outside them and `"ignore"` drops those events.
+
+    Returns:
+        `(matrix, users, items)`: a float32 CSR matrix of shape
+        `(len(users), len(items))` and the two vocabularies (row and
+        column i belongs to `users[i]` / `items[i]`).
+
+    Raises:
+        TypeError: if ids are not 1-D sequences of hashable values.
+        ValueError: on length mismatches, negative weights or unknown ids.
+
+    Example:
+    ```python
+    matrix, users, items = encode_interactions(
+        ["ann", "ann", "bob"], ["x", "y", "x"]
+    )
+    matrix.toarray()  # [[1, 1], [1, 0]]
+    ```
+    """
+    _validation.check_choice("unknown", unknown, ("error", "ignore"))
+    user_array = _as_id_array("user_ids", user_ids)
+    item_array = _as_id_array("item_ids", item_ids)
+    if len(user_array) != len(item_array):
+        raise ValueError(
+            "`user_ids` and `item_ids` must have the same length. Received: "
+            f"{len(user_array)} user ids and {len(item_array)} item ids"
+        )
+    data = check_weights(weights, len(user_array))
+    users = vocabulary(user_array) if users is None else users
+    items = vocabulary(item_array) if items is None else items
+    rows = lookup(users, user_array, name="user_ids", unknown=unknown)
+    cols = lookup(items, item_array, name="item_ids", unknown=unknown)
+    keep = (rows >= 0) & (cols >= 0) & (data > 0)
+    matrix = sp.csr_matrix(
+        (data[keep], (rows[keep], cols[keep])),
+        shape=(len(users), len(items)),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    return matrix, users, items
+
+
+def _user_codes(user_ids: Any) -> np.ndarray:
+    users = _as_id_array("user_ids", user_ids)
+    return lookup(vocabulary(users), users, name="user_ids")
+
+
+def random_split(
+    user_ids: Any, *, test_fraction: float = 0.2, seed: int | None = 0
+) -> np.ndarray:
+    """Per-user random split: a fraction of each user's events for testing.
+
+    Each user with at least two events keeps at least one in training;
+    `round(test_fraction * n)` of their `n` events (at most `n - 1`) go to
+    the test set.
+
+    Args:
+        user_ids: 1-D array-like of hashable ids, one per event.
+        test_fraction: float in [0, 1). The share of each user's events
+            held out.
+        seed: int or None. Random seed.
+
+    Returns:
+        A boolean mask over the events: True marks a test event.
+
+    Example:
+    ```python
+    test = random_split(ratings.user_ids, test_fraction=0.2)
+    train_set, test_set = ratings.subset(~test), ratings.subset(test)
+    ```
+    """
+    fraction = _validation.check_fraction("test_fraction", test_fraction)
+    codes = _user_codes(user_ids)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(codes)), codes))
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    n_test = np.minimum(np.rint(fraction * counts).astype(np.int64), counts - 1)
+    rank = np.arange(len(order)) - np.repeat(starts, counts)
+    test_sorted = rank < np.repeat(n_test, counts)
+    mask = np.zeros(len(order), dtype=bool)
+    mask[order] = test_sorted
+    return mask
+
+
+def leave_last_n_out(
+    user_ids: Any, timestamps: Any, *, n: int = 5, min_train: int = 1
+) -> np.ndarray:
+    """Per-user temporal split: each user's `n` latest events for testing.
+
+    Users with fewer than `n + min_train` events keep all of them in
+    training. Ties in time are broken by position (later rows count as
+    later), so the split is deterministic.
+
+    Args:
+        user_ids: 1-D array-like of hashable ids, one per event.
+        timestamps: 1-D array-like of numbers, one per event.
+        n: int >= 1. Events held out per user.
+        min_train: int >= 1. Events a user must keep in training to be
+            tested at all.
+
+    Returns:
+        A boolean mask over the events: True marks a test event.
+
+    Raises:
+        ValueError: if the columns differ in length or `n` < 1.
+
+    Example:
+    ```python
+    test = leave_last_n_out(ratings.user_ids, ratings.timestamps, n=5)
+    ```
+    """
+    n = _validation.check_positive_int("n", n)
+    min_train = _validation.check_positive_int("min_train", min_train)
+    codes = _user_codes(user_ids)
+    times = np.asarray(timestamps)
+    if times.shape != (len(codes),) or times.dtype.kind not in "iuf":
+        raise ValueError(
+            "`timestamps` must be numbers, one per event, shape "
+            f"({len(codes)},). Received: timestamps with shape "
+            f"{times.shape} and dtype {times.dtype}"
+        )
+    order = np.lexsort((np.arange(len(codes)), times, codes))
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    rank_from_end = np.repeat(starts + counts, counts) - np.arange(len(order))
+    eligible = np.repeat(counts >= n + min_train, counts)
+    test_sorted = eligible & (rank_from_end <= n)
+    mask = np.zeros(len(order), dtype=bool)
+    mask[order] = test_sorted
+    return mask
+
+
+def is_integer_like(value: Any) -> bool:
+    """Whether `value` is an integer scalar (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,27 @@
+"""examples/recommendation.py runs the full cycle on real MovieLens data."""
+
+import runpy
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "recommendation.py"
+
+
+def test_recommendation_example_runs_small(data_dir, tmp_path, capsys):
+    main = runpy.run_path(str(EXAMPLE), run_name="example")["main"]
+    results = main(
+        [
+            "--data-dir",
+            str(data_dir / "movielens-latest-small"),
+            "--workdir",
+            str(tmp_path),
+            "--max-users",
+            "120",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "NDCG@10 item-based" in printed and "top 5 for user" in printed
+    assert results["reload_identical"] == 1.0
+    assert results["export_identical"] == 1.0
+    assert results["ndcg"] > 0.0
+    assert (tmp_path / "movielens_cosine.npz").is_file()
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
