@@ -316,7 +316,7 @@ def build_text_classifier(
 
     Encoders (`encoder=`):
 
-    - `"ngrams"` (default): a bag of n-grams (TF-IDF weighted) and one
+    - `"ngrams"` (default): a bag of n-grams (multi-hot) and one
       hidden dense layer. Fastest to train by far and the most accurate on
       short texts (SMS, tickets, reviews up to a few hundred words). With
       character tokenization it uses character 1-4-grams, which handle
