@@ -673,9 +673,9 @@ def split_text_model(
     Example:
     ```python
     import tensorflow as tf
-    from aiservice_kit import build_text_classifier
+    from aiservice_kit import build_text_classifier, get_strategy
     from aiservice_kit.models.text import split_text_model
-    strategy = tf.distribute.MirroredStrategy()
+    strategy = get_strategy()
     with strategy.scope():
         model = build_text_classifier(texts, num_classes=2)
         vectorizer, numeric = split_text_model(model)

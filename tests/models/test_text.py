@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from aiservice_kit import build_text_classifier
+from aiservice_kit import get_strategy
 from aiservice_kit.datasets import load_labelled_text
 from aiservice_kit.models.text import ENCODERS
 from aiservice_kit.models.text import encode_labels
@@ -168,9 +169,10 @@ def test_exported_saved_model_takes_strings_and_matches(tmp_path):
 
 @pytest.mark.multi_device
 def test_mirrored_strategy_trains_the_raw_string_model():
-    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= 2, "conftest should create 2 logical CPUs"
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    # get_strategy keeps one MirroredStrategy per device set: a second one
+    # over the same devices in this process breaks collectives.
+    strategy = get_strategy(kind="mirrored")
+    assert strategy.num_replicas_in_sync == 2, "conftest makes 2 CPUs"
     with strategy.scope():
         model = build_text_classifier(
             TEXTS,
