@@ -26,12 +26,14 @@ def quiet_tensorflow_logs() -> bool:
     notebook, say) stay quiet too instead of taking it for the user's.
 
     Returns:
-        True when the user had not chosen a level (so we chose quiet).
+        True when info lines are to be hidden (our default, or the user's
+        level of 1 or more), so TensorFlow's start-up notices, which it
+        prints before reading the level, should be hidden too.
     """
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     ours = os.environ.get(_QUIET_MARKER) == "1" and level == _QUIET_LEVEL
     if level is not None and not ours:
-        return False
+        return level.strip() not in ("", "0")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = _QUIET_LEVEL
     os.environ[_QUIET_MARKER] = "1"
     return True

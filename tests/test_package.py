@@ -75,6 +75,13 @@ def test_child_processes_stay_quiet():
     assert result.stderr == ""
 
 
+def test_a_users_quiet_level_also_hides_the_start_up_notices():
+    result = _run_python("import aiservice_kit", TF_CPP_MIN_LOG_LEVEL="2")
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 def test_a_users_own_log_level_is_respected():
     result = _run_python(
         "import os, aiservice_kit; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])",
