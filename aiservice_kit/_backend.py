@@ -63,6 +63,26 @@ def _stderr_silenced():
         os.close(devnull)
 
 
+def native_logs_hidden() -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL asks to hide info lines (1 or more)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Hides lines TensorFlow's C++ code writes straight to stderr.
+
+    The LiteRT converter and interpreter print info lines ("Created
+    TensorFlow Lite XNNPACK delegate", quantization settings) that ignore
+    the log level; they are hidden while the level asks for quiet.
+    """
+    if not native_logs_hidden():
+        yield
+        return
+    with _stderr_silenced():
+        yield
+
+
 def import_tensorflow(quiet: bool) -> None:
     """Imports TensorFlow once, hiding its start-up notices when `quiet`."""
     if "tensorflow" in sys.modules or not quiet:

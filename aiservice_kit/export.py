@@ -43,6 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aiservice_kit._backend import quiet_native_logs
 from aiservice_kit._validation import check_bool
 from aiservice_kit._validation import check_choice
 from aiservice_kit._validation import check_optional_positive_int
@@ -1091,7 +1092,7 @@ def _quiet_interpreter_deprecation() -> Iterator[None]:
     runtime packaged alone; the converter's int8 calibration uses the
     bundled one too. We use `ai_edge_litert` when it is installed.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_native_logs():
         warnings.filterwarnings(
             "ignore",
             message=r"\s*Warning: tf\.lite\.Interpreter is deprecated",
@@ -1125,7 +1126,9 @@ class _TFLiteRunner:
                 f"{path} has no signature; export it with "
                 "aiservice_kit.export.export_tflite."
             )
-        self._runner = self.interpreter.get_signature_runner(key)
+        with quiet_native_logs():  # the delegate's info line, printed once
+            self.interpreter.allocate_tensors()
+            self._runner = self.interpreter.get_signature_runner(key)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(self._runner(**batch))

@@ -173,3 +173,33 @@ def test_module_entry_point_runs():
     )
     assert result.returncode == 0, result.stderr
     assert "--format" in result.stdout and "saved_model" in result.stdout
+
+
+def test_int8_tflite_export_prints_only_its_own_lines(workdir, tmp_path):
+    # TensorFlow's converter and LiteRT interpreter write info lines straight
+    # to stderr ("fully_quantize: ...", "Created TensorFlow Lite XNNPACK
+    # delegate"); a command must not pass them on to the user.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aiservice_kit.cli",
+            "export",
+            str(workdir / "tiny.keras"),
+            "--format",
+            "tflite",
+            "--quantization",
+            "int8",
+            "--representative-data",
+            str(workdir / "images.npy"),
+            "--output",
+            str(tmp_path / "tiny.tflite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[0].startswith("tflite: wrote")
