@@ -126,15 +126,10 @@ class Client:
         Raises:
             ServingClientError: for any non-200 answer.
         """
-        body: dict[str, Any] = {"instances": _plain(instances)}
-        if signature_name:
-            body["signature_name"] = signature_name
-        return self._call(
-            "POST",
-            self._path(model, version, ":predict"),
-            content=json.dumps(body),
-            headers={"Content-Type": "application/json"},
-        )["predictions"]
+        body = {"instances": _plain(instances)}
+        return self._predict(model, version, body, signature_name)[
+            "predictions"
+        ]
 
     def predict_columns(
         self,
@@ -145,7 +140,16 @@ class Client:
         signature_name: str | None = None,
     ) -> Any:
         """Columnar predict (`inputs`); returns `outputs`."""
-        body: dict[str, Any] = {"inputs": _plain(inputs)}
+        body = {"inputs": _plain(inputs)}
+        return self._predict(model, version, body, signature_name)["outputs"]
+
+    def _predict(
+        self,
+        model: str,
+        version: int | None,
+        body: dict[str, Any],
+        signature_name: str | None,
+    ) -> dict[str, Any]:
         if signature_name:
             body["signature_name"] = signature_name
         return self._call(
@@ -153,7 +157,7 @@ class Client:
             self._path(model, version, ":predict"),
             content=json.dumps(body),
             headers={"Content-Type": "application/json"},
-        )["outputs"]
+        )
 
     def status(self, model: str, version: int | None = None) -> list[dict]:
         """The `model_version_status` rows."""

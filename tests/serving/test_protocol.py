@@ -517,3 +517,15 @@ def test_access_log_is_json_and_never_holds_a_key(server, keys, http):
     for secret in keys[1].values():
         assert secret not in log
         assert secret.split("_", 2)[2] not in log
+
+
+def test_python_client_rows_and_columns_give_the_same_answers(server, keys):
+    with Client(server.url, api_key=keys[1]["acme"]) as client:
+        rows = client.predict("half_plus_three", [1.0, 2.0, 5.0])
+        columns = client.predict_columns("half_plus_three", [1.0, 2.0, 5.0])
+        named = client.predict(
+            "half_plus_three", [1.0], signature_name="serving_default"
+        )
+
+    assert rows == columns == [3.5, 4.0, 5.5]
+    assert named == [3.5]
