@@ -1,36 +1,52 @@
 """aiservice_kit: from data to a served Keras model in a few lines.
 
-The public API is listed in `__all__`. Serving is an optional extra,
-imported explicitly: `from aiservice_kit.serving import create_app`.
+The public API is listed in `__all__`. Its names load on first use, so
+`import aiservice_kit` is cheap and the recommenders never load TensorFlow
+(about 650 MB and 4 s) unless they export; the first model builder, export
+or training helper you touch imports it. Whoever imports TensorFlow first
+(the library, Keras or you), its start-up notices stay hidden unless you
+set `TF_CPP_MIN_LOG_LEVEL=0`. Serving is an optional extra, imported
+explicitly: `from aiservice_kit.serving import create_app`.
+
+Raises:
+    ImportError: on import, when Keras is configured (by `KERAS_BACKEND` or
+        `~/.keras/keras.json`) for a backend other than TensorFlow.
 """
+
+import importlib
+import typing
 
 from aiservice_kit import _backend
 
-_backend.check_backend(quiet=_backend.quiet_tensorflow_logs())
-
-from aiservice_kit.distribute import describe_strategy  # noqa: E402
-from aiservice_kit.distribute import get_strategy  # noqa: E402
-from aiservice_kit.exceptions import ExportError  # noqa: E402
-from aiservice_kit.exceptions import ExportMismatchError  # noqa: E402
-from aiservice_kit.exceptions import NotFittedError  # noqa: E402
-from aiservice_kit.export import ExportReport  # noqa: E402
-from aiservice_kit.export import export_onnx  # noqa: E402
-from aiservice_kit.export import export_saved_model  # noqa: E402
-from aiservice_kit.export import export_tflite  # noqa: E402
-from aiservice_kit.export import verify_export  # noqa: E402
-from aiservice_kit.models import PositionalEmbedding  # noqa: E402
-from aiservice_kit.models import TransformerEncoder  # noqa: E402
-from aiservice_kit.models import build_cnn  # noqa: E402
-from aiservice_kit.models import build_lstm  # noqa: E402
-from aiservice_kit.models import build_text_classifier  # noqa: E402
-from aiservice_kit.pipelines import make_dataset  # noqa: E402
-from aiservice_kit.recommenders import CosineRecommender  # noqa: E402
-from aiservice_kit.training import default_callbacks  # noqa: E402
-from aiservice_kit.training import evaluate  # noqa: E402
-from aiservice_kit.training import plot_history  # noqa: E402
-from aiservice_kit.training import train  # noqa: E402
+_backend.check_configured_backend()
+_backend.hide_tensorflow_start_up_notices()
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "CosineRecommender": "aiservice_kit.recommenders",
+    "ExportError": "aiservice_kit.exceptions",
+    "ExportMismatchError": "aiservice_kit.exceptions",
+    "ExportReport": "aiservice_kit.export",
+    "NotFittedError": "aiservice_kit.exceptions",
+    "PositionalEmbedding": "aiservice_kit.models",
+    "TransformerEncoder": "aiservice_kit.models",
+    "build_cnn": "aiservice_kit.models",
+    "build_lstm": "aiservice_kit.models",
+    "build_text_classifier": "aiservice_kit.models",
+    "default_callbacks": "aiservice_kit.training",
+    "describe_strategy": "aiservice_kit.distribute",
+    "evaluate": "aiservice_kit.training",
+    "export_onnx": "aiservice_kit.export",
+    "export_saved_model": "aiservice_kit.export",
+    "export_tflite": "aiservice_kit.export",
+    "get_strategy": "aiservice_kit.distribute",
+    "make_dataset": "aiservice_kit.pipelines",
+    "plot_history": "aiservice_kit.training",
+    "train": "aiservice_kit.training",
+    "verify_export": "aiservice_kit.export",
+}
 
 __all__ = [
     "CosineRecommender",
@@ -56,3 +72,42 @@ __all__ = [
     "train",
     "verify_export",
 ]
+
+if (
+    typing.TYPE_CHECKING
+):  # for IDEs and type checkers; nothing is imported at run
+    from aiservice_kit.distribute import describe_strategy
+    from aiservice_kit.distribute import get_strategy
+    from aiservice_kit.exceptions import ExportError
+    from aiservice_kit.exceptions import ExportMismatchError
+    from aiservice_kit.exceptions import NotFittedError
+    from aiservice_kit.export import ExportReport
+    from aiservice_kit.export import export_onnx
+    from aiservice_kit.export import export_saved_model
+    from aiservice_kit.export import export_tflite
+    from aiservice_kit.export import verify_export
+    from aiservice_kit.models import PositionalEmbedding
+    from aiservice_kit.models import TransformerEncoder
+    from aiservice_kit.models import build_cnn
+    from aiservice_kit.models import build_lstm
+    from aiservice_kit.models import build_text_classifier
+    from aiservice_kit.pipelines import make_dataset
+    from aiservice_kit.recommenders import CosineRecommender
+    from aiservice_kit.training import default_callbacks
+    from aiservice_kit.training import evaluate
+    from aiservice_kit.training import plot_history
+    from aiservice_kit.training import train
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _LAZY:
+        raise AttributeError(
+            f"module 'aiservice_kit' has no attribute {name!r}"
+        )
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

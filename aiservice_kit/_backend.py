@@ -1,4 +1,4 @@
-"""Backend checks and log hygiene, run once when `aiservice_kit` is imported.
+"""Backend checks and log hygiene, set up when `aiservice_kit` is imported.
 
 TensorFlow prints a wall of C++ log lines at import. We silence the info and
 warning levels unless the user chose a level themselves, and we refuse to run
@@ -6,6 +6,7 @@ on a Keras backend other than TensorFlow, naming the fix.
 """
 
 import contextlib
+import importlib.abc
 import json
 import os
 import sys
@@ -83,14 +84,77 @@ def quiet_native_logs():
         yield
 
 
-def import_tensorflow(quiet: bool) -> None:
-    """Imports TensorFlow once, hiding its start-up notices when `quiet`."""
-    if "tensorflow" in sys.modules or not quiet:
-        import tensorflow  # noqa: F401
+_MISSING_TENSORFLOW = (
+    "aiservice_kit needs TensorFlow, which is not installed. Install the "
+    "build for your hardware: `pip install 'aiservice_kit[cpu]'` (CPU), "
+    "`pip install 'aiservice_kit[gpu]'` (NVIDIA GPU) or "
+    "`pip install 'aiservice_kit[tpu]'` (Cloud TPU VM)."
+)
 
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs one module's loader with file descriptor 2 silenced."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        _remove_tensorflow_hook()
+        # Put the real loader back first, so nothing of ours stays behind.
+        module.__loader__ = module.__spec__.loader = self.loader
+        with _stderr_silenced():
+            self.loader.exec_module(module)
+
+
+class _TensorFlowImportHook(importlib.abc.MetaPathFinder):
+    """Makes the first `import tensorflow`, whoever runs it, quiet.
+
+    Sits on `sys.meta_path` until TensorFlow is imported (by Keras, by the
+    library or by the user) and wraps that one import in the descriptor
+    redirect, then removes itself. A missing TensorFlow gets an error that
+    names the extra to install instead of a bare ModuleNotFoundError.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _QuietLoader(spec.loader)
+                return spec
+            if spec is not None:
+                return spec
+        raise ModuleNotFoundError(_MISSING_TENSORFLOW, name=fullname)
+
+
+def _remove_tensorflow_hook() -> None:
+    sys.meta_path[:] = [
+        finder
+        for finder in sys.meta_path
+        if not isinstance(finder, _TensorFlowImportHook)
+    ]
+
+
+def hide_tensorflow_start_up_notices() -> None:
+    """Hides TensorFlow's start-up notices, without importing it now.
+
+    Unless the user asked for TensorFlow's info lines (see
+    `quiet_tensorflow_logs`), the first import of TensorFlow in this
+    process, whenever it happens, runs with descriptor 2 silenced.
+    Importing `aiservice_kit` therefore stays cheap (no TensorFlow for the
+    recommenders), and `import aiservice_kit` before `import keras` still
+    keeps a notebook free of TensorFlow's C++ start-up lines.
+    """
+    if not quiet_tensorflow_logs() or "tensorflow" in sys.modules:
         return
-    with _stderr_silenced():
-        import tensorflow  # noqa: F401
+    if not any(isinstance(f, _TensorFlowImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TensorFlowImportHook())
 
 
 def configured_backend() -> str:
@@ -113,32 +177,16 @@ def configured_backend() -> str:
         return REQUIRED_BACKEND
 
 
-def check_backend(quiet: bool = False) -> None:
-    """Fails early when Keras runs on a backend other than TensorFlow.
-
-    Args:
-        quiet: bool. Hide TensorFlow's start-up notices while importing it.
+def check_configured_backend() -> None:
+    """Fails early, without importing Keras, when another backend is set.
 
     Raises:
-        ImportError: if TensorFlow is not installed, or Keras was configured
-            (by `KERAS_BACKEND` or `~/.keras/keras.json`) for another backend.
+        ImportError: if Keras is configured (by `KERAS_BACKEND` or
+            `~/.keras/keras.json`) for a backend other than TensorFlow.
     """
     backend = configured_backend()
     if backend != REQUIRED_BACKEND:
         raise ImportError(_wrong_backend_message(backend))
-    try:
-        import_tensorflow(quiet)
-    except ImportError as error:
-        raise ImportError(
-            "aiservice_kit needs TensorFlow, which is not installed. Install "
-            "the build for your hardware: `pip install 'aiservice_kit[cpu]'` "
-            "(CPU), `pip install 'aiservice_kit[gpu]'` (NVIDIA GPU) or "
-            "`pip install 'aiservice_kit[tpu]'` (Cloud TPU VM)."
-        ) from error
-    import keras
-
-    if keras.config.backend() != REQUIRED_BACKEND:
-        raise ImportError(_wrong_backend_message(keras.config.backend()))
 
 
 def _wrong_backend_message(backend: str) -> str:

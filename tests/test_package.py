@@ -6,18 +6,39 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import aiservice_kit
 
 
 def test_all_lists_exactly_the_public_names():
+    # Names load on first use: resolve them all, then nothing else public
+    # may sit in the namespace (submodules aside).
+    resolved = {
+        name: getattr(aiservice_kit, name) for name in aiservice_kit.__all__
+    }
     public = {
         name
         for name, value in vars(aiservice_kit).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
 
-    assert set(aiservice_kit.__all__) - {"__version__"} == public
+    assert set(resolved) - {"__version__"} == public
     assert sorted(aiservice_kit.__all__) == list(aiservice_kit.__all__)
+    assert set(aiservice_kit.__all__) <= set(dir(aiservice_kit))
+
+
+def test_public_names_resolve_to_their_defining_modules():
+    from aiservice_kit.models import build_cnn
+    from aiservice_kit.recommenders import CosineRecommender
+
+    assert aiservice_kit.build_cnn is build_cnn
+    assert aiservice_kit.CosineRecommender is CosineRecommender
+
+
+def test_an_unknown_name_raises_attribute_error_naming_it():
+    with pytest.raises(AttributeError, match="'build_cnnn'"):
+        aiservice_kit.build_cnnn  # noqa: B018
 
 
 def test_every_public_name_is_documented_and_typed():
@@ -52,23 +73,73 @@ def _run_python(code, **env):
     )
 
 
+_LOADED = (
+    "print(*(m in sys.modules for m in "
+    "('tensorflow', 'keras', 'fastapi', 'uvicorn')))"
+)
+
+
 def test_import_is_quiet_and_light():
+    result = _run_python(f"import sys, aiservice_kit; {_LOADED}")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"] * 4
+    assert result.stderr == ""
+
+
+def test_the_recommender_runs_without_loading_tensorflow():
+    # About 650 MB and 4 s that a recommendation service does not need.
     result = _run_python(
-        "import sys, aiservice_kit; "
-        "print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+        "import sys; from aiservice_kit import CosineRecommender; "
+        "model = CosineRecommender(n_neighbors=2).fit("
+        "([1, 1, 2, 2, 3], ['a', 'b', 'a', 'c', 'b'])); "
+        "print(model.recommend([3], top_k=1)[0][0, 0]); "
+        f"{_LOADED}"
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]
+    assert result.stdout.split() == ["a", "False", "False", "False", "False"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import aiservice_kit as ak; ak.build_cnn",
+        "from aiservice_kit import export_saved_model",
+        "from aiservice_kit.models import build_lstm",
+        "import aiservice_kit.training",
+        "import aiservice_kit, keras",  # the documented notebook order
+        "import aiservice_kit, tensorflow",
+    ],
+)
+def test_first_use_of_tensorflow_is_quiet_whichever_way_it_comes(code):
+    result = _run_python(f"import sys; {code}; {_LOADED}")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:2] == ["True", "True"]
     assert result.stderr == ""
+
+
+def test_a_missing_tensorflow_names_the_extra_to_install():
+    # Only our hook is left to find modules: as if TensorFlow were absent.
+    result = _run_python(
+        "import sys, aiservice_kit; "
+        "sys.meta_path[:] = [f for f in sys.meta_path "
+        "if type(f).__name__ == '_TensorFlowImportHook']; "
+        "import tensorflow"
+    )
+
+    assert result.returncode != 0
+    assert "ModuleNotFoundError" in result.stderr
+    assert "pip install 'aiservice_kit[cpu]'" in result.stderr
 
 
 def test_child_processes_stay_quiet():
     # A server started from a quiet process must not take our level for the
     # user's and print TensorFlow's start-up notices.
     result = _run_python(
-        "import subprocess, sys, aiservice_kit; "
-        "subprocess.run([sys.executable, '-c', 'import aiservice_kit'])"
+        "import subprocess, sys, aiservice_kit.models; "
+        "subprocess.run([sys.executable, '-c', 'import aiservice_kit.models'])"
     )
 
     assert result.returncode == 0
@@ -76,7 +147,9 @@ def test_child_processes_stay_quiet():
 
 
 def test_a_users_quiet_level_also_hides_the_start_up_notices():
-    result = _run_python("import aiservice_kit", TF_CPP_MIN_LOG_LEVEL="2")
+    result = _run_python(
+        "import aiservice_kit.models", TF_CPP_MIN_LOG_LEVEL="2"
+    )
 
     assert result.returncode == 0
     assert result.stderr == ""
@@ -84,7 +157,8 @@ def test_a_users_quiet_level_also_hides_the_start_up_notices():
 
 def test_a_users_own_log_level_is_respected():
     result = _run_python(
-        "import os, aiservice_kit; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])",
+        "import os, aiservice_kit.models; "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])",
         TF_CPP_MIN_LOG_LEVEL="0",
     )
 
