@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
 
 from aiservice_kit import _validation
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
 from aiservice_kit.recommenders import interactions as _interactions
+from aiservice_kit.recommenders._params import ParamsMixin
 
 _SAVE_FORMAT = 1
 
@@ -124,19 +124,83 @@ def _kernel_csr(
     )
 
 
+#: Entries divided per step when normalising: bounds the temporaries.
+_CHUNK = 1 << 20
+
+
+def _normalised_values(
+    data: np.ndarray, norms: np.ndarray, owner: np.ndarray
+) -> np.ndarray:
+    """`data / norms[owner]` in float64, a chunk at a time.
+
+    Float64 and a division (not a product with the inverse), as implicit
+    does, so the vectors and every similarity are bit-identical to its;
+    chunks keep the temporaries small on large matrices.
+    """
+    out = np.empty(len(data), dtype=np.float64)
+    for start in range(0, len(data), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        np.divide(data[part], norms[owner[part]], out=out[part])
+    return out
+
+
+def _row_norms(matrix: sp.csr_matrix) -> np.ndarray:
+    squares = sp.csr_matrix(
+        (matrix.data**2, matrix.indices, matrix.indptr), shape=matrix.shape
+    ).sum(axis=1)
+    return np.sqrt(np.asarray(squares, dtype=np.float64).ravel())
+
+
+def _row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
+    counts = np.diff(matrix.indptr)
+    return np.repeat(np.arange(matrix.shape[0], dtype=np.int32), counts)
+
+
 def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    squares = matrix.multiply(matrix).sum(axis=1)
-    norms = np.sqrt(np.asarray(squares, dtype=np.float64).ravel())
-    # float64 and a division (not a product with the inverse), as implicit
-    # does, so the vectors and every similarity are bit-identical to its.
-    return sp.csr_matrix(
-        (
-            matrix.data / np.repeat(norms, np.diff(matrix.indptr)),
-            matrix.indices,
-            matrix.indptr,
-        ),
-        shape=matrix.shape,
+    """Each row scaled to unit L2 norm (float64), sharing the indices."""
+    values = _normalised_values(
+        matrix.data, _row_norms(matrix), _row_of_entries(matrix)
     )
+    return sp.csr_matrix(
+        (values, matrix.indices, matrix.indptr), shape=matrix.shape
+    )
+
+
+def _normalised_space(
+    user_items: sp.csr_matrix, kind: str
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """L2-normalised (queries, targets) for item or user similarity.
+
+    Item kind: queries are items x users, targets users x items, both
+    holding the item-normalised values; the targets reuse the index arrays
+    of `user_items`, so only new values are allocated. User kind: queries
+    are the user-normalised users x items, targets their transpose.
+    """
+    if kind == "user":
+        queries = _normalise_rows(user_items)
+        return queries, queries.T.tocsr()
+    item_users = user_items.T.tocsr()
+    norms = _row_norms(item_users)
+    queries = sp.csr_matrix(
+        (
+            _normalised_values(
+                item_users.data, norms, _row_of_entries(item_users)
+            ),
+            item_users.indices,
+            item_users.indptr,
+        ),
+        shape=item_users.shape,
+    )
+    del item_users  # its float32 values; the indices live on in queries
+    targets = sp.csr_matrix(
+        (
+            _normalised_values(user_items.data, norms, user_items.indices),
+            user_items.indices,
+            user_items.indptr,
+        ),
+        shape=user_items.shape,
+    )
+    return queries, targets
 
 
 def _topk_neighbours(
@@ -191,7 +255,7 @@ def _dense_to_csr(
     return matrix
 
 
-class CosineRecommender(BaseEstimator):
+class CosineRecommender(ParamsMixin):
     """Item- or user-based nearest-neighbour recommender on cosine.
 
     Configured alike (`kind="item"`, `n_neighbors=K`), its scores are those
@@ -325,14 +389,8 @@ class CosineRecommender(BaseEstimator):
             )
         matrix.sort_indices()
         k = self.n_neighbors
-        if self.kind == "item":
-            queries = _normalise_rows(matrix.T.tocsr())  # items x users
-            targets = queries.T.tocsr()  # users x items
-            per_row = np.diff(targets.indptr).astype(np.float64)
-        else:
-            queries = _normalise_rows(matrix)  # users x items
-            targets = queries.T.tocsr()  # items x users
-            per_row = np.diff(targets.indptr).astype(np.float64)
+        queries, targets = _normalised_space(matrix, self.kind)
+        per_row = np.diff(targets.indptr).astype(np.float64)
         n = queries.shape[0]
         work = float((per_row**2).sum())
         show = (
@@ -392,11 +450,7 @@ class CosineRecommender(BaseEstimator):
         if cache is None:
             cache = self._cache = {}
         if kind not in cache:
-            if kind == "item":
-                queries = _normalise_rows(self.user_items_.T.tocsr())
-            else:
-                queries = _normalise_rows(self.user_items_)
-            cache[kind] = (queries, queries.T.tocsr())
+            cache[kind] = _normalised_space(self.user_items_, kind)
         return cache[kind]
 
     # ------------------------------------------------------------ recommend

@@ -304,6 +304,11 @@ def test_scikit_learn_contract():
     assert not hasattr(model, "similarity_")
     copy = clone(model).set_params(n_neighbors=3)
     assert copy.n_neighbors == 3 and model.n_neighbors == 7
+    assert repr(copy) == (
+        "CosineRecommender(kind='user', n_neighbors=3, num_threads=1)"
+    )
+    with pytest.raises(ValueError, match="'neighbours'.*n_neighbors"):
+        model.set_params(neighbours=3)
     matrix = random_matrix()
     assert model.fit(matrix) is model
     assert model.similarity_.shape == (40, 40)
