@@ -169,6 +169,45 @@ def default_callbacks(
               callbacks=default_callbacks("runs/mnist"))
     ```
     """
+    return _callbacks(
+        run_dir,
+        monitor=monitor,
+        patience=patience,
+        save_best=save_best,
+        backup=backup,
+        tensorboard=tensorboard,
+        csv_log=csv_log,
+    )
+
+
+class _ModelCheckpointOf(keras.callbacks.ModelCheckpoint):
+    """A `ModelCheckpoint` that saves `saved_model`, whatever `fit` runs.
+
+    Under more than one replica a raw-string text model trains through
+    its integer half (which shares its weights); the best checkpoint must
+    still be the string model a user loads and serves.
+    """
+
+    def __init__(self, saved_model: keras.Model, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._saved_model = saved_model
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self._saved_model)
+
+
+def _callbacks(
+    run_dir: str | os.PathLike,
+    *,
+    monitor: str,
+    patience: int | None,
+    save_best: bool = True,
+    backup: bool = True,
+    tensorboard: bool = True,
+    csv_log: bool = True,
+    saved_model: keras.Model | None = None,
+) -> list[keras.callbacks.Callback]:
+    """`default_callbacks`, whose best checkpoint may save another model."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise TypeError(
             "`run_dir` must be a str or PathLike directory. "
@@ -199,7 +238,15 @@ def default_callbacks(
         )
     if save_best:
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
+            _ModelCheckpointOf(
+                saved_model,
+                str(run_dir / BEST_MODEL_FILE),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+            )
+            if saved_model is not None
+            else keras.callbacks.ModelCheckpoint(
                 str(run_dir / BEST_MODEL_FILE),
                 monitor=monitor,
                 mode=mode,
@@ -537,6 +584,9 @@ def train(
                     loss=model.loss,
                     metrics=["accuracy"],
                 )
+            # One optimizer for both halves (they share their weights), so
+            # the string model's checkpoints carry the real training state.
+            model.optimizer = fit_model.optimizer
 
         def map_fn(*batch: Any) -> Any:
             return (vectorizer(batch[0]), *batch[1:])
@@ -585,10 +635,11 @@ def train(
 
     run_dir = _worker_dir(Path(run_dir) if run_dir is not None else None, info)
     all_callbacks = (
-        default_callbacks(
+        _callbacks(
             run_dir,
             monitor="val_loss" if validation is not None else "loss",
             patience=patience,
+            saved_model=model if fit_model is not model else None,
         )
         if run_dir is not None
         else []
@@ -631,8 +682,8 @@ def train(
             verbose=verbose,
         )
     if fit_model is not model and not model.optimizer.built:
-        # The numeric half trained with its own optimizer; build the string
-        # model's so that its saved file loads back compiled.
+        # No step ran (a finished run started again): build the shared
+        # optimizer so that the saved string model loads back compiled.
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
     if run_dir is not None:

@@ -169,6 +169,38 @@ def test_raw_string_text_classifier_trains_on_two_replicas(data_dir):
     assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
+@pytest.mark.multi_device
+def test_best_checkpoint_of_a_string_model_on_two_replicas_takes_strings(
+    data_dir, tmp_path
+):
+    # The integer half is what trains there; the checkpoint a user loads
+    # and serves must still be the raw-string model.
+    from aiservice_kit.models.text import build_text_classifier
+
+    texts, y = _sms(data_dir)
+    model, history = train(
+        lambda: build_text_classifier(
+            texts, num_classes=2, dense_units=8, dropout=0.0
+        ),
+        texts,
+        y,
+        epochs=2,
+        batch_size=32,
+        strategy=get_strategy("mirrored", log=False),
+        run_dir=tmp_path,
+        verbose=0,
+    )
+    best = keras.saving.load_model(tmp_path / BEST_MODEL_FILE)
+
+    assert best.inputs[0].dtype == "string"
+    losses = history.history["loss"]
+    assert losses[1] < losses[0]  # so the best checkpoint is the last epoch
+    sample = np.array(texts[:4], dtype=object)
+    np.testing.assert_allclose(
+        best.predict(sample, verbose=0), model.predict(sample, verbose=0)
+    )
+
+
 def test_model_built_outside_the_scope_gets_a_message_naming_the_fix():
     x = np.zeros((8, 8, 8), "uint8")
     y = np.zeros(8, "int64")
