@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         "process high-water mark during fit + recommend (VmHWM, reset "
         "before fit); (+N) is its rise over the RSS before fit, i.e. what "
         "fit and recommend add. Ours starts higher by a fixed cost: "
-        "numba's JIT runtime (LLVM and the loaded kernels, about 170 MB "
+        "numba's JIT runtime (LLVM and the loaded kernels, about 115 MB "
         "over numpy + scipy, whatever the data size), where implicit's "
         "compiled extension costs about 13 MB. TensorFlow is not loaded.\n"
     )
