@@ -6,7 +6,11 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import sys
+import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ access_logger = logging.getLogger("aiservice_kit.serving.access")
 
 #: Default request body limit (bytes).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The name a single model gets, as in TensorFlow Serving's --model_name.
+DEFAULT_MODEL_NAME = "default"
 
 
 class Metrics:
@@ -223,16 +229,20 @@ class _AccessLog:
                 )
 
 
+def _is_keras_model(value: Any) -> bool:
+    # Checked without importing Keras: a Keras model implies it is loaded.
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(value, keras.Model)
+
+
 def _model_configs(
-    models: Mapping[str, Any] | None,
+    models: Any,
     config: ServerConfig,
     batching: BatchingConfig,
+    exports: "_InMemoryExports",
 ) -> dict[str, ModelConfig]:
     if models is not None and not isinstance(models, Mapping):
-        raise TypeError(
-            "`models` must be a dict of model name -> base path (or "
-            f"ModelConfig). Received: models={models!r}"
-        )
+        models = {DEFAULT_MODEL_NAME: models}
     merged = dict(config.models)
     for name, value in (models or {}).items():
         if not isinstance(name, str) or not name or "/" in name or ":" in name:
@@ -244,10 +254,12 @@ def _model_configs(
             merged[name] = value
         elif isinstance(value, (str, os.PathLike)):
             merged[name] = ModelConfig(Path(value), batching)
+        elif _is_keras_model(value):
+            merged[name] = ModelConfig(exports.export(name, value), batching)
         else:
             raise TypeError(
-                f"`models[{name!r}]` must be a base path or a ModelConfig. "
-                f"Received: {value!r}"
+                f"`models[{name!r}]` must be a base path, a ModelConfig or a "
+                f"keras.Model. Received: {value!r}"
             )
     if not merged:
         raise ValueError(
@@ -264,8 +276,36 @@ def _model_configs(
     return merged
 
 
+class _InMemoryExports:
+    """SavedModels of the Keras models handed to `create_app` directly.
+
+    Each is exported (and verified) with `export_saved_model` into one
+    temporary directory, removed when the app is garbage-collected or the
+    interpreter exits.
+    """
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+
+    def export(self, name: str, model: Any) -> Path:
+        from aiservice_kit.export import export_saved_model
+
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="aiservice_kit-serve-"))
+        export_saved_model(model, self.root / name)
+        return self.root / name
+
+    def remove_with(self, app: Any) -> None:
+        if self.root is not None:
+            weakref.finalize(app, shutil.rmtree, self.root, True)
+
+    def remove(self) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
 def create_app(
-    models: Mapping[str, str | os.PathLike | ModelConfig] | None = None,
+    models: Mapping[str, Any] | str | os.PathLike | Any = None,
     *,
     db: str | os.PathLike | None = None,
     config: ServerConfig | str | os.PathLike | None = None,
@@ -279,9 +319,13 @@ def create_app(
     """Builds the TF-Serving-compatible REST app (models load at startup).
 
     Args:
-        models: dict. Model name -> base path holding `<N>/` SavedModel
-            version directories (or a `ModelConfig`). Merged with the
-            config file's `[models]`.
+        models: dict of model name -> a base path holding `<N>/`
+            SavedModel version directories, a `ModelConfig`, or a
+            `keras.Model` (exported with `export_saved_model` to a temporary
+            directory, so a notebook can serve what it just trained). A
+            single path, `ModelConfig` or model is served under the name
+            `"default"`, as TensorFlow Serving names a lone model. Merged
+            with the config file's `[models]`.
         db: str or Path or None. SQLite file for API keys and the usage
             ledger; default `$AISERVICE_KIT_DB` or `./aiservice_kit.db`.
         config: ServerConfig, path of a TOML/JSON config, or None.
@@ -313,12 +357,19 @@ def create_app(
     from aiservice_kit.serving import create_app
     app = create_app({"mnist": "exports/mnist"}, db="service.db")
     uvicorn.run(app, host="127.0.0.1", port=8501)
+    # Or straight from a notebook: POST /v1/models/default:predict
+    app = create_app(model, auth=False)
     ```
     """
     if not isinstance(config, ServerConfig):
         config = load_config(config)
     batching = batching or BatchingConfig()
-    model_configs = _model_configs(models, config, batching)
+    exports = _InMemoryExports()
+    try:
+        model_configs = _model_configs(models, config, batching, exports)
+    except BaseException:
+        exports.remove()
+        raise
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
         raise TypeError(
             "`max_body_bytes` must be a positive integer. "
@@ -405,6 +456,7 @@ def create_app(
 
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_AccessLog, metrics=metrics, enabled=access_log)
+    exports.remove_with(app)
     return app
 
 
