@@ -104,7 +104,15 @@ def __getattr__(name: str) -> typing.Any:
         raise AttributeError(
             f"module 'aiservice_kit' has no attribute {name!r}"
         )
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+    try:
+        module = importlib.import_module(_LAZY[name])
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            _backend.MISSING_TENSORFLOW, name="tensorflow"
+        ) from error
+    value = getattr(module, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

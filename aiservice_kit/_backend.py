@@ -84,7 +84,7 @@ def quiet_native_logs():
         yield
 
 
-_MISSING_TENSORFLOW = (
+MISSING_TENSORFLOW = (
     "aiservice_kit needs TensorFlow, which is not installed. Install the "
     "build for your hardware: `pip install 'aiservice_kit[cpu]'` (CPU), "
     "`pip install 'aiservice_kit[gpu]'` (NVIDIA GPU) or "
@@ -114,8 +114,8 @@ class _TensorFlowImportHook(importlib.abc.MetaPathFinder):
 
     Sits on `sys.meta_path` until TensorFlow is imported (by Keras, by the
     library or by the user) and wraps that one import in the descriptor
-    redirect, then removes itself. A missing TensorFlow gets an error that
-    names the extra to install instead of a bare ModuleNotFoundError.
+    redirect, then removes itself. Finding is left to the other finders,
+    so `importlib.util.find_spec("tensorflow")` answers as usual.
     """
 
     def find_spec(self, fullname, path=None, target=None):
@@ -130,7 +130,7 @@ class _TensorFlowImportHook(importlib.abc.MetaPathFinder):
                 return spec
             if spec is not None:
                 return spec
-        raise ModuleNotFoundError(_MISSING_TENSORFLOW, name=fullname)
+        return None
 
 
 def _remove_tensorflow_hook() -> None:

@@ -121,17 +121,26 @@ def test_first_use_of_tensorflow_is_quiet_whichever_way_it_comes(code):
 
 
 def test_a_missing_tensorflow_names_the_extra_to_install():
-    # Only our hook is left to find modules: as if TensorFlow were absent.
+    # None in sys.modules makes `import tensorflow` fail as if absent.
     result = _run_python(
-        "import sys, aiservice_kit; "
-        "sys.meta_path[:] = [f for f in sys.meta_path "
-        "if type(f).__name__ == '_TensorFlowImportHook']; "
-        "import tensorflow"
+        "import sys, aiservice_kit; sys.modules['tensorflow'] = None; "
+        "aiservice_kit.build_cnn"
     )
 
     assert result.returncode != 0
     assert "ModuleNotFoundError" in result.stderr
     assert "pip install 'aiservice_kit[cpu]'" in result.stderr
+
+
+def test_probing_for_tensorflow_answers_as_usual():
+    result = _run_python(
+        "import importlib.util, sys, aiservice_kit; "
+        "print(importlib.util.find_spec('tensorflow') is not None, "
+        "importlib.util.find_spec('no_such_module_here'), "
+        "'tensorflow' in sys.modules)"
+    )
+
+    assert result.stdout.split() == ["True", "None", "False"]
 
 
 def test_child_processes_stay_quiet():
