@@ -225,7 +225,7 @@ def test_create_app_refuses_bad_arguments(tmp_path):
         create_app({})
     with pytest.raises(ValueError, match="existing directory"):
         create_app({"m": tmp_path / "missing"})
-    with pytest.raises(TypeError, match="base path or a ModelConfig"):
+    with pytest.raises(TypeError, match="base path, a ModelConfig or a keras"):
         create_app({"m": 3})
     with pytest.raises(ValueError, match="max_body_bytes"):
         create_app({"m": tmp_path}, max_body_bytes=0)
