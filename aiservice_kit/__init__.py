@@ -73,9 +73,8 @@ __all__ = [
     "verify_export",
 ]
 
-if (
-    typing.TYPE_CHECKING
-):  # for IDEs and type checkers; nothing is imported at run
+# For IDEs and type checkers only: nothing here is imported at run time.
+if typing.TYPE_CHECKING:
     from aiservice_kit.distribute import describe_strategy
     from aiservice_kit.distribute import get_strategy
     from aiservice_kit.exceptions import ExportError
