@@ -96,10 +96,19 @@ class Client:
         return payload
 
     @staticmethod
-    def _path(model: str, version: int | None, verb: str = "") -> str:
+    def _path(
+        model: str, version: int | None, label: str | None, verb: str = ""
+    ) -> str:
         path = f"/v1/models/{model}"
+        if version is not None and label is not None:
+            raise ValueError(
+                "Pass a `version` or a `label`, not both. Received: "
+                f"version={version!r}, label={label!r}"
+            )
         if version is not None:
             path += f"/versions/{int(version)}"
+        if label is not None:
+            path += f"/labels/{label}"
         return path + verb
 
     def predict(
@@ -108,6 +117,7 @@ class Client:
         instances: Any,
         *,
         version: int | None = None,
+        label: str | None = None,
         signature_name: str | None = None,
     ) -> Any:
         """Row-format predict; returns `predictions`.
@@ -117,6 +127,8 @@ class Client:
             instances: list or numpy array (or a list of dicts, one key per
                 input, for several inputs).
             version: int or None. A given version; None for the latest.
+            label: str or None. The version a label names (`"stable"`), as
+                the server's `version_labels` set; not with `version`.
             signature_name: str or None. Default `serving_default`.
 
         Returns:
@@ -125,9 +137,10 @@ class Client:
 
         Raises:
             ServingClientError: for any non-200 answer.
+            ValueError: when both `version` and `label` are given.
         """
         body = {"instances": _plain(instances)}
-        return self._predict(model, version, body, signature_name)[
+        return self._predict(model, version, label, body, signature_name)[
             "predictions"
         ]
 
@@ -137,16 +150,20 @@ class Client:
         inputs: Any,
         *,
         version: int | None = None,
+        label: str | None = None,
         signature_name: str | None = None,
     ) -> Any:
         """Columnar predict (`inputs`); returns `outputs`."""
         body = {"inputs": _plain(inputs)}
-        return self._predict(model, version, body, signature_name)["outputs"]
+        return self._predict(model, version, label, body, signature_name)[
+            "outputs"
+        ]
 
     def _predict(
         self,
         model: str,
         version: int | None,
+        label: str | None,
         body: dict[str, Any],
         signature_name: str | None,
     ) -> dict[str, Any]:
@@ -154,20 +171,24 @@ class Client:
             body["signature_name"] = signature_name
         return self._call(
             "POST",
-            self._path(model, version, ":predict"),
+            self._path(model, version, label, ":predict"),
             content=json.dumps(body),
             headers={"Content-Type": "application/json"},
         )
 
-    def status(self, model: str, version: int | None = None) -> list[dict]:
+    def status(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[dict]:
         """The `model_version_status` rows."""
-        return self._call("GET", self._path(model, version))[
+        return self._call("GET", self._path(model, version, label))[
             "model_version_status"
         ]
 
-    def metadata(self, model: str, version: int | None = None) -> dict:
+    def metadata(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> dict:
         """Signature defs (and export metadata) of a version."""
-        return self._call("GET", self._path(model, version, "/metadata"))
+        return self._call("GET", self._path(model, version, label, "/metadata"))
 
     def usage(self, since: str | None = None, until: str | None = None) -> dict:
         """The calling key's usage and charges (ISO dates, optional)."""

@@ -20,6 +20,7 @@ base_path = "exports/mnist"
 max_batch_size = 64
 max_wait_ms = 0
 keep_versions = 2
+version_labels = { stable = 1, canary = 2 }   # /labels/stable:predict
 ```
 """
 
@@ -192,7 +193,13 @@ class ServerConfig:
 
 
 _PLAN_FIELDS = ("requests_per_second", "burst", "monthly_instances")
-_MODEL_FIELDS = ("base_path", "max_batch_size", "max_wait_ms", "keep_versions")
+_MODEL_FIELDS = (
+    "base_path",
+    "max_batch_size",
+    "max_wait_ms",
+    "keep_versions",
+    "version_labels",
+)
 
 
 def _table(data: Any, where: str) -> dict[str, Any]:
@@ -252,9 +259,15 @@ def parse_config(
             max_batch_size=fields.get("max_batch_size", 64),
             max_wait_ms=fields.get("max_wait_ms", 0.0),
         )
-        models[name] = ModelConfig(
-            base_path, batching, fields.get("keep_versions", 2)
-        )
+        try:
+            models[name] = ModelConfig(
+                base_path,
+                batching,
+                fields.get("keep_versions", 2),
+                fields.get("version_labels", {}),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"`models.{name}`: {error}") from None
     return ServerConfig(prices=prices, plans=plans, models=models)
 
 

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,16 @@ class ModelConfig:
         batching: BatchingConfig. Dynamic batching settings.
         keep_versions: int or None. How many of the newest loadable versions
             stay loaded (callable by `/versions/N`); None keeps all.
+        version_labels: dict of str -> int. Names for version numbers, as
+            in TF Serving's `version_labels` (`{"stable": 1, "canary":
+            2}`), callable by `/labels/NAME`. Moving a label is a config
+            change; clients keep their URL.
     """
 
     base_path: str | Path
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     keep_versions: int | None = 2
+    version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_path, (str, os.PathLike)):
@@ -66,6 +72,35 @@ class ModelConfig:
                 "`keep_versions` must be an integer >= 1 or None. "
                 f"Received: keep_versions={self.keep_versions!r}"
             )
+        labels = self.version_labels
+        if not isinstance(labels, Mapping) or not all(
+            isinstance(label, str)
+            and label
+            and "/" not in label
+            and ":" not in label
+            and not isinstance(version, bool)
+            and isinstance(version, int)
+            and version >= 1
+            for label, version in labels.items()
+        ):
+            raise ValueError(
+                "`version_labels` must map label names (non-empty, without "
+                "'/' or ':') to version numbers >= 1, e.g. {'stable': 1}. "
+                f"Received: version_labels={labels!r}"
+            )
+
+    def version_of(self, label: str) -> int:
+        """The version a label names.
+
+        Raises:
+            ServingError: 400 in TF Serving's words for an unknown label.
+        """
+        try:
+            return self.version_labels[label]
+        except KeyError:
+            raise ServingError(
+                f"Unrecognized servable version label: {label}", 400
+            ) from None
 
 
 @dataclasses.dataclass

@@ -85,7 +85,20 @@ def _caller(request: Request, model: str | None = None):
     return key
 
 
-async def _predict(request: Request, model_name: str, version_text):
+def _resolve(
+    service: Any, model_name: str, version_text: str | None, label: str | None
+) -> tuple[Any, int | None]:
+    """(the model's registry, the version asked for: None for the latest)."""
+    version = _version_number(version_text)
+    model = service.registry.get_model(model_name, version)
+    if label is not None:
+        version = model.config.version_of(label)
+    return model, version
+
+
+async def _predict(
+    request: Request, model_name: str, version_text, version_label=None
+):
     service = _service(request)
     started = time.perf_counter()
     arrived = time.time()
@@ -93,13 +106,15 @@ async def _predict(request: Request, model_name: str, version_text):
     key = _caller(request, model_name)
     service.limiter.check_rate(key)
     known = model_name in service.registry.models
-    label = model_name if known else "_unknown"
+    metrics_model = model_name if known else "_unknown"
     status, instances, version_number = 200, 0, None
     body = b""
     headers = {"X-Request-ID": request_id}
     try:
-        version = _version_number(version_text)
-        servable = service.registry.get_model(model_name, version).get(version)
+        model, version = _resolve(
+            service, model_name, version_text, version_label
+        )
+        servable = model.get(version)
         version_number = servable.version
         headers["X-Model-Version"] = str(servable.version)
         body = await request.body()
@@ -144,7 +159,7 @@ async def _predict(request: Request, model_name: str, version_text):
         await service.committer.record(record)
     except Exception:
         logger.exception("usage record %s could not be committed", request_id)
-        service.metrics.observe(label, 503, latency)
+        service.metrics.observe(metrics_model, 503, latency)
         raise ServingError(
             "The call could not be metered, so it was not answered; "
             "retry later.",
@@ -152,7 +167,7 @@ async def _predict(request: Request, model_name: str, version_text):
         ) from None
     if status == 200:
         service.limiter.add_usage(key, instances)
-    service.metrics.observe(label, status, latency)
+    service.metrics.observe(metrics_model, status, latency)
     return Response(
         content,
         status_code=status,
@@ -189,10 +204,28 @@ async def predict_version(
     return await _predict(request, model_name, version)
 
 
-def _status(request: Request, model_name: str, version_text) -> Response:
+@router.post(
+    "/v1/models/{model_name}/labels/{label}:predict",
+    response_model=schemas.PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    tags=["predict"],
+    summary="Predict with the version a label names",
+)
+async def predict_label(
+    request: Request, model_name: str, label: str
+) -> Response:
+    """TF Serving's Predict on the version labelled `label`."""
+    return await _predict(request, model_name, None, label)
+
+
+def _status(
+    request: Request, model_name: str, version_text, label=None
+) -> Response:
     _caller(request, model_name)
-    version = _version_number(version_text)
-    model = _service(request).registry.get_model(model_name, version)
+    model, version = _resolve(
+        _service(request), model_name, version_text, label
+    )
     rows = model.status(version)
     return _json({"model_version_status": [row.to_json() for row in rows]})
 
@@ -221,12 +254,26 @@ def version_status(request: Request, model_name: str, version: str) -> Response:
     return _status(request, model_name, version)
 
 
-def _metadata(request: Request, model_name: str, version_text) -> Response:
+@router.get(
+    "/v1/models/{model_name}/labels/{label}",
+    response_model=schemas.ModelStatusResponse,
+    responses=_ERRORS,
+    tags=["models"],
+    summary="Status of the version a label names",
+)
+def label_status(request: Request, model_name: str, label: str) -> Response:
+    """TF Serving's GetModelStatus for the version labelled `label`."""
+    return _status(request, model_name, None, label)
+
+
+def _metadata(
+    request: Request, model_name: str, version_text, label=None
+) -> Response:
     _caller(request, model_name)
-    version = _version_number(version_text)
-    servable = (
-        _service(request).registry.get_model(model_name, version).get(version)
+    model, version = _resolve(
+        _service(request), model_name, version_text, label
     )
+    servable = model.get(version)
     metadata: dict[str, Any] = {
         "signature_def": {"signature_def": servable.signature_defs}
     }
@@ -268,6 +315,18 @@ def version_metadata(
 ) -> Response:
     """TF Serving's GetModelMetadata for one version."""
     return _metadata(request, model_name, version)
+
+
+@router.get(
+    "/v1/models/{model_name}/labels/{label}/metadata",
+    response_model=schemas.ModelMetadataResponse,
+    responses=_ERRORS,
+    tags=["models"],
+    summary="Signatures of the version a label names",
+)
+def label_metadata(request: Request, model_name: str, label: str) -> Response:
+    """TF Serving's GetModelMetadata for the version labelled `label`."""
+    return _metadata(request, model_name, None, label)
 
 
 def _date(name: str, text: str | None) -> datetime.datetime | None:

@@ -207,6 +207,7 @@ def test_config_file_sets_prices_plans_and_models(tmp_path):
         'currency = "USD"\n[prices]\nm = 0.5\n'
         "[plans.gold]\nrequests_per_second = 10\nmonthly_instances = 1000\n"
         '[models.m]\nbase_path = "m"\nmax_batch_size = 16\n'
+        "version_labels = { stable = 1 }\n"
     )
 
     config = load_config(tmp_path / "service.toml")
@@ -215,9 +216,15 @@ def test_config_file_sets_prices_plans_and_models(tmp_path):
     assert config.plans["gold"].capacity == 20
     assert config.models["m"].base_path == tmp_path / "m"
     assert config.models["m"].batching.max_batch_size == 16
+    assert config.models["m"].version_of("stable") == 1
     (tmp_path / "bad.json").write_text(json.dumps({"plans": {"x": {"rps": 1}}}))
     with pytest.raises(ValueError, match="plans.x"):
         load_config(tmp_path / "bad.json")
+    for labels in ({"stable": 0}, {"a/b": 1}, {"stable": "1"}, ["stable"]):
+        bad = {"models": {"m": {"base_path": "m", "version_labels": labels}}}
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="models.m.*version_labels"):
+            load_config(tmp_path / "bad.json")
 
 
 def test_create_app_refuses_bad_arguments(tmp_path):

@@ -11,6 +11,7 @@ import json
 import httpx
 import numpy as np
 import pytest
+from serving_helpers import CONFIG
 from serving_helpers import Server
 from serving_helpers import run_signature
 
@@ -44,10 +45,20 @@ def keys(model_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_root, keys, tmp_path_factory):
     db, _ = keys
+    # mnist comes from the config file, with TF Serving's version labels.
+    config = dict(CONFIG)
+    config["models"] = {
+        "mnist": {
+            "base_path": str(model_root / "mnist"),
+            "version_labels": {"stable": 1, "canary": 2},
+        }
+    }
+    config_path = tmp_path_factory.mktemp("protocol-config") / "config.json"
+    config_path.write_text(json.dumps(config))
     args = ["--host", "127.0.0.1", "--db", str(db), "--auth", "on"]
-    args += ["--config", str(model_root / "config.json")]
+    args += ["--config", str(config_path)]
     args += ["--max-body-bytes", str(MAX_BODY)]
-    for name in ("mnist", "half_plus_three", "multi", "echo", "text"):
+    for name in ("half_plus_three", "multi", "echo", "text"):
         args += ["--model", f"{name}={model_root / name}"]
     args += ["--model", f"recommender={model_root / 'recommender'}"]
     log = tmp_path_factory.mktemp("protocol-log") / "server.log"
@@ -249,6 +260,46 @@ def test_recommender_takes_padded_item_ids(http, model_root):
         [item.decode() for item in row] for row in expected["item_ids"]
     ]
     np.testing.assert_allclose(outputs["scores"], expected["scores"], rtol=1e-5)
+
+
+def test_version_labels_name_versions_as_tf_serving_does(http, model_root):
+    images = _images(2, seed=6)
+    body = {"instances": images.tolist()}
+
+    for label, version in (("stable", "1"), ("canary", "2")):
+        by_label = http.post(
+            f"/v1/models/mnist/labels/{label}:predict", json=body
+        )
+        by_version = http.post(
+            f"/v1/models/mnist/versions/{version}:predict", json=body
+        )
+        assert by_label.status_code == 200
+        assert by_label.headers["x-model-version"] == version
+        assert by_label.json() == by_version.json()
+        status = http.get(f"/v1/models/mnist/labels/{label}").json()
+        assert [row["version"] for row in status["model_version_status"]] == [
+            version
+        ]
+        metadata = http.get(f"/v1/models/mnist/labels/{label}/metadata")
+        assert metadata.json()["model_spec"]["version"] == version
+
+    unknown = http.post("/v1/models/mnist/labels/nope:predict", json=body)
+    assert unknown.status_code == 400
+    assert unknown.json() == {
+        "error": "Unrecognized servable version label: nope"
+    }
+    assert http.get("/v1/models/mnist/labels/nope").status_code == 400
+    assert http.get("/v1/models/ghost/labels/stable").status_code == 404
+
+
+def test_python_client_asks_for_labels(server, keys):
+    _, made = keys
+    with Client(server.url, api_key=made["acme"]) as client:
+        client.predict("mnist", _images(1), label="canary")
+        assert client.last_version == 2
+        assert client.status("mnist", label="stable")[0]["version"] == "1"
+        with pytest.raises(ValueError, match="`version` or a `label`"):
+            client.predict("mnist", _images(1), version=1, label="stable")
 
 
 # --- status and metadata
