@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import types
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,7 +56,9 @@ class ModelConfig:
     base_path: str | Path
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     keep_versions: int | None = 2
-    version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    version_labels: Mapping[str, int] = dataclasses.field(
+        default_factory=dict, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_path, (str, os.PathLike)):
@@ -88,6 +91,10 @@ class ModelConfig:
                 "'/' or ':') to version numbers >= 1, e.g. {'stable': 1}. "
                 f"Received: version_labels={labels!r}"
             )
+        # A read-only copy: the config stays what it was when checked.
+        object.__setattr__(
+            self, "version_labels", types.MappingProxyType(dict(labels))
+        )
 
     def version_of(self, label: str) -> int:
         """The version a label names.

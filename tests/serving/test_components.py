@@ -13,6 +13,7 @@ import pytest
 from aiservice_kit.cli import main as cli_main
 from aiservice_kit.serving import BatchingConfig
 from aiservice_kit.serving import KeyStore
+from aiservice_kit.serving import ModelConfig
 from aiservice_kit.serving import Plan
 from aiservice_kit.serving import PriceList
 from aiservice_kit.serving import SQLiteMeter
@@ -225,6 +226,20 @@ def test_config_file_sets_prices_plans_and_models(tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(ValueError, match="models.m.*version_labels"):
             load_config(tmp_path / "bad.json")
+
+
+def test_model_config_labels_are_a_checked_read_only_copy():
+    labels = {"stable": 1}
+    config = ModelConfig("exports/mnist", version_labels=labels)
+    labels["stable"] = 7
+
+    assert config.version_of("stable") == 1
+    with pytest.raises(TypeError):
+        config.version_labels["stable"] = 7
+    assert {config: "usable as a key"}  # frozen configs stay hashable
+    with pytest.raises(ServingError, match="version label: nope") as error:
+        config.version_of("nope")
+    assert error.value.status_code == 400
 
 
 def test_create_app_refuses_bad_arguments(tmp_path):
