@@ -156,14 +156,17 @@ def _row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(matrix.shape[0], dtype=np.int32), counts)
 
 
-def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """Each row scaled to unit L2 norm (float64), sharing the indices."""
-    values = _normalised_values(
-        matrix.data, _row_norms(matrix), _row_of_entries(matrix)
-    )
+def _scaled_rows(matrix: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
+    """Each row divided by its norm (float64), sharing the index arrays."""
+    values = _normalised_values(matrix.data, norms, _row_of_entries(matrix))
     return sp.csr_matrix(
         (values, matrix.indices, matrix.indptr), shape=matrix.shape
     )
+
+
+def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row scaled to unit L2 norm (float64), sharing the indices."""
+    return _scaled_rows(matrix, _row_norms(matrix))
 
 
 def _normalised_space(
@@ -181,16 +184,7 @@ def _normalised_space(
         return queries, queries.T.tocsr()
     item_users = user_items.T.tocsr()
     norms = _row_norms(item_users)
-    queries = sp.csr_matrix(
-        (
-            _normalised_values(
-                item_users.data, norms, _row_of_entries(item_users)
-            ),
-            item_users.indices,
-            item_users.indptr,
-        ),
-        shape=item_users.shape,
-    )
+    queries = _scaled_rows(item_users, norms)
     del item_users  # its float32 values; the indices live on in queries
     targets = sp.csr_matrix(
         (

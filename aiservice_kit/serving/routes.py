@@ -220,11 +220,11 @@ async def predict_label(
 
 
 def _status(
-    request: Request, model_name: str, version_text, label=None
+    request: Request, model_name: str, version_text, version_label=None
 ) -> Response:
     _caller(request, model_name)
     model, version = _resolve(
-        _service(request), model_name, version_text, label
+        _service(request), model_name, version_text, version_label
     )
     rows = model.status(version)
     return _json({"model_version_status": [row.to_json() for row in rows]})
@@ -267,11 +267,11 @@ def label_status(request: Request, model_name: str, label: str) -> Response:
 
 
 def _metadata(
-    request: Request, model_name: str, version_text, label=None
+    request: Request, model_name: str, version_text, version_label=None
 ) -> Response:
     _caller(request, model_name)
     model, version = _resolve(
-        _service(request), model_name, version_text, label
+        _service(request), model_name, version_text, version_label
     )
     servable = model.get(version)
     metadata: dict[str, Any] = {
