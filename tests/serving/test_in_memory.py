@@ -5,6 +5,7 @@ process (the model lives here), and is called over HTTP.
 """
 
 import gc
+import runpy
 import tempfile
 import threading
 import time
@@ -13,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import uvicorn
+from serving_helpers import REPO_ROOT
 from serving_helpers import free_port
 
 from aiservice_kit import build_cnn
@@ -106,3 +108,15 @@ def test_the_temporary_export_goes_away_with_the_app(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"`models\['bad'\]`"):
         create_app({"good": model, "bad": 42}, db=tmp_path / "service.db")
     assert list(tmp_path.glob("aiservice_kit-serve-*")) == []
+
+
+def test_the_serving_example_runs_small(tmp_path, capsys):
+    example = REPO_ROOT / "examples" / "serve_from_notebook.py"
+    main = runpy.run_path(str(example), run_name="example")["main"]
+
+    results = main(["--epochs", "3", "--workdir", str(tmp_path)])
+
+    assert results["served_agree"] == 1.0
+    assert results["versions"] == {"stable": 1, "canary": 2}
+    assert min(results["accuracy"].values()) > 0.5
+    assert "label canary -> version 2" in capsys.readouterr().out

@@ -1,0 +1,106 @@
+"""Serve a model straight from memory, then roll out a canary by label.
+
+What a notebook does after training: `create_app(model)` serves the Keras
+model without an export step, on loopback, in a background thread. Then
+two exported versions are served with TF Serving's version labels:
+`stable` and `canary` are names in the config, and clients keep their URL
+while the labels move. Uses scikit-learn's digits (ships with it).
+
+    python examples/serve_from_notebook.py
+"""
+
+# Import aiservice_kit first: it hides TensorFlow's start-up notices.
+import aiservice_kit as ak  # isort: skip
+
+import argparse
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+
+from aiservice_kit.datasets import load_digits_images
+from aiservice_kit.export import export_saved_model
+from aiservice_kit.serving import Client
+from aiservice_kit.serving import ModelConfig
+from aiservice_kit.serving import create_app
+
+
+class BackgroundServer:
+    """A uvicorn server on a free loopback port, in a daemon thread."""
+
+    def __init__(self, app) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, port=port, log_level="warning", ws="none")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + 120
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=60)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serve-"))
+
+    (x_train, y_train), (x_test, y_test) = load_digits_images()
+    model = ak.build_cnn(x_train.shape[1:], num_classes=10)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    local = model.predict(x_test, verbose=0).argmax(axis=1)
+
+    # 1. Straight from memory: served as "default", as TF Serving names a
+    #    lone model. auth=False is for loopback only.
+    app = create_app(model, db=workdir / "service.db", auth=False)
+    with BackgroundServer(app) as server, Client(server.url) as client:
+        served = [
+            row["predicted_class"] for row in client.predict("default", x_test)
+        ]
+    same = float(np.mean(np.asarray(served) == local))
+    print(f"served from memory: {same:.0%} agree with model.predict")
+
+    # 2. A canary: version 1 is the model above, version 2 trains more.
+    export_saved_model(model, workdir / "digits", version=1)
+    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    export_saved_model(model, workdir / "digits", version=2)
+    labels = {"stable": 1, "canary": 2}
+    app = create_app(
+        {"digits": ModelConfig(workdir / "digits", version_labels=labels)},
+        db=workdir / "service.db",
+        auth=False,
+    )
+    accuracy, versions = {}, {}
+    with BackgroundServer(app) as server, Client(server.url) as client:
+        for label in labels:
+            rows = client.predict("digits", x_test, label=label)
+            predicted = np.array([row["predicted_class"] for row in rows])
+            accuracy[label] = float(np.mean(predicted == y_test))
+            versions[label] = client.last_version
+            print(
+                f"label {label:<6} -> version {client.last_version}: "
+                f"accuracy {accuracy[label]:.3f}"
+            )
+    return {"served_agree": same, "accuracy": accuracy, "versions": versions}
+
+
+if __name__ == "__main__":
+    main()
