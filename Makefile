@@ -12,7 +12,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+# setup.py compiles the recommender kernels: a changed .pyx reinstalls.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
+		aiservice_kit/recommenders/_kernels.pyx
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,plot,onnx]" --group dev
 	touch $@
 
@@ -36,3 +38,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) site build *.egg-info .pytest_cache .ruff_cache
+	rm -f aiservice_kit/recommenders/_kernels.cpp aiservice_kit/recommenders/*.so

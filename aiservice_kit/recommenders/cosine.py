@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from aiservice_kit import _validation
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
+from aiservice_kit.recommenders import _blocks
 from aiservice_kit.recommenders import interactions as _interactions
 from aiservice_kit.recommenders._params import ParamsMixin
 
@@ -36,10 +37,21 @@ _SAVE_FORMAT = 1
 
 
 def _kernels():
-    """The compiled kernels, imported on first use: numba takes about a
-    second to import, and `import aiservice_kit` should stay light."""
-    from aiservice_kit.recommenders import _kernels as kernels
+    """The compiled kernels (a Cython extension built at install).
 
+    Raises:
+        ImportError: the extension was not built, e.g. a source checkout
+            used without `pip install -e .`.
+    """
+    try:
+        from aiservice_kit.recommenders import _kernels as kernels
+    except ImportError as error:
+        raise ImportError(
+            "CosineRecommender's compiled kernels "
+            "(aiservice_kit.recommenders._kernels) are not built. Install "
+            "a wheel, or build from source with `pip install -e .` (needs "
+            "a C++ compiler and the Python headers)."
+        ) from error
     return kernels
 
 
@@ -232,7 +244,7 @@ def _topk_neighbours(
             ordered,
         )
 
-    _kernels().run_blocks(n, _FIT_BLOCK, block, num_threads, progress)
+    _blocks.run_blocks(n, _FIT_BLOCK, block, num_threads, progress)
     return out_idx, out_val, out_count
 
 
@@ -328,7 +340,7 @@ class CosineRecommender(ParamsMixin):
             _validation.check_bool("show_progress", self.show_progress)
 
     def _threads(self) -> int:
-        return self.num_threads or _kernels().default_num_threads()
+        return self.num_threads or _blocks.default_num_threads()
 
     def fit(self, X: Any, y: None = None) -> "CosineRecommender":
         """Builds the neighbour graph from interactions.
@@ -671,7 +683,7 @@ class CosineRecommender(ParamsMixin):
                 out_val[start:stop],
             )
 
-        _kernels().run_blocks(n, _RECOMMEND_BLOCK, block, self._threads())
+        _blocks.run_blocks(n, _RECOMMEND_BLOCK, block, self._threads())
         return out_idx, out_val
 
     @staticmethod

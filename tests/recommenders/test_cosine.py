@@ -1,5 +1,7 @@
 """CosineRecommender: semantics, parity with implicit, fixes, errors."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -324,6 +326,30 @@ def test_progress_bar(capsys):
     assert "CosineRecommender.fit" in capsys.readouterr().err
     CosineRecommender().fit(random_matrix())  # small: no bar by default
     assert capsys.readouterr().err == ""
+
+
+def test_fit_runs_the_compiled_kernels_in_parallel_threads():
+    """Two threads give the same graph as one (blocks are independent)
+    and the kernels are the compiled extension, not Python."""
+    from aiservice_kit.recommenders import _kernels
+
+    assert not _kernels.__file__.endswith(".py")
+    matrix = random_matrix(n_users=400, n_items=700, density=0.05)
+    one = CosineRecommender(n_neighbors=7, num_threads=1).fit(matrix)
+    two = CosineRecommender(n_neighbors=7, num_threads=2).fit(matrix)
+    assert (one.similarity_ != two.similarity_).nnz == 0
+
+
+def test_missing_kernels_get_a_message_naming_the_fix(monkeypatch):
+    # As in a source checkout used without `pip install -e .`.
+    import aiservice_kit.recommenders
+
+    monkeypatch.setitem(
+        sys.modules, "aiservice_kit.recommenders._kernels", None
+    )
+    monkeypatch.delattr(aiservice_kit.recommenders, "_kernels", raising=False)
+    with pytest.raises(ImportError, match=r"pip install -e \."):
+        CosineRecommender().fit(random_matrix())
 
 
 def test_not_fitted():

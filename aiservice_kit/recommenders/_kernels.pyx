@@ -1,0 +1,516 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: cdivision=True, initializedcheck=False
+# distutils: language = c++
+"""Compiled sparse kernels behind `CosineRecommender` (Cython, no GIL).
+
+Two kernels cover every verb:
+
+- `topk_products`: for each query row q, the `k` largest entries of
+  `q @ B` over the targets that share a nonzero feature with q, by sparse
+  scatter-add (the SMMP algorithm implicit's `all_pairs_knn` uses). It
+  builds the neighbour graph in `fit` and answers `similar_items`,
+  `similar_users` and user-based neighbour searches for new histories.
+- `score_and_select`: for each user, `scores = history @ graph`, own items
+  excluded, the best `top_k` kept, then back-filled in popularity order.
+
+Both run on a block of rows with the GIL released, so a thread pool
+spreads blocks over the cores (`aiservice_kit.recommenders._blocks`).
+Memory per thread is a few arrays of the target count, never a dense
+items x items or users x items matrix. Ties are broken by the lower index
+everywhere, as `tf.math.top_k` does, so exported models agree with the
+Python object.
+
+Compiled ahead of time (not JIT) so that importing and first use cost a
+few MB, as implicit's own extension does; the array types are fixed by
+the callers in `cosine.py`: indptr int64, indices int32, values float64
+(similarity search) or float32 (scoring).
+"""
+
+from libc.stdint cimport int32_t
+from libc.stdint cimport int64_t
+from libcpp.algorithm cimport nth_element
+
+import numpy as np
+
+# -- a bounded heap of the best k (score, index) pairs -------------------
+#
+# A min-heap on "worse first": the root is the worst kept entry, so a new
+# entry enters by replacing it. Better means a higher score, or the same
+# score and a lower index.
+
+
+cdef inline bint _better(double s1, int64_t i1, double s2, int64_t i2) noexcept nogil:
+    return s1 > s2 or (s1 == s2 and i1 < i2)
+
+
+cdef inline void _sift_down(
+    double *hv, int64_t *hi, Py_ssize_t pos, Py_ssize_t size
+) noexcept nogil:
+    cdef Py_ssize_t left, right, child
+    cdef double tv
+    cdef int64_t ti
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and _better(hv[left], hi[left], hv[right], hi[right]):
+            child = right
+        if _better(hv[pos], hi[pos], hv[child], hi[child]):
+            tv = hv[pos]
+            hv[pos] = hv[child]
+            hv[child] = tv
+            ti = hi[pos]
+            hi[pos] = hi[child]
+            hi[child] = ti
+            pos = child
+        else:
+            return
+
+
+cdef inline Py_ssize_t _push(
+    double *hv,
+    int64_t *hi,
+    Py_ssize_t size,
+    Py_ssize_t k,
+    double score,
+    int64_t index,
+) noexcept nogil:
+    """Offers (score, index) to a heap of at most k; returns the new size."""
+    cdef Py_ssize_t pos, parent
+    cdef double tv
+    cdef int64_t ti
+    if size < k:
+        pos = size
+        hv[pos] = score
+        hi[pos] = index
+        size += 1
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _better(hv[parent], hi[parent], hv[pos], hi[pos]):
+                tv = hv[pos]
+                hv[pos] = hv[parent]
+                hv[parent] = tv
+                ti = hi[pos]
+                hi[pos] = hi[parent]
+                hi[parent] = ti
+                pos = parent
+            else:
+                break
+        return size
+    if _better(score, index, hv[0], hi[0]):
+        hv[0] = score
+        hi[0] = index
+        _sift_down(hv, hi, 0, size)
+    return size
+
+
+cdef void _sort_best_first(double *hv, int64_t *hi, Py_ssize_t size) noexcept nogil:
+    """Heapsorts the first `size` pairs into (score desc, index asc).
+
+    The pairs need not form a heap yet. Each step moves the worst
+    remaining pair (the root) to the end of the unsorted part.
+    """
+    cdef Py_ssize_t pos, end
+    cdef double tv
+    cdef int64_t ti
+    pos = size // 2 - 1
+    while pos >= 0:
+        _sift_down(hv, hi, pos, size)
+        pos -= 1
+    end = size - 1
+    while end > 0:
+        tv = hv[0]
+        hv[0] = hv[end]
+        hv[end] = tv
+        ti = hi[0]
+        hi[0] = hi[end]
+        hi[end] = ti
+        _sift_down(hv, hi, 0, end)
+        end -= 1
+
+
+# -- a min-heap of tied indices, to replay implicit's eviction ----------
+
+
+cdef inline Py_ssize_t _heap_push_min(int64_t *heap, Py_ssize_t n, int64_t value) noexcept nogil:
+    cdef Py_ssize_t pos = n, parent
+    cdef int64_t t
+    heap[pos] = value
+    while pos > 0:
+        parent = (pos - 1) // 2
+        if heap[pos] < heap[parent]:
+            t = heap[pos]
+            heap[pos] = heap[parent]
+            heap[parent] = t
+            pos = parent
+        else:
+            break
+    return n + 1
+
+
+cdef inline Py_ssize_t _heap_pop_min(int64_t *heap, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t pos = 0, left, child
+    cdef int64_t t
+    n -= 1
+    heap[0] = heap[n]
+    while True:
+        left = 2 * pos + 1
+        if left >= n:
+            break
+        child = left
+        if left + 1 < n and heap[left + 1] < heap[left]:
+            child = left + 1
+        if heap[child] < heap[pos]:
+            t = heap[pos]
+            heap[pos] = heap[child]
+            heap[child] = t
+            pos = child
+        else:
+            break
+    return n
+
+
+cdef Py_ssize_t _implicit_ties(
+    const double *acc,
+    const int64_t *order,
+    Py_ssize_t n_order,
+    double kth,
+    Py_ssize_t k,
+    int64_t *theap,
+) noexcept nogil:
+    """Which entries tied at the k-th score implicit's `TopK` keeps.
+
+    implicit offers entries in `order` reversed (its traversal order);
+    each enters if the heap is not full or beats the minimum, and the
+    smallest (score, index) is evicted. Everything above `kth` is kept,
+    nothing below it; among the ties the outcome depends only on how many
+    lower entries sit in the heap and on the lowest tied index, so counts
+    and a min-heap of tied indices replay it exactly. Returns how many
+    tied indices were kept (in `theap[:n]`).
+    """
+    cdef Py_ssize_t size = 0, low = 0, n_t = 0, u
+    cdef int64_t t
+    cdef double s
+    for u in range(n_order - 1, -1, -1):
+        t = order[u]
+        s = acc[t]
+        if s > kth:
+            if size < k:
+                size += 1
+            elif low > 0:
+                low -= 1
+            else:
+                n_t = _heap_pop_min(theap, n_t)
+        elif s == kth:
+            if size < k:
+                size += 1
+                n_t = _heap_push_min(theap, n_t, t)
+            elif low > 0:
+                low -= 1
+                n_t = _heap_push_min(theap, n_t, t)
+        else:
+            if size < k:
+                size += 1
+                low += 1
+    return n_t
+
+
+cdef Py_ssize_t _gather_kept(
+    const double *acc,
+    const int64_t *cand,
+    Py_ssize_t n_cand,
+    double kth,
+    const int64_t *theap,
+    Py_ssize_t n_t,
+    double *hv,
+    int64_t *hi,
+) noexcept nogil:
+    """Entries above kth plus the kept ties, into hv/hi; returns count."""
+    cdef Py_ssize_t size = 0, u
+    cdef int64_t t
+    for u in range(n_cand):
+        t = cand[u]
+        if acc[t] > kth:
+            hv[size] = acc[t]
+            hi[size] = t
+            size += 1
+    for u in range(n_t):
+        hv[size] = kth
+        hi[size] = theap[u]
+        size += 1
+    return size
+
+
+def topk_products(
+    const int64_t[::1] q_indptr,
+    const int32_t[::1] q_indices,
+    const double[::1] q_data,
+    const int64_t[::1] rows,
+    const int64_t[::1] b_indptr,
+    const int32_t[::1] b_indices,
+    const double[::1] b_data,
+    Py_ssize_t n_targets,
+    Py_ssize_t k,
+    const int64_t[::1] exclude,
+    int32_t[:, ::1] out_idx,
+    float[:, ::1] out_val,
+    int32_t[::1] out_count,
+    bint ordered,
+):
+    """Top-k of `Q[rows] @ B` per query row (sparse in, dense out).
+
+    The kept set is exactly implicit's `all_pairs_knn` one, ties at the
+    k-th score included (sums run in its order, so they are bit-identical,
+    and its traversal order and eviction rule are replayed on ties).
+
+    Args:
+        q_indptr, q_indices, q_data: CSR of the queries (rows x features).
+        rows: int64 array. Which query rows to compute.
+        b_indptr, b_indices, b_data: CSR of features x targets.
+        n_targets: int. Number of targets (columns of B).
+        k: int. How many to keep per row (>= 1).
+        exclude: int64 array (len(rows)). A target to skip per row (the
+            query itself in similar_items), or -1.
+        out_idx, out_val: (len(rows), k) int32 / float32 outputs, ordered
+            by score desc, index asc.
+        out_count: (len(rows),) int32: how many entries each row got.
+        ordered: bool. Order each row by score desc, index asc; False
+            writes the kept set in any order (fit re-sorts by index).
+    """
+    cdef double[::1] acc = np.zeros(n_targets, dtype=np.float64)
+    cdef double[::1] vals = np.empty(max(n_targets, 1), dtype=np.float64)
+    cdef int64_t[::1] cand = np.empty(n_targets + 1, dtype=np.int64)
+    cdef int64_t[::1] mark = np.full(n_targets, -1, dtype=np.int64)
+    cdef int64_t[::1] theap = np.empty(k, dtype=np.int64)
+    cdef double[::1] hv = np.empty(k, dtype=np.float64)
+    cdef int64_t[::1] hi = np.empty(k, dtype=np.int64)
+    cdef Py_ssize_t r, u, t, f, p, p2, n_touched, n_order, n_t, size
+    cdef Py_ssize_t nonzero, kept_at, total_at, above, at, kept
+    cdef int64_t q, ex, work
+    cdef double w1, s, kth, threshold
+    if k < 1 or n_targets < 1:
+        out_count[:] = 0
+        return
+    with nogil:
+        for r in range(rows.shape[0]):
+            q = rows[r]
+            ex = exclude[r]
+            work = 0
+            for p in range(q_indptr[q], q_indptr[q + 1]):
+                f = q_indices[p]
+                work += b_indptr[f + 1] - b_indptr[f]
+            if 4 * work >= n_targets:
+                # Dense mode: plain scatter-add, then scans in index order.
+                for p in range(q_indptr[q], q_indptr[q + 1]):
+                    f = q_indices[p]
+                    w1 = q_data[p]
+                    for p2 in range(b_indptr[f], b_indptr[f + 1]):
+                        acc[b_indices[p2]] += w1 * b_data[p2]
+                if ex >= 0:
+                    acc[ex] = 0.0
+                nonzero = 0
+                size = 0
+                threshold = 0.0
+                for t in range(n_targets):
+                    s = acc[t]
+                    nonzero += s != 0.0
+                    if s > threshold:
+                        size = _push(&hv[0], &hi[0], size, k, s, t)
+                        if size == k:
+                            threshold = hv[0]
+                if nonzero > size:
+                    kth = hv[0]
+                    kept_at = 0
+                    for u in range(size):
+                        kept_at += hv[u] == kth
+                    total_at = 0
+                    for t in range(n_targets):
+                        total_at += acc[t] == kth
+                    if total_at > kept_at:
+                        # Ties at the boundary: rebuild implicit's order.
+                        n_order = 0
+                        for p in range(q_indptr[q], q_indptr[q + 1]):
+                            f = q_indices[p]
+                            for p2 in range(b_indptr[f], b_indptr[f + 1]):
+                                t = b_indices[p2]
+                                if mark[t] != r and acc[t] != 0.0:
+                                    mark[t] = r
+                                    cand[n_order] = t
+                                    n_order += 1
+                        n_t = _implicit_ties(
+                            &acc[0], &cand[0], n_order, kth, k, &theap[0]
+                        )
+                        size = _gather_kept(
+                            &acc[0], &cand[0], n_order, kth,
+                            &theap[0], n_t, &hv[0], &hi[0],
+                        )
+                for t in range(n_targets):
+                    acc[t] = 0.0
+            else:
+                n_touched = 0
+                for p in range(q_indptr[q], q_indptr[q + 1]):
+                    f = q_indices[p]
+                    w1 = q_data[p]
+                    for p2 in range(b_indptr[f], b_indptr[f + 1]):
+                        t = b_indices[p2]
+                        # Branch-free append on first touch.
+                        cand[n_touched] = t
+                        n_touched += acc[t] == 0.0
+                        acc[t] += w1 * b_data[p2]
+                if ex >= 0 and acc[ex] != 0.0:
+                    acc[ex] = 0.0
+                    kept = 0
+                    for u in range(n_touched):
+                        if cand[u] != ex:
+                            cand[kept] = cand[u]
+                            kept += 1
+                    n_touched = kept
+                if n_touched <= k:
+                    size = n_touched
+                    for u in range(n_touched):
+                        hv[u] = acc[cand[u]]
+                        hi[u] = cand[u]
+                else:
+                    for u in range(n_touched):
+                        vals[u] = acc[cand[u]]
+                    nth_element(
+                        &vals[0], &vals[0] + (n_touched - k),
+                        &vals[0] + n_touched,
+                    )
+                    kth = vals[n_touched - k]
+                    above = 0
+                    at = 0
+                    for u in range(n_touched):
+                        s = acc[cand[u]]
+                        above += s > kth
+                        at += s == kth
+                    n_t = 0
+                    if at == k - above:
+                        for u in range(n_touched):
+                            if acc[cand[u]] == kth:
+                                theap[n_t] = cand[u]
+                                n_t += 1
+                    else:
+                        n_t = _implicit_ties(
+                            &acc[0], &cand[0], n_touched, kth, k, &theap[0]
+                        )
+                    size = _gather_kept(
+                        &acc[0], &cand[0], n_touched, kth,
+                        &theap[0], n_t, &hv[0], &hi[0],
+                    )
+                for u in range(n_touched):
+                    acc[cand[u]] = 0.0
+            if ordered:
+                _sort_best_first(&hv[0], &hi[0], size)
+            for u in range(size):
+                out_idx[r, u] = <int32_t>hi[u]
+                out_val[r, u] = <float>hv[u]
+            out_count[r] = <int32_t>size
+
+
+def score_and_select(
+    const int64_t[::1] h_indptr,
+    const int32_t[::1] h_indices,
+    const float[::1] h_data,
+    const int64_t[::1] g_indptr,
+    const int32_t[::1] g_indices,
+    const float[::1] g_data,
+    const int64_t[::1] x_indptr,
+    const int32_t[::1] x_indices,
+    Py_ssize_t n_items,
+    Py_ssize_t top_k,
+    bint exclude_liked,
+    const int64_t[::1] popular,
+    bint backfill,
+    int32_t[:, ::1] out_idx,
+    float[:, ::1] out_val,
+):
+    """Scores each history row through the graph, then selects top_k.
+
+    `scores[j] = sum_h h_data[h] * g[h, j]`. Items of row r of `x` (the
+    user's own items) are excluded when `exclude_liked`. Empty slots are
+    back-filled in the order of `popular` with score 0.0 when `backfill`;
+    what is still empty gets index -1 and score 0.0.
+    """
+    cdef Py_ssize_t n = h_indptr.shape[0] - 1
+    cdef float[::1] acc = np.zeros(n_items, dtype=np.float32)
+    cdef int64_t[::1] touched = np.empty(n_items + 1, dtype=np.int64)
+    cdef unsigned char[::1] banned = np.zeros(n_items, dtype=np.uint8)
+    cdef double[::1] hv = np.empty(top_k, dtype=np.float64)
+    cdef int64_t[::1] hi = np.empty(top_k, dtype=np.int64)
+    cdef Py_ssize_t r, u, t, f, p, p2, n_touched, size, got
+    cdef int64_t work, j
+    cdef float w1, s, threshold
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    with nogil:
+        for r in range(n):
+            if exclude_liked:
+                for p in range(x_indptr[r], x_indptr[r + 1]):
+                    banned[x_indices[p]] = 1
+            work = 0
+            for p in range(h_indptr[r], h_indptr[r + 1]):
+                f = h_indices[p]
+                work += g_indptr[f + 1] - g_indptr[f]
+            size = 0
+            if 2 * work >= n_items:
+                # Dense mode: plain scatter-add, then one scan in index
+                # order (an equal score met later never displaces a lower
+                # index).
+                for p in range(h_indptr[r], h_indptr[r + 1]):
+                    f = h_indices[p]
+                    w1 = h_data[p]
+                    for p2 in range(g_indptr[f], g_indptr[f + 1]):
+                        acc[g_indices[p2]] += w1 * g_data[p2]
+                # Untouched entries are 0.0 and never pass the threshold
+                # (0 until the heap is full, then its minimum).
+                threshold = 0.0
+                for t in range(n_items):
+                    s = acc[t]
+                    acc[t] = 0.0
+                    if s > threshold and not banned[t]:
+                        size = _push(&hv[0], &hi[0], size, top_k, s, t)
+                        if size == top_k:
+                            threshold = <float>hv[0]
+            else:
+                n_touched = 0
+                for p in range(h_indptr[r], h_indptr[r + 1]):
+                    f = h_indices[p]
+                    w1 = h_data[p]
+                    for p2 in range(g_indptr[f], g_indptr[f + 1]):
+                        t = g_indices[p2]
+                        touched[n_touched] = t
+                        n_touched += acc[t] == 0.0
+                        acc[t] += w1 * g_data[p2]
+                for u in range(n_touched):
+                    t = touched[u]
+                    s = acc[t]
+                    acc[t] = 0.0
+                    if (size < top_k or s >= hv[0]) and not banned[t]:
+                        size = _push(&hv[0], &hi[0], size, top_k, s, t)
+            _sort_best_first(&hv[0], &hi[0], size)
+            for u in range(size):
+                out_idx[r, u] = <int32_t>hi[u]
+                out_val[r, u] = <float>hv[u]
+            got = size
+            if backfill and got < top_k:
+                for u in range(got):
+                    banned[out_idx[r, u]] = 1
+                p = 0
+                while got < top_k and p < popular.shape[0]:
+                    j = popular[p]
+                    if not banned[j]:
+                        out_idx[r, got] = <int32_t>j
+                        out_val[r, got] = 0.0
+                        got += 1
+                    p += 1
+                for u in range(got):
+                    banned[out_idx[r, u]] = 0
+            for u in range(got, top_k):
+                out_idx[r, u] = -1
+                out_val[r, u] = 0.0
+            if exclude_liked:
+                for p in range(x_indptr[r], x_indptr[r + 1]):
+                    banned[x_indices[p]] = 0
