@@ -32,6 +32,66 @@ from libcpp.algorithm cimport nth_element
 
 import numpy as np
 
+ctypedef fused real:
+    float
+    double
+
+
+# -- the sparse row-times-matrix product both kernels start from --------
+
+
+cdef inline int64_t _row_work(
+    const int64_t *q_indptr, const int32_t *q_indices, int64_t q,
+    const int64_t *b_indptr,
+) noexcept nogil:
+    """How many scatter-adds row q of Q costs in `Q @ B`."""
+    cdef int64_t work = 0, p, f
+    for p in range(q_indptr[q], q_indptr[q + 1]):
+        f = q_indices[p]
+        work += b_indptr[f + 1] - b_indptr[f]
+    return work
+
+
+cdef inline void _scatter_dense(
+    const int64_t *q_indptr, const int32_t *q_indices, const real *q_data,
+    int64_t q,
+    const int64_t *b_indptr, const int32_t *b_indices, const real *b_data,
+    real *acc,
+) noexcept nogil:
+    """acc += row q of Q times B, into a buffer of every target."""
+    cdef int64_t p, p2, f
+    cdef real w1
+    for p in range(q_indptr[q], q_indptr[q + 1]):
+        f = q_indices[p]
+        w1 = q_data[p]
+        for p2 in range(b_indptr[f], b_indptr[f + 1]):
+            acc[b_indices[p2]] += w1 * b_data[p2]
+
+
+cdef inline Py_ssize_t _scatter_sparse(
+    const int64_t *q_indptr, const int32_t *q_indices, const real *q_data,
+    int64_t q,
+    const int64_t *b_indptr, const int32_t *b_indices, const real *b_data,
+    real *acc,
+    int64_t *touched,
+) noexcept nogil:
+    """As `_scatter_dense`, also listing the targets touched (in first-
+    touch order) in `touched`; returns how many. `acc` must be all zero."""
+    cdef int64_t p, p2, f, t
+    cdef Py_ssize_t n_touched = 0
+    cdef real w1
+    for p in range(q_indptr[q], q_indptr[q + 1]):
+        f = q_indices[p]
+        w1 = q_data[p]
+        for p2 in range(b_indptr[f], b_indptr[f + 1]):
+            t = b_indices[p2]
+            # Branch-free append on first touch.
+            touched[n_touched] = t
+            n_touched += acc[t] == 0.0
+            acc[t] += w1 * b_data[p2]
+    return n_touched
+
+
 # -- a bounded heap of the best k (score, index) pairs -------------------
 #
 # A min-heap on "worse first": the root is the worst kept entry, so a new
@@ -43,12 +103,19 @@ cdef inline bint _better(double s1, int64_t i1, double s2, int64_t i2) noexcept 
     return s1 > s2 or (s1 == s2 and i1 < i2)
 
 
+cdef inline void _swap(double *hv, int64_t *hi, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef double tv = hv[a]
+    cdef int64_t ti = hi[a]
+    hv[a] = hv[b]
+    hv[b] = tv
+    hi[a] = hi[b]
+    hi[b] = ti
+
+
 cdef inline void _sift_down(
     double *hv, int64_t *hi, Py_ssize_t pos, Py_ssize_t size
 ) noexcept nogil:
     cdef Py_ssize_t left, right, child
-    cdef double tv
-    cdef int64_t ti
     while True:
         left = 2 * pos + 1
         if left >= size:
@@ -58,12 +125,7 @@ cdef inline void _sift_down(
         if right < size and _better(hv[left], hi[left], hv[right], hi[right]):
             child = right
         if _better(hv[pos], hi[pos], hv[child], hi[child]):
-            tv = hv[pos]
-            hv[pos] = hv[child]
-            hv[child] = tv
-            ti = hi[pos]
-            hi[pos] = hi[child]
-            hi[child] = ti
+            _swap(hv, hi, pos, child)
             pos = child
         else:
             return
@@ -79,8 +141,6 @@ cdef inline Py_ssize_t _push(
 ) noexcept nogil:
     """Offers (score, index) to a heap of at most k; returns the new size."""
     cdef Py_ssize_t pos, parent
-    cdef double tv
-    cdef int64_t ti
     if size < k:
         pos = size
         hv[pos] = score
@@ -89,12 +149,7 @@ cdef inline Py_ssize_t _push(
         while pos > 0:
             parent = (pos - 1) // 2
             if _better(hv[parent], hi[parent], hv[pos], hi[pos]):
-                tv = hv[pos]
-                hv[pos] = hv[parent]
-                hv[parent] = tv
-                ti = hi[pos]
-                hi[pos] = hi[parent]
-                hi[parent] = ti
+                _swap(hv, hi, pos, parent)
                 pos = parent
             else:
                 break
@@ -113,20 +168,13 @@ cdef void _sort_best_first(double *hv, int64_t *hi, Py_ssize_t size) noexcept no
     remaining pair (the root) to the end of the unsorted part.
     """
     cdef Py_ssize_t pos, end
-    cdef double tv
-    cdef int64_t ti
     pos = size // 2 - 1
     while pos >= 0:
         _sift_down(hv, hi, pos, size)
         pos -= 1
     end = size - 1
     while end > 0:
-        tv = hv[0]
-        hv[0] = hv[end]
-        hv[end] = tv
-        ti = hi[0]
-        hi[0] = hi[end]
-        hi[end] = ti
+        _swap(hv, hi, 0, end)
         _sift_down(hv, hi, 0, end)
         end -= 1
 
@@ -289,7 +337,7 @@ def topk_products(
     cdef Py_ssize_t r, u, t, f, p, p2, n_touched, n_order, n_t, size
     cdef Py_ssize_t nonzero, kept_at, total_at, above, at, kept
     cdef int64_t q, ex, work
-    cdef double w1, s, kth, threshold
+    cdef double s, kth, threshold
     if k < 1 or n_targets < 1:
         out_count[:] = 0
         return
@@ -297,17 +345,13 @@ def topk_products(
         for r in range(rows.shape[0]):
             q = rows[r]
             ex = exclude[r]
-            work = 0
-            for p in range(q_indptr[q], q_indptr[q + 1]):
-                f = q_indices[p]
-                work += b_indptr[f + 1] - b_indptr[f]
+            work = _row_work(&q_indptr[0], &q_indices[0], q, &b_indptr[0])
             if 4 * work >= n_targets:
                 # Dense mode: plain scatter-add, then scans in index order.
-                for p in range(q_indptr[q], q_indptr[q + 1]):
-                    f = q_indices[p]
-                    w1 = q_data[p]
-                    for p2 in range(b_indptr[f], b_indptr[f + 1]):
-                        acc[b_indices[p2]] += w1 * b_data[p2]
+                _scatter_dense(
+                    &q_indptr[0], &q_indices[0], &q_data[0], q,
+                    &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
+                )
                 if ex >= 0:
                     acc[ex] = 0.0
                 nonzero = 0
@@ -349,16 +393,11 @@ def topk_products(
                 for t in range(n_targets):
                     acc[t] = 0.0
             else:
-                n_touched = 0
-                for p in range(q_indptr[q], q_indptr[q + 1]):
-                    f = q_indices[p]
-                    w1 = q_data[p]
-                    for p2 in range(b_indptr[f], b_indptr[f + 1]):
-                        t = b_indices[p2]
-                        # Branch-free append on first touch.
-                        cand[n_touched] = t
-                        n_touched += acc[t] == 0.0
-                        acc[t] += w1 * b_data[p2]
+                n_touched = _scatter_sparse(
+                    &q_indptr[0], &q_indices[0], &q_data[0], q,
+                    &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
+                    &cand[0],
+                )
                 if ex >= 0 and acc[ex] != 0.0:
                     acc[ex] = 0.0
                     kept = 0
@@ -440,9 +479,9 @@ def score_and_select(
     cdef unsigned char[::1] banned = np.zeros(n_items, dtype=np.uint8)
     cdef double[::1] hv = np.empty(top_k, dtype=np.float64)
     cdef int64_t[::1] hi = np.empty(top_k, dtype=np.int64)
-    cdef Py_ssize_t r, u, t, f, p, p2, n_touched, size, got
+    cdef Py_ssize_t r, u, t, p, n_touched, size, got
     cdef int64_t work, j
-    cdef float w1, s, threshold
+    cdef float s, threshold
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     with nogil:
@@ -450,20 +489,16 @@ def score_and_select(
             if exclude_liked:
                 for p in range(x_indptr[r], x_indptr[r + 1]):
                     banned[x_indices[p]] = 1
-            work = 0
-            for p in range(h_indptr[r], h_indptr[r + 1]):
-                f = h_indices[p]
-                work += g_indptr[f + 1] - g_indptr[f]
+            work = _row_work(&h_indptr[0], &h_indices[0], r, &g_indptr[0])
             size = 0
             if 2 * work >= n_items:
                 # Dense mode: plain scatter-add, then one scan in index
                 # order (an equal score met later never displaces a lower
                 # index).
-                for p in range(h_indptr[r], h_indptr[r + 1]):
-                    f = h_indices[p]
-                    w1 = h_data[p]
-                    for p2 in range(g_indptr[f], g_indptr[f + 1]):
-                        acc[g_indices[p2]] += w1 * g_data[p2]
+                _scatter_dense(
+                    &h_indptr[0], &h_indices[0], &h_data[0], r,
+                    &g_indptr[0], &g_indices[0], &g_data[0], &acc[0],
+                )
                 # Untouched entries are 0.0 and never pass the threshold
                 # (0 until the heap is full, then its minimum).
                 threshold = 0.0
@@ -475,15 +510,11 @@ def score_and_select(
                         if size == top_k:
                             threshold = <float>hv[0]
             else:
-                n_touched = 0
-                for p in range(h_indptr[r], h_indptr[r + 1]):
-                    f = h_indices[p]
-                    w1 = h_data[p]
-                    for p2 in range(g_indptr[f], g_indptr[f + 1]):
-                        t = g_indices[p2]
-                        touched[n_touched] = t
-                        n_touched += acc[t] == 0.0
-                        acc[t] += w1 * g_data[p2]
+                n_touched = _scatter_sparse(
+                    &h_indptr[0], &h_indices[0], &h_data[0], r,
+                    &g_indptr[0], &g_indices[0], &g_data[0], &acc[0],
+                    &touched[0],
+                )
                 for u in range(n_touched):
                     t = touched[u]
                     s = acc[t]
