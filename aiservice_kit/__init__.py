@@ -17,11 +17,11 @@ import importlib
 import typing
 
 from aiservice_kit import _backend
+from aiservice_kit._version import __version__
 
 _backend.check_configured_backend()
 _backend.hide_tensorflow_start_up_notices()
 
-__version__ = "0.1.0"
 
 #: Public name -> the module that defines it, imported on first access.
 _LAZY = {

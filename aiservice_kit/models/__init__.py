@@ -1,5 +1,11 @@
-"""Model builders: each returns a Functional, compiled `keras.Model`."""
+"""Model builders: each returns a Functional, compiled `keras.Model`.
 
+`get_class_names` and `split_text_model` are the model contract
+(`models._contract`) that export and training rely on.
+"""
+
+from aiservice_kit.models._contract import get_class_names
+from aiservice_kit.models._contract import split_text_model
 from aiservice_kit.models.layers import PositionalEmbedding
 from aiservice_kit.models.layers import TransformerEncoder
 from aiservice_kit.models.sequence import build_lstm
@@ -12,4 +18,6 @@ __all__ = [
     "build_cnn",
     "build_lstm",
     "build_text_classifier",
+    "get_class_names",
+    "split_text_model",
 ]

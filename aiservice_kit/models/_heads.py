@@ -11,11 +11,9 @@ import keras
 from aiservice_kit._validation import check_choice
 from aiservice_kit._validation import check_fraction
 from aiservice_kit._validation import check_positive_int
+from aiservice_kit.models._contract import PREDICTIONS
+from aiservice_kit.models._contract import PROBABILITIES
 
-#: Name of the output layer of every classifier built by this library.
-PROBABILITIES = "probabilities"
-#: Name of the output layer of every regressor built by this library.
-PREDICTIONS = "predictions"
 #: Accepted label encodings for classifiers.
 LABEL_MODES = ("int", "categorical")
 
