@@ -30,36 +30,17 @@ from aiservice_kit import _validation
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
 from aiservice_kit.recommenders import _blocks
+from aiservice_kit.recommenders import _neighbours
 from aiservice_kit.recommenders import interactions as _interactions
 from aiservice_kit.recommenders._params import ParamsMixin
 
 _SAVE_FORMAT = 1
 
 
-def _kernels():
-    """The compiled kernels (a Cython extension built at install).
-
-    Raises:
-        ImportError: the extension was not built, e.g. a source checkout
-            used without `pip install -e .`.
-    """
-    try:
-        from aiservice_kit.recommenders import _kernels as kernels
-    except ImportError as error:
-        raise ImportError(
-            "CosineRecommender's compiled kernels "
-            "(aiservice_kit.recommenders._kernels) are not built. Install "
-            "a wheel, or build from source with `pip install -e .` (needs "
-            "a C++ compiler and the Python headers)."
-        ) from error
-    return kernels
-
-
 # Fits whose scatter-add work (sum over users of their item count squared,
 # or over items for the user kind) exceeds this show a progress bar when
 # `show_progress=None` (a few seconds on one core).
 _PROGRESS_WORK = 500_000_000
-_FIT_BLOCK = 256
 _RECOMMEND_BLOCK = 1024
 
 
@@ -123,142 +104,6 @@ def _check_sparse(name: str, matrix: Any, n_cols: int | None) -> sp.csr_array:
         csr.sum_duplicates()
         csr.eliminate_zeros()
     return csr
-
-
-def _kernel_csr(
-    matrix: sp.csr_matrix, dtype: type = np.float32
-) -> tuple[np.ndarray, ...]:
-    """(indptr int64, indices int32, data) for the kernels."""
-    return (
-        matrix.indptr.astype(np.int64, copy=False),
-        matrix.indices.astype(np.int32, copy=False),
-        matrix.data.astype(dtype, copy=False),
-    )
-
-
-#: Entries divided per step when normalising: bounds the temporaries.
-_CHUNK = 1 << 20
-
-
-def _normalised_values(
-    data: np.ndarray, norms: np.ndarray, owner: np.ndarray
-) -> np.ndarray:
-    """`data / norms[owner]` in float64, a chunk at a time.
-
-    Float64 and a division (not a product with the inverse), as implicit
-    does, so the vectors and every similarity are bit-identical to its;
-    chunks keep the temporaries small on large matrices.
-    """
-    out = np.empty(len(data), dtype=np.float64)
-    for start in range(0, len(data), _CHUNK):
-        part = slice(start, start + _CHUNK)
-        np.divide(data[part], norms[owner[part]], out=out[part])
-    return out
-
-
-def _row_norms(matrix: sp.csr_matrix) -> np.ndarray:
-    squares = sp.csr_matrix(
-        (matrix.data**2, matrix.indices, matrix.indptr), shape=matrix.shape
-    ).sum(axis=1)
-    return np.sqrt(np.asarray(squares, dtype=np.float64).ravel())
-
-
-def _row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
-    counts = np.diff(matrix.indptr)
-    return np.repeat(np.arange(matrix.shape[0], dtype=np.int32), counts)
-
-
-def _scaled_rows(matrix: sp.csr_matrix, norms: np.ndarray) -> sp.csr_matrix:
-    """Each row divided by its norm (float64), sharing the index arrays."""
-    values = _normalised_values(matrix.data, norms, _row_of_entries(matrix))
-    return sp.csr_matrix(
-        (values, matrix.indices, matrix.indptr), shape=matrix.shape
-    )
-
-
-def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """Each row scaled to unit L2 norm (float64), sharing the indices."""
-    return _scaled_rows(matrix, _row_norms(matrix))
-
-
-def _normalised_space(
-    user_items: sp.csr_matrix, kind: str
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """L2-normalised (queries, targets) for item or user similarity.
-
-    Item kind: queries are items x users, targets users x items, both
-    holding the item-normalised values; the targets reuse the index arrays
-    of `user_items`, so only new values are allocated. User kind: queries
-    are the user-normalised users x items, targets their transpose.
-    """
-    if kind == "user":
-        queries = _normalise_rows(user_items)
-        return queries, queries.T.tocsr()
-    item_users = user_items.T.tocsr()
-    norms = _row_norms(item_users)
-    queries = _scaled_rows(item_users, norms)
-    del item_users  # its float32 values; the indices live on in queries
-    targets = sp.csr_matrix(
-        (
-            _normalised_values(user_items.data, norms, user_items.indices),
-            user_items.indices,
-            user_items.indptr,
-        ),
-        shape=user_items.shape,
-    )
-    return queries, targets
-
-
-def _topk_neighbours(
-    queries: sp.csr_matrix,
-    rows: np.ndarray,
-    targets: sp.csr_matrix,
-    k: int,
-    exclude: np.ndarray | None,
-    num_threads: int,
-    progress: Any = None,
-    ordered: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs `topk_products` over blocks of `rows` on a thread pool."""
-    n = len(rows)
-    out_idx = np.empty((n, k), dtype=np.int32)
-    out_val = np.empty((n, k), dtype=np.float32)
-    out_count = np.empty(n, dtype=np.int32)
-    exclude = np.full(n, -1, np.int64) if exclude is None else exclude
-    q = _kernel_csr(queries, np.float64)
-    b = _kernel_csr(targets, np.float64)
-    rows = rows.astype(np.int64)
-    n_targets = targets.shape[1]
-
-    def block(start: int, stop: int) -> None:
-        _kernels().topk_products(
-            *q,
-            rows[start:stop],
-            *b,
-            n_targets,
-            k,
-            exclude[start:stop],
-            out_idx[start:stop],
-            out_val[start:stop],
-            out_count[start:stop],
-            ordered,
-        )
-
-    _blocks.run_blocks(n, _FIT_BLOCK, block, num_threads, progress)
-    return out_idx, out_val, out_count
-
-
-def _dense_to_csr(
-    idx: np.ndarray, val: np.ndarray, count: np.ndarray, n_cols: int
-) -> sp.csr_matrix:
-    keep = np.arange(idx.shape[1])[None, :] < count[:, None]
-    indptr = np.zeros(len(count) + 1, dtype=np.int64)
-    np.cumsum(count, out=indptr[1:])
-    matrix = sp.csr_matrix(
-        (val[keep], idx[keep], indptr), shape=(len(count), n_cols)
-    )
-    matrix.sort_indices()
-    return matrix
 
 
 class CosineRecommender(ParamsMixin):
@@ -395,7 +240,7 @@ class CosineRecommender(ParamsMixin):
             )
         matrix.sort_indices()
         k = self.n_neighbors
-        queries, targets = _normalised_space(matrix, self.kind)
+        queries, targets = _neighbours.normalised_space(matrix, self.kind)
         per_row = np.diff(targets.indptr).astype(np.float64)
         n = queries.shape[0]
         work = float((per_row**2).sum())
@@ -412,7 +257,7 @@ class CosineRecommender(ParamsMixin):
                 total=n, desc=f"CosineRecommender.fit ({self.kind}s)"
             )
         try:
-            idx, val, count = _topk_neighbours(
+            idx, val, count = _neighbours.topk_neighbours(
                 queries,
                 np.arange(n),
                 targets,
@@ -426,7 +271,7 @@ class CosineRecommender(ParamsMixin):
             if progress is not None:
                 progress.close()
         del queries, targets  # free the normalised copies first
-        self.similarity_ = _dense_to_csr(idx, val, count, n)
+        self.similarity_ = _neighbours.dense_to_csr(idx, val, count, n)
         self.user_items_ = matrix
         self.user_ids_ = users
         self.item_ids_ = items
@@ -456,7 +301,7 @@ class CosineRecommender(ParamsMixin):
         if cache is None:
             cache = self._cache = {}
         if kind not in cache:
-            cache[kind] = _normalised_space(self.user_items_, kind)
+            cache[kind] = _neighbours.normalised_space(self.user_items_, kind)
         return cache[kind]
 
     # ------------------------------------------------------------ recommend
@@ -637,10 +482,10 @@ class CosineRecommender(ParamsMixin):
     def _neighbours_of(self, histories: sp.csr_matrix) -> sp.csr_matrix:
         """User-kind: nearest fitted users of new histories."""
         _, targets = self._space("user")  # items x users
-        queries = _normalise_rows(histories)
+        queries = _neighbours.normalise_rows(histories)
         n_users = len(self.user_ids_)
         k = min(self.n_neighbors, n_users)
-        idx, val, count = _topk_neighbours(
+        idx, val, count = _neighbours.topk_neighbours(
             queries,
             np.arange(queries.shape[0]),
             targets,
@@ -648,7 +493,7 @@ class CosineRecommender(ParamsMixin):
             None,
             self._threads(),
         )
-        return _dense_to_csr(idx, val, count, n_users)
+        return _neighbours.dense_to_csr(idx, val, count, n_users)
 
     def _score(
         self,
@@ -663,13 +508,13 @@ class CosineRecommender(ParamsMixin):
         n_items = len(self.item_ids_)
         out_idx = np.empty((n, top_k), dtype=np.int32)
         out_val = np.empty((n, top_k), dtype=np.float32)
-        g = _kernel_csr(graph)
+        g = _neighbours.kernel_csr(graph)
         popular = self.popular_items_
 
         def block(start: int, stop: int) -> None:
-            h = _kernel_csr(history[start:stop])
-            x = _kernel_csr(liked[start:stop])
-            _kernels().score_and_select(
+            h = _neighbours.kernel_csr(history[start:stop])
+            x = _neighbours.kernel_csr(liked[start:stop])
+            _neighbours.load_kernels().score_and_select(
                 *h,
                 *g,
                 x[0],
@@ -715,7 +560,7 @@ class CosineRecommender(ParamsMixin):
             ids = _normalise_ids(one)
         positions = _interactions.lookup(vocab, ids, name=name)
         queries, targets = self._space(kind)
-        idx, val, count = _topk_neighbours(
+        idx, val, count = _neighbours.topk_neighbours(
             queries, positions, targets, top_k, positions, self._threads()
         )
         filled = np.arange(top_k)[None, :] < count[:, None]
@@ -883,31 +728,6 @@ class CosineRecommender(ParamsMixin):
 
     # --------------------------------------------------------------- export
 
-    def _serving_module(self, top_k: int):
-        """A tf.Module whose `serve` reproduces `recommend(user_items=...)`."""
-        import tensorflow as tf
-
-        if self.kind != "item":
-            raise ExportError(
-                "`export` supports kind='item' only: a user-based model "
-                "needs the whole interaction matrix at serving time. "
-                f"Received: kind={self.kind!r}"
-            )
-        vocab = _normalise_ids(self.item_ids_)
-        if vocab.dtype.kind not in "iuU":
-            raise ExportError(
-                "`export` needs item ids that are all integers or all "
-                "strings. Received ids of types "
-                f"{sorted({type(v).__name__ for v in vocab})}"
-            )
-        return _build_module(
-            tf,
-            vocab,
-            self.similarity_,
-            self.popular_items_,
-            top_k,
-        )
-
     def export(
         self,
         base_path: str | os.PathLike,
@@ -923,7 +743,8 @@ class CosineRecommender(ParamsMixin):
         as `recommend(None, top_k, user_items=..., unknown_items="ignore")`
         with the default exclusion and back-fill. The graph's memory is the
         neighbour table (items x n_neighbors) plus a dense [batch, items]
-        score buffer per request.
+        score buffer per request. TensorFlow is imported here, not before
+        (the graph lives in `aiservice_kit.export.recommender`).
 
         Args:
             base_path: str or path-like. The model's base directory.
@@ -943,138 +764,28 @@ class CosineRecommender(ParamsMixin):
         version_dir = model.export("models/recommender")
         ```
         """
-        import tensorflow as tf
-
-        from aiservice_kit import export as _export
-
         self._check_fitted()
         top_k = _validation.check_positive_int("top_k", top_k)
-        module = self._serving_module(top_k)
-        dtype = "string" if module.id_dtype == tf.string else "int64"
-
-        def write(tmp_dir):
-            tf.saved_model.save(
-                module,
-                os.fspath(tmp_dir),
-                signatures={"serving_default": module.serve},
+        if self.kind != "item":
+            raise ExportError(
+                "`export` supports kind='item' only: a user-based model "
+                "needs the whole interaction matrix at serving time. "
+                f"Received: kind={self.kind!r}"
             )
+        vocab = _normalise_ids(self.item_ids_)
+        if vocab.dtype.kind not in "iuU":
+            raise ExportError(
+                "`export` needs item ids that are all integers or all "
+                "strings. Received ids of types "
+                f"{sorted({type(v).__name__ for v in vocab})}"
+            )
+        from aiservice_kit.export import recommender
 
-        metadata = {
-            "task": "recommendation",
-            "class_names": None,
-            "inputs": {"item_ids": {"dtype": dtype, "shape": [None, None]}},
-            "outputs": {
-                "item_ids": {"dtype": dtype, "shape": [None, top_k]},
-                "scores": {"dtype": "float32", "shape": [None, top_k]},
-            },
-        }
-        return _export.write_versioned_saved_model(
-            base_path, version, write, metadata
+        return recommender.export_item_neighbours(
+            base_path,
+            version,
+            vocab,
+            self.similarity_,
+            self.popular_items_,
+            top_k,
         )
-
-
-def _build_module(tf, vocab, similarity, popular, top_k):
-    """Builds the serving tf.Module (item kind) from fitted arrays."""
-    n_items = len(vocab)
-    width = max(1, int(np.diff(similarity.indptr).max(initial=0)))
-    counts = np.diff(similarity.indptr)
-    # Neighbour table padded with the dummy item n_items (similarity 0).
-    table_idx = np.full((n_items + 1, width), n_items, dtype=np.int64)
-    table_val = np.zeros((n_items + 1, width), dtype=np.float32)
-    mask = np.arange(width)[None, :] < counts[:, None]
-    table_idx[:n_items][mask] = similarity.indices
-    table_val[:n_items][mask] = similarity.data
-    pop_rank = np.empty(n_items, dtype=np.float32)
-    pop_rank[popular] = np.arange(n_items, dtype=np.float32)
-    id_dtype = tf.string if vocab.dtype.kind == "U" else tf.int64
-    pad = "" if vocab.dtype.kind == "U" else -1
-    k_eff = min(top_k, n_items)
-
-    class RecommenderModule(tf.Module):
-        def __init__(self):
-            super().__init__(name="cosine_recommender")
-            self.id_dtype = id_dtype
-            keys = tf.constant(
-                vocab.tolist() if vocab.dtype.kind == "U" else vocab,
-                dtype=id_dtype,
-            )
-            self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    keys, tf.range(n_items, dtype=tf.int64)
-                ),
-                default_value=-1,
-            )
-            self.vocab = tf.Variable(keys, trainable=False, name="vocab")
-            self.neighbour_idx = tf.Variable(
-                table_idx, trainable=False, name="neighbour_idx"
-            )
-            self.neighbour_val = tf.Variable(
-                table_val, trainable=False, name="neighbour_val"
-            )
-            self.backfill_key = tf.Variable(
-                np.concatenate([-1.0 - pop_rank, [-np.inf]]).astype(np.float32),
-                trainable=False,
-                name="backfill_key",
-            )
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, None], id_dtype, name="item_ids")
-            ]
-        )
-        def serve(self, item_ids):
-            idx = self.table.lookup(item_ids)
-            # Sort each row so sums run in the Python object's order.
-            idx = tf.where(idx >= 0, idx, tf.constant(n_items, tf.int64))
-            idx = tf.sort(idx, axis=1)
-            batch = tf.shape(idx)[0]
-            width_in = tf.shape(idx)[1]
-            nb_idx = tf.gather(self.neighbour_idx, idx)  # [B, L, W]
-            nb_val = tf.gather(self.neighbour_val, idx)
-            rows = tf.range(batch, dtype=tf.int64)[:, None, None]
-            segments = rows * (n_items + 1) + nb_idx
-            n_segments = tf.cast(batch, tf.int64) * (n_items + 1)
-            scores = tf.math.unsorted_segment_sum(
-                tf.reshape(nb_val, [-1]),
-                tf.reshape(segments, [-1]),
-                n_segments,
-            )
-            scores = tf.reshape(scores, [batch, n_items + 1])
-            liked_segments = (
-                tf.range(batch, dtype=tf.int64)[:, None] * (n_items + 1) + idx
-            )
-            liked = tf.math.unsorted_segment_max(
-                tf.ones([batch * width_in], tf.float32),
-                tf.reshape(liked_segments, [-1]),
-                n_segments,
-            )
-            liked = tf.reshape(liked, [batch, n_items + 1]) > 0
-            key = tf.where(
-                scores > 0,
-                scores,
-                tf.broadcast_to(self.backfill_key, tf.shape(scores)),
-            )
-            key = tf.where(liked, tf.constant(-np.inf, tf.float32), key)
-            values, indices = tf.math.top_k(key[:, :n_items], k=k_eff)
-            found = values > -np.inf
-            out_scores = tf.where(values > 0, values, 0.0)
-            out_ids = tf.where(
-                found,
-                tf.gather(self.vocab, indices),
-                tf.constant(pad, dtype=id_dtype),
-            )
-            if k_eff < top_k:
-                extra = top_k - k_eff
-                out_ids = tf.concat(
-                    [
-                        out_ids,
-                        tf.fill([batch, extra], tf.constant(pad, id_dtype)),
-                    ],  # noqa: E501
-                    axis=1,
-                )
-                out_scores = tf.concat(
-                    [out_scores, tf.zeros([batch, extra], tf.float32)], axis=1
-                )
-            return {"item_ids": out_ids, "scores": out_scores}
-
-    return RecommenderModule()
