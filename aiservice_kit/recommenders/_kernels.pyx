@@ -22,7 +22,7 @@ Python object.
 
 Compiled ahead of time (not JIT) so that importing and first use cost a
 few MB, as implicit's own extension does; the array types are fixed by
-the callers in `cosine.py`: indptr int64, indices int32, values float64
+the callers in `_neighbours.py`: indptr int64, indices int32, values float64
 (similarity search) or float32 (scoring).
 """
 
