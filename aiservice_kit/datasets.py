@@ -908,7 +908,7 @@ def fetch_online_shopping_zh(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Downloads the Chinese online-shopping reviews once and reads them.
 
-    62,774 product reviews in 10 categories with a sentiment label, from
+    62,773 product reviews in 10 categories with a sentiment label, from
     the `SophonPlus/ChineseNlpCorpus` repository on GitHub (at a fixed
     commit) into `<data_home>/online-shopping-zh/`. The corpus states no
     licence: use it for research; it is downloaded from its original
