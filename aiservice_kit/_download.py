@@ -8,6 +8,7 @@ Only the standard library talks to the network (urllib).
 """
 
 import hashlib
+import http.client
 import os
 import shutil
 import time
@@ -117,9 +118,9 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
 
 
 def _mirror_url(base_url: str | None, folder: str, remote: RemoteFile) -> str:
-    if base_url is None:
-        base_url = os.environ.get(MIRROR_ENV) or None
-    if base_url is None:
+    if not base_url:
+        base_url = os.environ.get(MIRROR_ENV)
+    if not base_url:
         return remote.url
     return f"{base_url.rstrip('/')}/{folder}/{remote.name}"
 
@@ -139,7 +140,7 @@ class _Incomplete(OSError):
 
 def _download_once(url: str, part: Path, timeout: float, progress: bool):
     """Appends the rest of `url` to `part` (HTTP Range), or starts over."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     start = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(
@@ -271,9 +272,12 @@ def fetch_file(
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
             _download_once(url, part, timeout, progress)
-        except (OSError, urllib.error.URLError, ValueError) as error:
-            # http.client.IncompleteRead and RemoteDisconnected are OSError
-            # or ValueError subclasses; so are timeouts and resets.
+        except ValueError as error:  # a malformed URL: retrying won't help
+            last_error = error
+            break
+        except (OSError, http.client.HTTPException) as error:
+            # URLError, timeouts, resets and refused connections are
+            # OSErrors; IncompleteRead and BadStatusLine HTTPExceptions.
             last_error = error
             if isinstance(error, urllib.error.HTTPError):
                 error.close()  # its body is not needed
