@@ -152,6 +152,7 @@ def _download_once(url: str, part: Path, timeout: float, progress: bool):
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
     except urllib.error.HTTPError as error:
         if error.code == 416 and start:
+            error.close()
             # The partial file is already as long as (or longer than) the
             # resource: drop it and start over on the next attempt.
             part.unlink()

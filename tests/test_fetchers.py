@@ -49,6 +49,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start = 0
         wanted = self.headers.get("Range")
+        if mode == "norange":
+            wanted = None
         if wanted and wanted.startswith("bytes=") and wanted.endswith("-"):
             start = int(wanted[len("bytes=") : -1])
         body = data[start:]
@@ -209,6 +211,21 @@ def test_resumes_a_partial_download(mirror, data_dir, tmp_path):
     test_size = (folder / "BasicMotions_TEST.ts").stat().st_size
     assert mirror.server.sent == len(data) - half + test_size
     assert not list(folder.glob("*.part"))
+
+
+def test_a_server_without_range_support_restarts_from_zero(mirror, tmp_path):
+    data = b"0123456789" * 5000
+    mirror.add("/toy/whole.bin", data, mode="norange")
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "whole.bin.part").write_bytes(data[:777])
+    remote = RemoteFile("https://example.invalid/whole.bin", _sha256(data))
+
+    path = fetch_file(
+        remote, "toy", data_home=tmp_path, base_url=mirror.url, progress=0
+    )
+
+    assert path.read_bytes() == data
+    assert mirror.server.sent == len(data)
 
 
 def test_corrupted_download_raises_and_is_removed(mirror, tmp_path):
