@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Which TensorFlow build to install: cpu, gpu or tpu (see README).
 TF_EXTRA ?= cpu
 
-.PHONY: demo test lint docs bench install clean
+.PHONY: demo test lint docs bench install dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,14 @@ docs: install
 test: lint docs
 	$(BIN)/python -m pytest
 
+# The sdist and the wheel, into dist/ (what `pip install` of a release gets).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 bench: install
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) site build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache
 	rm -f aiservice_kit/recommenders/_kernels.cpp aiservice_kit/recommenders/*.so

@@ -1,18 +1,48 @@
-"""Loaders for standard dataset formats, and the sample data the package uses.
+"""Dataset fetchers and loaders for standard dataset formats.
 
 The package ships no third-party data. `load_digits_images` reads
-scikit-learn's digits, which ship with scikit-learn; the other loaders read
-files the user already has (MNIST's IDX files, the UCR/UEA `.ts` archive,
-tab-separated text).
+scikit-learn's digits, which ship with scikit-learn. The `fetch_*`
+functions download a dataset once from its original public URL into a
+cache folder (`data_home=`, else `$AISERVICE_KIT_DATA`, else
+`~/.aiservice_kit/datasets`), check the pinned sha256 of what they
+downloaded, and read it with the matching `load_*` function. The loaders
+read files the user already has (MNIST's IDX files, the UCR/UEA `.ts`
+archive, tab-separated text).
+
+Offline, put the files in the cache folder by hand, laid out as the
+fetchers would (see the Data page of the docs); they are then used as is.
 """
 
+import csv
 import gzip
 import os
 from pathlib import Path
 
 import numpy as np
 
+from aiservice_kit._download import ChecksumMismatchError
+from aiservice_kit._download import DownloadError
+from aiservice_kit._download import Member
+from aiservice_kit._download import RemoteFile
+from aiservice_kit._download import fetch_dataset
+from aiservice_kit._download import get_data_home
 from aiservice_kit._validation import check_fraction
+
+__all__ = [
+    "ChecksumMismatchError",
+    "DownloadError",
+    "fetch_mnist",
+    "fetch_movielens",
+    "fetch_online_shopping_zh",
+    "fetch_sms_spam",
+    "fetch_ucr_uea",
+    "get_data_home",
+    "load_digits_images",
+    "load_idx",
+    "load_labelled_text",
+    "load_mnist",
+    "load_ts",
+]
 
 # IDX type codes (the third byte of the magic number) and their dtypes.
 _IDX_DTYPES = {
@@ -473,4 +503,460 @@ def load_labelled_text(
             labels.append(label)
     if not texts:
         raise ValueError(f"The file path={str(path)!r} holds no lines.")
+    return np.asarray(texts, dtype=object), np.asarray(labels, dtype=object)
+
+
+# ---------------------------------------------------------------------------
+# Fetchers: each dataset's original public URL and the sha256 of its bytes.
+# Where the pins come from is listed on the Data page of the docs.
+
+#: Google's mirror of the official MNIST files (the one TensorFlow Datasets
+#: downloads; its published sha256s).
+_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_MNIST = {
+    "train": (
+        RemoteFile(
+            _MNIST_URL + "train-images-idx3-ubyte.gz",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            size=9_912_422,
+        ),
+        RemoteFile(
+            _MNIST_URL + "train-labels-idx1-ubyte.gz",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            size=28_881,
+        ),
+    ),
+    "t10k": (
+        RemoteFile(
+            _MNIST_URL + "t10k-images-idx3-ubyte.gz",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            size=1_648_877,
+        ),
+        RemoteFile(
+            _MNIST_URL + "t10k-labels-idx1-ubyte.gz",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            size=4_542,
+        ),
+    ),
+}
+
+_SMS_SPAM = RemoteFile(
+    "https://archive.ics.uci.edu/ml/machine-learning-databases/00228/"
+    "smsspamcollection.zip",
+    "1587ea43e58e82b14ff1f5425c88e17f8496bfcdb67a583dbff9eefaf9963ce3",
+    members=(
+        Member(
+            "SMSSpamCollection",
+            "SMSSpamCollection",
+            "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+        ),
+        Member("readme", "readme"),
+    ),
+)
+
+_GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/"
+_MOVIELENS = {
+    "latest-small": RemoteFile(
+        _GROUPLENS_URL + "ml-latest-small.zip",
+        "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        size=978_202,
+        members=tuple(
+            Member(f"ml-latest-small/{name}", name, sha256)
+            for name, sha256 in (
+                (
+                    "ratings.csv",
+                    "aa289ca83157595d0df6aea1be6a4ded"
+                    "676ddc4385472e8313a8ed9805352646",
+                ),
+                (
+                    "movies.csv",
+                    "5a5f32dd9bb3797b8e728a1b98958789"
+                    "d2b13f294a69fdfbc5727f8a9611aa07",
+                ),
+                (
+                    "tags.csv",
+                    "92a9f8bb7916dceef6151209845788c3"
+                    "643f794dfa79d1feaec7121b5960399d",
+                ),
+                (
+                    "links.csv",
+                    "97ad18e4e56a09363c65676b6cb3482c"
+                    "e3e2cea2372a24620c1599c843325f31",
+                ),
+                (
+                    "README.txt",
+                    "63d22ac138e80fae37021797ed8e1b94"
+                    "24b5239dc576a137422adf783ae3f404",
+                ),
+            )
+        ),
+    ),
+    "100k": RemoteFile(
+        _GROUPLENS_URL + "ml-100k.zip",
+        "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        size=4_924_029,
+        members=tuple(
+            Member(f"ml-100k/{name}", name)
+            for name in ("u.data", "u.item", "u.user", "u.genre", "README")
+        ),
+    ),
+    "1m": RemoteFile(
+        _GROUPLENS_URL + "ml-1m.zip",
+        "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        size=5_917_549,
+        members=tuple(
+            Member(f"ml-1m/{name}", name)
+            for name in ("ratings.dat", "movies.dat", "users.dat", "README")
+        ),
+    ),
+}
+
+#: The sktime repository's copies of the UCR/UEA archive files, at a fixed
+#: commit: timeseriesclassification.com publishes no checksums of its zips.
+_SKTIME_DATA_URL = (
+    "https://raw.githubusercontent.com/sktime/sktime/"
+    "7bd7d1620c0656f3210eeb850bb1c0034159ee47/sktime/datasets/data/"
+)
+_UCR_UEA = {
+    # name: ((train sha256, bytes), (test sha256, bytes))
+    "ArrowHead": (
+        (
+            "a83c470aaf611a5f5284377cce27a5fc9f6292bc3d110257b0fd4905ced5ee72",
+            100_357,
+        ),
+        (
+            "5417dab42626d41df5e435bb22458c2df40dfad4bcd3b59559bbe72e20e84904",
+            484_894,
+        ),
+    ),
+    "BasicMotions": (
+        (
+            "8dc43cc6306cb679c888c01e26f91772ac4441a916da43bac8b79734a538b9d6",
+            227_790,
+        ),
+        (
+            "79213102bc6fca1a398ad98ce1185dff0208fa3d1465e687f48288946b0ff8dc",
+            227_713,
+        ),
+    ),
+    "GunPoint": (
+        (
+            "f842401779fd9800d247d8b33121a1a4643710a19b24917dbdd9a060ca8630d5",
+            84_188,
+        ),
+        (
+            "79332750788a6227b325b96bd0d70130c8eb707b9731f8d7dec62b7a7d36017e",
+            252_305,
+        ),
+    ),
+    "ItalyPowerDemand": (
+        (
+            "341269cb7e6cef96846b30e774580beec79addb93848ba360145219115a74b7c",
+            18_300,
+        ),
+        (
+            "26122451f87dd0387ef90b18bc8a86c041371b8a1c068004922b939971247144",
+            274_054,
+        ),
+    ),
+}
+
+_ONLINE_SHOPPING = RemoteFile(
+    "https://raw.githubusercontent.com/SophonPlus/ChineseNlpCorpus/"
+    "a0b781d72158bde242c0626c9e354d2b328865ff/datasets/"
+    "online_shopping_10_cats/online_shopping_10_cats.zip",
+    "6816ded66fde9d0927ecbd370b5e12d0174d1abac35192ec014ac2a0a8d25858",
+    size=4_084_428,
+    members=(
+        Member(
+            "online_shopping_10_cats.csv",
+            "online_shopping_10_cats.csv",
+            "f6c5b724122d8547b700ac4524898eb7e28abbee63f798e95a8faa408829afdb",
+        ),
+    ),
+)
+
+
+def fetch_mnist(
+    kind: str = "train",
+    *,
+    data_home: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Downloads MNIST once (official IDX files) and reads one split.
+
+    The files come from Google's mirror of the official MNIST files,
+    `https://storage.googleapis.com/cvdf-datasets/mnist/`, into
+    `<data_home>/mnist/`. Licence: CC BY-SA 3.0 (Y. LeCun, C. Cortes).
+
+    Args:
+        kind: str. `"train"` (60,000 images) or `"t10k"` (the official
+            10,000 test images).
+        data_home: str, PathLike or None. The cache folder; by default
+            `$AISERVICE_KIT_DATA`, else `~/.aiservice_kit/datasets`.
+        base_url: str or None. A mirror laid out like the cache, used
+            instead of the original URL (default:
+            `$AISERVICE_KIT_DATA_MIRROR`).
+        progress: bool. Show a progress bar while downloading.
+
+    Returns:
+        `(images, labels)` as `load_mnist` returns them: uint8 arrays of
+        shape (n, 28, 28) and (n,).
+
+    Raises:
+        ValueError: if `kind` is not `"train"` or `"t10k"`.
+        DownloadError: if a file cannot be downloaded; the message names
+            the URL and the folder to put it in by hand.
+        ChecksumMismatchError: if a download has the wrong sha256.
+
+    Example:
+    ```python
+    from aiservice_kit.datasets import fetch_mnist
+    x_train, y_train = fetch_mnist("train")
+    x_test, y_test = fetch_mnist("t10k")
+    ```
+    """
+    if kind not in _MNIST:
+        raise ValueError(
+            f"`kind` must be 'train' or 't10k'. Received: kind={kind!r}"
+        )
+    folder = fetch_dataset(
+        _MNIST[kind],
+        "mnist",
+        data_home=data_home,
+        base_url=base_url,
+        progress=progress,
+    )
+    return load_mnist(folder, kind=kind)
+
+
+def fetch_sms_spam(
+    *,
+    data_home: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Downloads the SMS Spam Collection v.1 once and reads it.
+
+    5,574 English SMS labelled `ham` or `spam`, from the UCI Machine
+    Learning Repository (CC BY 4.0; cite Almeida, Gómez Hidalgo and
+    Yamakami, 2011). The zip is kept in `<data_home>/sms-spam-collection/`
+    beside the extracted `SMSSpamCollection`.
+
+    Args:
+        data_home: str, PathLike or None. The cache folder (see
+            `fetch_mnist`).
+        base_url: str or None. A mirror laid out like the cache.
+        progress: bool. Show a progress bar while downloading.
+
+    Returns:
+        `(texts, labels)` as `load_labelled_text` returns them.
+
+    Raises:
+        DownloadError: if the file cannot be downloaded.
+        ChecksumMismatchError: if the download has the wrong sha256.
+
+    Example:
+    ```python
+    from aiservice_kit.datasets import fetch_sms_spam
+    texts, labels = fetch_sms_spam()
+    ```
+    """
+    folder = fetch_dataset(
+        (_SMS_SPAM,),
+        "sms-spam-collection",
+        data_home=data_home,
+        base_url=base_url,
+        progress=progress,
+    )
+    return load_labelled_text(folder / "SMSSpamCollection")
+
+
+def fetch_ucr_uea(
+    name: str,
+    *,
+    data_home: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> tuple[
+    tuple[np.ndarray | list[np.ndarray], np.ndarray],
+    tuple[np.ndarray | list[np.ndarray], np.ndarray],
+]:
+    """Downloads a UCR/UEA time-series classification problem once.
+
+    The `.ts` files come from the sktime repository's copy of the archive
+    (at a fixed commit, so their sha256s are pinned) into
+    `<data_home>/<name in lower case>/`. The archive states no licence:
+    free for research, cite it (Dau et al. 2019; Bagnall et al. 2018).
+
+    Args:
+        name: str. The problem's name, any case: `"ArrowHead"`,
+            `"BasicMotions"`, `"GunPoint"` or `"ItalyPowerDemand"`.
+        data_home: str, PathLike or None. The cache folder (see
+            `fetch_mnist`).
+        base_url: str or None. A mirror laid out like the cache.
+        progress: bool. Show a progress bar while downloading.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`, each pair as `load_ts`
+        returns it: series channels-last, labels as strings.
+
+    Raises:
+        ValueError: if `name` is not a known problem.
+        DownloadError: if a file cannot be downloaded.
+        ChecksumMismatchError: if a download has the wrong sha256.
+
+    Example:
+    ```python
+    from aiservice_kit.datasets import fetch_ucr_uea
+    (x_train, y_train), (x_test, y_test) = fetch_ucr_uea("GunPoint")
+    x_train.shape  # (50, 150, 1)
+    ```
+    """
+    canonical = {key.lower(): key for key in _UCR_UEA}
+    if not isinstance(name, str) or name.lower() not in canonical:
+        raise ValueError(
+            f"`name` must be one of {sorted(_UCR_UEA)} (any case). "
+            f"Received: name={name!r}"
+        )
+    name = canonical[name.lower()]
+    remotes = tuple(
+        RemoteFile(
+            f"{_SKTIME_DATA_URL}{name}/{name}_{split}.ts", sha256, size=size
+        )
+        for split, (sha256, size) in zip(
+            ("TRAIN", "TEST"), _UCR_UEA[name], strict=True
+        )
+    )
+    folder = fetch_dataset(
+        remotes,
+        name.lower(),
+        data_home=data_home,
+        base_url=base_url,
+        progress=progress,
+    )
+    return (
+        load_ts(folder / f"{name}_TRAIN.ts"),
+        load_ts(folder / f"{name}_TEST.ts"),
+    )
+
+
+def fetch_movielens(
+    variant: str = "latest-small",
+    *,
+    data_home: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Downloads a MovieLens dataset from GroupLens once.
+
+    The zip from `https://files.grouplens.org/datasets/movielens/` is kept
+    in `<data_home>/movielens-<variant>/` and its files are extracted
+    beside it. GroupLens' terms: research use, no commercial use without
+    permission, cite Harper and Konstan (2015), redistribute only under
+    the same terms.
+
+    Args:
+        variant: str. `"latest-small"` (100,836 ratings, `ratings.csv`),
+            `"100k"` (100,000 ratings, tab-separated `u.data`) or `"1m"`
+            (1,000,209 ratings, `::`-separated `ratings.dat`).
+        data_home: str, PathLike or None. The cache folder (see
+            `fetch_mnist`).
+        base_url: str or None. A mirror laid out like the cache.
+        progress: bool. Show a progress bar while downloading.
+
+    Returns:
+        The folder holding the extracted files. For `"latest-small"` pass
+        it to `aiservice_kit.recommenders.interactions.
+        load_movielens_ratings`.
+
+    Raises:
+        ValueError: if `variant` is not one of the above.
+        DownloadError: if the file cannot be downloaded.
+        ChecksumMismatchError: if the download has the wrong sha256.
+
+    Example:
+    ```python
+    from aiservice_kit.datasets import fetch_movielens
+    from aiservice_kit.recommenders.interactions import (
+        load_movielens_ratings,
+    )
+    ratings = load_movielens_ratings(fetch_movielens(), min_rating=4.0)
+    ```
+    """
+    if variant not in _MOVIELENS:
+        raise ValueError(
+            f"`variant` must be one of {sorted(_MOVIELENS)}. "
+            f"Received: variant={variant!r}"
+        )
+    return fetch_dataset(
+        (_MOVIELENS[variant],),
+        f"movielens-{variant}",
+        data_home=data_home,
+        base_url=base_url,
+        progress=progress,
+    )
+
+
+def fetch_online_shopping_zh(
+    target: str = "sentiment",
+    *,
+    data_home: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Downloads the Chinese online-shopping reviews once and reads them.
+
+    62,773 product reviews in 10 categories with a sentiment label, from
+    the `SophonPlus/ChineseNlpCorpus` repository on GitHub (at a fixed
+    commit) into `<data_home>/online-shopping-zh/`. The corpus states no
+    licence: use it for research; it is downloaded from its original
+    public URL, never shipped. One row with an empty review is skipped.
+
+    Args:
+        target: str. `"sentiment"` (labels `"0"` negative, `"1"` positive)
+            or `"category"` (the 10 product categories, in Chinese).
+        data_home: str, PathLike or None. The cache folder (see
+            `fetch_mnist`).
+        base_url: str or None. A mirror laid out like the cache.
+        progress: bool. Show a progress bar while downloading.
+
+    Returns:
+        `(texts, labels)`: 1-D numpy arrays of `str` (dtype object).
+
+    Raises:
+        ValueError: if `target` is not `"sentiment"` or `"category"`.
+        DownloadError: if the file cannot be downloaded.
+        ChecksumMismatchError: if the download has the wrong sha256.
+
+    Example:
+    ```python
+    from aiservice_kit.datasets import fetch_online_shopping_zh
+    texts, labels = fetch_online_shopping_zh(target="category")
+    ```
+    """
+    columns = {"sentiment": 1, "category": 0}
+    if target not in columns:
+        raise ValueError(
+            "`target` must be 'sentiment' or 'category'. "
+            f"Received: target={target!r}"
+        )
+    folder = fetch_dataset(
+        (_ONLINE_SHOPPING,),
+        "online-shopping-zh",
+        data_home=data_home,
+        base_url=base_url,
+        progress=progress,
+    )
+    texts: list[str] = []
+    labels: list[str] = []
+    path = folder / "online_shopping_10_cats.csv"
+    with open(path, newline="", encoding="utf-8-sig") as stream:
+        rows = csv.reader(stream)
+        next(rows)  # cat,label,review
+        for row in rows:
+            if len(row) == 3 and row[2].strip():
+                texts.append(row[2])
+                labels.append(row[columns[target]])
     return np.asarray(texts, dtype=object), np.asarray(labels, dtype=object)

@@ -18,22 +18,19 @@ Prints one JSON line with the test accuracy and what ran where.
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-#: The real datasets: shared/data beside the checkout (or $AISERVICE_KIT_DATA).
-DEFAULT_DATA = Path(
-    os.environ.get(
-        "AISERVICE_KIT_DATA",
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-    )
-)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--epochs", type=int, default=5)
@@ -50,14 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import aiservice_kit
-    from aiservice_kit.datasets import load_mnist
+    from aiservice_kit.datasets import fetch_mnist
 
     # First, before any tensor exists: TensorFlow requires it for TPUs and
     # for multi-worker training.
     strategy = aiservice_kit.get_strategy(args.strategy)
     info = aiservice_kit.describe_strategy(strategy)
 
-    images, labels = load_mnist(args.data_dir / "mnist", kind="t10k")
+    images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     start = (28 - args.side) // 2
     images = images[:, start : start + args.side, start : start + args.side]
     x_train, y_train = images[: args.samples], labels[: args.samples]

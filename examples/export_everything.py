@@ -1,8 +1,9 @@
 """Train a CNN on real MNIST, export it to every format and verify each.
 
-Run from the repository root (the data lives in ../shared/data):
+Run from the repository root; MNIST is downloaded once into the dataset
+cache (`--data-dir`, else $AISERVICE_KIT_DATA, else ~/.aiservice_kit/datasets):
 
-    python examples/export_everything.py --data-dir ../shared/data
+    python examples/export_everything.py
 
 It writes, under --output-dir: the .keras file, a versioned SavedModel
 (`saved_model/1/`, TF Serving's layout), LiteRT files (float32, dynamic,
@@ -21,12 +22,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aiservice_kit.datasets import load_mnist
+from aiservice_kit.datasets import fetch_mnist
 from aiservice_kit.export import load_artifact
 from aiservice_kit.export import save_model
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
 def _size(path: Path) -> int:
@@ -37,7 +35,13 @@ def _size(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--output-dir", type=Path, default=None)
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Real data: MNIST's official test set, split 8,000 / 2,000.
-    images, labels = load_mnist(args.data_dir / "mnist", kind="t10k")
+    images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     x_train, y_train = images[: args.train_size], labels[: args.train_size]
     x_test, y_test = images[8000:], labels[8000:]
 

@@ -1,8 +1,9 @@
 """Image classification on real MNIST: fit, evaluate, save, load, predict.
 
-Run from the repository root (the data lives in ../shared/data):
+Run from the repository root; MNIST is downloaded once into the dataset
+cache (`--data-dir`, else $AISERVICE_KIT_DATA, else ~/.aiservice_kit/datasets):
 
-    python examples/image_classification.py --data-dir ../shared/data
+    python examples/image_classification.py
 
 Tests run it small with `--train-size 500 --epochs 1`.
 """
@@ -18,15 +19,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aiservice_kit.datasets import load_mnist
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+from aiservice_kit.datasets import fetch_mnist
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--output-dir", type=Path, default=None)
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: MNIST's 10,000 official test images, split 8,000 / 2,000.
-    images, labels = load_mnist(args.data_dir / "mnist", kind="t10k")
+    images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     x_train, y_train = images[: args.train_size], labels[: args.train_size]
     x_test, y_test = images[8000:], labels[8000:]
 

@@ -6,9 +6,12 @@ a most-popular baseline, saves and reloads it, recommends movies by title,
 and exports a SavedModel that TensorFlow Serving (or aiservice_kit's own
 server) can serve, checking that it answers like the Python object.
 
-    python examples/recommendation.py \
-        --data-dir ../shared/data/movielens-latest-small
-    python examples/recommendation.py --data-dir ... --max-users 100  # quick
+MovieLens latest-small is downloaded once from GroupLens into the dataset
+cache (`--data-dir`, else $AISERVICE_KIT_DATA, else
+~/.aiservice_kit/datasets):
+
+    python examples/recommendation.py
+    python examples/recommendation.py --max-users 100  # quick
 """
 
 # Import aiservice_kit first: it hides TensorFlow's start-up notices.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aiservice_kit.datasets import fetch_movielens
 from aiservice_kit.recommenders import interactions
 from aiservice_kit.recommenders import metrics
 
@@ -52,7 +56,13 @@ def load_titles(data_dir: Path) -> dict[int, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
         "--max-users", type=int, default=None, help="keep the first N users"
@@ -66,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
 
     # 1. Data: explicit ratings -> implicit likes, temporal split per user.
-    ratings = interactions.load_movielens_ratings(args.data_dir, min_rating=4.0)
+    folder = fetch_movielens("latest-small", data_home=args.data_dir)
+    ratings = interactions.load_movielens_ratings(folder, min_rating=4.0)
     if args.max_users is not None:
         kept_users = np.unique(ratings.user_ids)[: args.max_users]
         ratings = ratings.subset(np.isin(ratings.user_ids, kept_users))
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results["reload_identical"] = float(np.array_equal(again, recommended))
 
     # 5. Recommend for one user, by title.
-    titles = load_titles(args.data_dir)
+    titles = load_titles(folder)
     user = tested[0]
     items, user_scores = reloaded.recommend(user, top_k=5)
     print(f"\ntop 5 for user {user}:")

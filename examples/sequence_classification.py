@@ -2,8 +2,10 @@
 
 Fit, evaluate, save, load and predict on the UEA BasicMotions (6 channels,
 4 activities) or UCR GunPoint (1 channel, 2 gestures) archives, read from
-their `.ts` files with the official train/test split. Run from the
-repository root (the data lives in ../shared/data):
+their `.ts` files with the official train/test split. The files are
+downloaded once into the dataset cache (`--data-dir`, else
+$AISERVICE_KIT_DATA, else ~/.aiservice_kit/datasets). Run from the
+repository root:
 
     python examples/sequence_classification.py --dataset basicmotions
 
@@ -21,21 +23,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aiservice_kit.datasets import load_ts
+from aiservice_kit.datasets import fetch_ucr_uea
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DATASETS = {
-    # folder, file stem, build_lstm options, epochs, batch size
+    # archive name, build_lstm options, epochs, batch size
     "basicmotions": (
-        "basicmotions",
         "BasicMotions",
         {"conv_filters": (32, 32)},
         60,
         16,
     ),
     "gunpoint": (
-        "gunpoint",
         "GunPoint",
         {
             "conv_filters": (32, 32),
@@ -51,21 +49,28 @@ DATASETS = {
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument(
         "--dataset", choices=sorted(DATASETS), default="basicmotions"
     )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    folder, stem, options, epochs, batch_size = DATASETS[args.dataset]
+    stem, options, epochs, batch_size = DATASETS[args.dataset]
     epochs = args.epochs or epochs
     output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="seq-"))
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: (cases, timesteps, channels) float32 and string labels.
-    x_train, y_train = load_ts(args.data_dir / folder / f"{stem}_TRAIN.ts")
-    x_test, y_test = load_ts(args.data_dir / folder / f"{stem}_TEST.ts")
+    (x_train, y_train), (x_test, y_test) = fetch_ucr_uea(
+        stem, data_home=args.data_dir
+    )
     class_names, y_train = np.unique(y_train, return_inverse=True)
     y_test = np.searchsorted(class_names, y_test)
 

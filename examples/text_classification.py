@@ -1,8 +1,10 @@
 """Spam filtering on raw SMS text: fit, evaluate, save, load, predict.
 
-Run from the repository root (the data lives in ../shared/data):
+Run from the repository root; the SMS Spam Collection is downloaded once
+into the dataset cache (`--data-dir`, else $AISERVICE_KIT_DATA, else
+~/.aiservice_kit/datasets):
 
-    python examples/text_classification.py --data-dir ../shared/data
+    python examples/text_classification.py
 
 Tests run it small with `--train-size 600 --epochs 2`.
 """
@@ -20,17 +22,20 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
-from aiservice_kit.datasets import load_labelled_text
+from aiservice_kit.datasets import fetch_sms_spam
 from aiservice_kit.models.text import get_class_names
 from aiservice_kit.models.text import predict_labels
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
+        "~/.aiservice_kit/datasets); missing datasets are downloaded once",
+    )
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--encoder", default="ngrams")
@@ -40,9 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: 5,574 labelled SMS, split 80/20 stratified with a fixed seed.
-    texts, labels = load_labelled_text(
-        args.data_dir / "sms-spam-collection" / "SMSSpamCollection"
-    )
+    texts, labels = fetch_sms_spam(data_home=args.data_dir)
     x_train, x_test, y_train, y_test = train_test_split(
         texts, labels, test_size=0.2, stratify=labels, random_state=0
     )

@@ -11,7 +11,7 @@ def test_recommendation_example_runs_small(data_dir, tmp_path, capsys):
     results = main(
         [
             "--data-dir",
-            str(data_dir / "movielens-latest-small"),
+            str(data_dir),
             "--workdir",
             str(tmp_path),
             "--max-users",
