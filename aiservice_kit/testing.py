@@ -210,7 +210,7 @@ def check_builder(
     Raises:
         AssertionError: naming the first broken rule, as `[rule-id] what
             was found`, chained to the underlying error if any.
-        TypeError: if `build_fn` is not callable.
+        TypeError: if `build_fn` is a model or not callable.
 
     Example:
     ```python
@@ -228,10 +228,11 @@ def check_builder(
     from aiservice_kit.models._contract import get_class_names
     from aiservice_kit.models._contract import split_text_model
 
-    if not callable(build_fn):
+    if isinstance(build_fn, keras.Model) or not callable(build_fn):
         raise TypeError(
-            "`build_fn` must be a callable that returns a keras.Model. "
-            f"Received: build_fn={build_fn!r}"
+            "`build_fn` must be a callable that returns a keras.Model (the "
+            "builder, not a model it built: the checks build it several "
+            f"times). Received: build_fn={build_fn!r}"
         )
     if _accepts(build_fn, "strategy"):
         raise _fail(
