@@ -42,6 +42,7 @@ BUILDER_RULES = {
     "named-output": "one output, its layer named `probabilities` "
     "(classifier) or `predictions` (regressor)",
     "float32-head": "the output stays float32 under a mixed_bfloat16 policy",
+    "predicts": "`predict` runs on the sample inputs",
     "softmax": "a classifier's outputs are probabilities (rows sum to 1)",
     "fit-step": "one `fit` step runs and gives a finite loss",
     "keras-round-trip": "`.keras` save, `keras.saving.load_model` with no "
@@ -290,7 +291,7 @@ def check_builder(
         x = _sample_inputs(model, rng, 8)
     if y is None:
         y = _sample_targets(model, task, rng, len(_rows(x)))
-    with _rule("softmax"):
+    with _rule("predicts"):
         before = _predict(model, x)
     if task == "classification":
         sums = before.sum(axis=-1)
