@@ -26,6 +26,8 @@ logger = logging.getLogger("aiservice_kit")
 
 #: Accepted values of `get_strategy(kind=...)`.
 KINDS = ("auto", "tpu", "multi_worker", "mirrored", "gpu", "cpu")
+#: What `StrategyInfo.accelerator` may say.
+ACCELERATORS = ("tpu", "gpu", "cpu")
 
 # A TPU system and a multi-worker collective group can only be set up once
 # per process, and mirrored strategies share collective keys, so these
@@ -242,6 +244,8 @@ class StrategyInfo:
         num_workers: int. Machines (processes) in the cluster.
         worker_index: int. This worker's index (0 for a single worker).
         is_chief: bool. Whether this worker writes the run's files.
+        accelerator: str. `"tpu"`, `"gpu"` or `"cpu"`: what the replicas
+            compute on (it picks the mixed-precision policy).
 
     Example:
     ```python
@@ -258,6 +262,7 @@ class StrategyInfo:
     num_workers: int
     worker_index: int
     is_chief: bool
+    accelerator: str = "cpu"
 
     def __str__(self) -> str:
         where = (
@@ -349,6 +354,9 @@ def describe_strategy(
         num_workers=max(num_workers, 1),
         worker_index=worker_index,
         is_chief=is_chief,
+        accelerator=(
+            "tpu" if kind == "tpu" else "gpu" if _has_gpu(strategy) else "cpu"
+        ),
     )
 
 
@@ -430,12 +438,34 @@ def mixed_precision_policy(
     strategy = _check_strategy(strategy)
     if enabled is not None:
         check_bool("enabled", enabled)
+    return policy_for(describe_strategy(strategy).accelerator, enabled)
+
+
+def policy_for(accelerator: str, enabled: bool | None = None) -> str:
+    """The dtype policy `mixed_precision_policy` picks, as a pure rule.
+
+    Args:
+        accelerator: str. `"tpu"`, `"gpu"` or `"cpu"` (as
+            `StrategyInfo.accelerator` reports it).
+        enabled: bool or None. As for `mixed_precision_policy`.
+
+    Returns:
+        `"mixed_bfloat16"`, `"mixed_float16"` or `"float32"`.
+
+    Raises:
+        ValueError: if `accelerator` is unknown.
+
+    Example:
+    ```python
+    policy_for("gpu")  # 'mixed_float16'
+    ```
+    """
+    check_choice("accelerator", accelerator, ACCELERATORS)
     if enabled is False:
         return "float32"
-    kind = _kind_of(strategy)
-    if kind == "tpu":
+    if accelerator == "tpu":
         return "mixed_bfloat16"
-    if _has_gpu(strategy):
+    if accelerator == "gpu":
         return "mixed_float16"
     return "mixed_bfloat16" if enabled else "float32"
 

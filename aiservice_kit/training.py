@@ -1,10 +1,10 @@
 """Training helpers: the documented training path (`train`), the default
 callbacks of a resumable run, and history plots."""
 
+import dataclasses
 import importlib.util
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +13,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from aiservice_kit._multi_worker import ModelCheckpointOf
+from aiservice_kit._multi_worker import build_shared_optimizer
+from aiservice_kit._multi_worker import local_copy
+from aiservice_kit._multi_worker import multi_worker_fit
+from aiservice_kit._multi_worker import split_for_replicas
+from aiservice_kit._multi_worker import takes_strings
 from aiservice_kit._validation import check_bool
 from aiservice_kit._validation import check_fraction
 from aiservice_kit._validation import check_optional_positive_int
@@ -21,7 +27,7 @@ from aiservice_kit.distribute import StrategyInfo
 from aiservice_kit.distribute import check_model_in_scope
 from aiservice_kit.distribute import describe_strategy
 from aiservice_kit.distribute import get_strategy
-from aiservice_kit.distribute import mixed_precision_policy
+from aiservice_kit.distribute import policy_for
 from aiservice_kit.pipelines import make_dataset
 
 logger = logging.getLogger("aiservice_kit")
@@ -180,22 +186,6 @@ def default_callbacks(
     )
 
 
-class _ModelCheckpointOf(keras.callbacks.ModelCheckpoint):
-    """A `ModelCheckpoint` that saves `saved_model`, whatever `fit` runs.
-
-    Under more than one replica a raw-string text model trains through
-    its integer half (which shares its weights); the best checkpoint must
-    still be the string model a user loads and serves.
-    """
-
-    def __init__(self, saved_model: keras.Model, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._saved_model = saved_model
-
-    def set_model(self, model: keras.Model) -> None:
-        super().set_model(self._saved_model)
-
-
 def _callbacks(
     run_dir: str | os.PathLike,
     *,
@@ -238,7 +228,7 @@ def _callbacks(
         )
     if save_best:
         callbacks.append(
-            _ModelCheckpointOf(
+            ModelCheckpointOf(
                 saved_model,
                 str(run_dir / BEST_MODEL_FILE),
                 monitor=monitor,
@@ -276,13 +266,6 @@ def _callbacks(
             keras.callbacks.CSVLogger(str(run_dir / LOG_FILE), append=True)
         )
     return callbacks
-
-
-def _takes_strings(model: keras.Model) -> bool:
-    return any(
-        keras.backend.standardize_dtype(tensor.dtype) == "string"
-        for tensor in model.inputs
-    )
 
 
 def _split_rows(value: Any, start: int, stop: int | None) -> Any:
@@ -343,82 +326,132 @@ def _build(
     return model
 
 
-def _multi_worker_fit(
-    model: keras.Model,
-    strategy: tf.distribute.Strategy,
-    dataset: tf.data.Dataset,
-    *,
-    epochs: int,
-    steps_per_epoch: int,
-    validation: tuple[tf.data.Dataset, int] | None,
-    callbacks: list[keras.callbacks.Callback],
-    verbose: int,
-) -> keras.callbacks.History:
-    """A custom loop on tf.distribute's collectives (keras #20585).
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """How `train` runs on given hardware: the output of `_training_plan`.
 
-    Keras' own `Model.train_step`/`test_step` run on each replica through
-    `strategy.run`; gradients are all-reduced by the optimizer and metrics
-    by their sync-on-read variables, so every worker ends every step with
-    the same weights. Keras' callbacks are driven with the same hooks
-    `fit` calls.
+    Attributes:
+        policy: str. The Keras dtype policy the model is built under.
+        custom_loop: bool. Train with `_multi_worker.multi_worker_fit`
+            (several workers) instead of `model.fit`.
+        split_strings: bool. A raw-string model must train through its
+            numeric half (more than one replica).
+        steps_per_epoch: int. Global batches per epoch.
+        validation_steps: int or None. Global validation batches.
+        steps_per_execution: int or None. Batches per compiled call asked
+            by the caller; None lets `steps_per_execution_for` decide.
+        drop_remainder: bool. Drop each epoch's partial global batch.
+        repeat: bool. Repeat the training data (the custom loop counts
+            steps itself).
+        seed: int or None. Shuffle seed.
+        verbose: int or str. Verbosity of `fit`.
     """
-    first = next(iter(dataset.unbatch().batch(2).take(1)))
-    with strategy.scope():
-        # fit's own build receives per-replica values here and fails
-        # (keras #20585); one local batch builds metrics and optimizer.
-        model._symbolic_build(data_batch=first)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
-    @tf.function
-    def train_function(iterator: Any) -> None:
-        strategy.run(model.train_step, args=(next(iterator),))
+    policy: str
+    custom_loop: bool
+    split_strings: bool
+    steps_per_epoch: int
+    validation_steps: int | None
+    steps_per_execution: int | None
+    drop_remainder: bool
+    repeat: bool
+    seed: int | None
+    verbose: int | str
+    num_replicas: int = 1
 
-    @tf.function
-    def test_function(iterator: Any) -> None:
-        strategy.run(model.test_step, args=(next(iterator),))
+    def steps_per_execution_for(self, model_value: int) -> int | None:
+        """Batches per compiled call for a model set to `model_value`.
 
-    val_iterator = None
-    if validation is not None:
-        val_iterator = iter(
-            strategy.experimental_distribute_dataset(validation[0])
+        One under several replicas (more fails in Keras 3.15); else the
+        caller's value, or `DEFAULT_STEPS_PER_EXECUTION` when the model
+        asks for 1, never more than an epoch. None keeps the model's own.
+        """
+        if self.num_replicas > 1:
+            return 1
+        steps = self.steps_per_execution
+        if steps is None and model_value == 1:
+            steps = DEFAULT_STEPS_PER_EXECUTION
+        return None if steps is None else min(steps, self.steps_per_epoch)
+
+
+def _training_plan(
+    info: StrategyInfo,
+    *,
+    num_samples: int | None,
+    num_validation_samples: int | None = None,
+    batch_size: int,
+    steps_per_epoch: int | None = None,
+    steps_per_execution: int | None = None,
+    seed: int | None = None,
+    mixed_precision: bool | None = None,
+    verbose: int | str = "auto",
+) -> TrainingPlan:
+    """The hardware policy of `train`, as a pure function of its inputs.
+
+    Args:
+        info: StrategyInfo. What the strategy runs on.
+        num_samples: int or None. Training rows (None: unknown length).
+        num_validation_samples: int or None. Validation rows, if any.
+        batch_size: int. The global batch size.
+        steps_per_epoch: int or None. As for `train`.
+        steps_per_execution: int or None. As for `train`.
+        seed: int or None. As for `train`.
+        mixed_precision: bool or None. As for `train`.
+        verbose: int or "auto". As for `train`.
+
+    Returns:
+        A `TrainingPlan`.
+
+    Raises:
+        ValueError: if the data cannot fill a step, or
+            `steps_per_execution` > 1 under several replicas.
+    """
+    multi_worker = info.num_workers > 1
+    if info.num_replicas > 1 and (steps_per_execution or 1) > 1:
+        raise ValueError(
+            "`steps_per_execution` > 1 fails under more than one replica in "
+            "Keras 3.15 (a graph placeholder error in fit's multi-step "
+            "loop); leave it None and train() uses 1 there. Received: "
+            f"steps_per_execution={steps_per_execution}"
         )
-    callback_list = keras.callbacks.CallbackList(
-        callbacks,
-        add_history=True,
-        add_progbar=verbose != 0,
-        model=model,
-        verbose=verbose,
-        epochs=epochs,
-        steps=steps_per_epoch,
-    )
-    model.stop_training = False
-    callback_list.on_train_begin()
-    initial_epoch = int(getattr(model, "_initial_epoch", None) or 0)
-    logs: dict[str, float] = {}
-    for epoch in range(initial_epoch, epochs):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        for step in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(step)
-            train_function(iterator)
-            callback_list.on_train_batch_end(step)
-        logs = {
-            name: float(value)
-            for name, value in model.get_metrics_result().items()
-        }
-        if validation is not None:
-            model.reset_metrics()
-            for _ in range(validation[1]):
-                test_function(val_iterator)
-            logs.update(
-                (f"val_{name}", float(value))
-                for name, value in model.get_metrics_result().items()
+    if steps_per_epoch is None:
+        if num_samples is None:
+            raise ValueError(
+                "`steps_per_epoch` is needed when `x` is a dataset of "
+                "unknown length. Received: steps_per_epoch=None"
             )
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
-    return model.history
+        steps_per_epoch = (
+            num_samples // batch_size
+            if multi_worker
+            else -(-num_samples // batch_size)
+        )
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"`batch_size` must not exceed the number of training "
+                f"samples ({num_samples}) under multi-worker training. "
+                f"Received: batch_size={batch_size}"
+            )
+    validation_steps = None
+    if num_validation_samples is not None:
+        validation_steps = num_validation_samples // batch_size
+        if multi_worker and validation_steps < 1:
+            raise ValueError(
+                "Under multi-worker training the validation data must hold "
+                f"at least one global batch ({batch_size} samples)."
+            )
+    return TrainingPlan(
+        policy=policy_for(info.accelerator, mixed_precision),
+        custom_loop=multi_worker,
+        split_strings=info.num_replicas > 1,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+        steps_per_execution=steps_per_execution,
+        drop_remainder=multi_worker,
+        repeat=multi_worker,
+        seed=0 if multi_worker and seed is None else seed,
+        verbose=(1 if info.is_chief else 0) if verbose == "auto" else verbose,
+        num_replicas=info.num_replicas,
+    )
 
 
 def train(
@@ -540,17 +573,22 @@ def train(
             "`callbacks` must be a list of keras.callbacks.Callback. "
             f"Received: callbacks={callbacks!r}"
         )
-    if strategy is None:
-        strategy = get_strategy(log=False)
-    info = describe_strategy(strategy)
-    multi_worker = info.num_workers > 1
-    if multi_worker and seed is None:
-        seed = 0
     if validation_data is not None and validation_split:
         raise ValueError(
             "Pass either `validation_data` or `validation_split`, not both. "
             f"Received: validation_split={validation_split}"
         )
+    if validation_data is not None and (
+        not isinstance(validation_data, tuple) or len(validation_data) != 2
+    ):
+        raise TypeError(
+            "`validation_data` must be a tuple (x_val, y_val). "
+            f"Received: validation_data of type "
+            f"{type(validation_data).__name__}"
+        )
+    if strategy is None:
+        strategy = get_strategy(log=False)
+    info = describe_strategy(strategy)
     if validation_split:
         if isinstance(x, tf.data.Dataset):
             raise ValueError(
@@ -564,75 +602,39 @@ def train(
             _split_rows(y, split, None),
         )
         x, y = _split_rows(x, 0, split), _split_rows(y, 0, split)
-
-    model = _build(
-        build_fn,
-        strategy,
-        mixed_precision_policy(strategy, enabled=mixed_precision),
+    plan = _training_plan(
+        info,
+        num_samples=_num_samples(x),
+        num_validation_samples=(
+            None
+            if validation_data is None
+            else _num_samples(validation_data[0])
+        ),
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        steps_per_execution=steps_per_execution,
+        seed=seed,
+        mixed_precision=mixed_precision,
+        verbose=verbose,
     )
+
+    model = _build(build_fn, strategy, plan.policy)
     fit_model, map_fn = model, None
-    if _takes_strings(model) and info.num_replicas > 1:
-        # keras #21172: string tensors cannot cross replicas. Vectorize in
-        # the pipeline and train the integer model sharing the weights.
-        from aiservice_kit.models.text import split_text_model
-
-        with strategy.scope():
-            vectorizer, fit_model = split_text_model(model)
-            if getattr(fit_model, "optimizer", None) is None:
-                fit_model.compile(
-                    optimizer=model.optimizer,
-                    loss=model.loss,
-                    metrics=["accuracy"],
-                )
-            # One optimizer for both halves (they share their weights), so
-            # the string model's checkpoints carry the real training state.
-            model.optimizer = fit_model.optimizer
-
-        def map_fn(*batch: Any) -> Any:
-            return (vectorizer(batch[0]), *batch[1:])
-
-    num_samples = _num_samples(x)
-    if steps_per_epoch is None:
-        if num_samples is None:
-            raise ValueError(
-                "`steps_per_epoch` is needed when `x` is a dataset of "
-                "unknown length. Received: steps_per_epoch=None"
-            )
-        steps_per_epoch = (
-            num_samples // batch_size
-            if multi_worker
-            else -(-num_samples // batch_size)
-        )
-        if steps_per_epoch < 1:
-            raise ValueError(
-                f"`batch_size` must not exceed the number of training "
-                f"samples ({num_samples}) under multi-worker training. "
-                f"Received: batch_size={batch_size}"
-            )
+    if plan.split_strings and takes_strings(model):
+        fit_model, map_fn = split_for_replicas(model, strategy)
     pipeline = {
         "batch_size": batch_size,
         "map_fn": map_fn,
-        "drop_remainder": multi_worker,
-        "repeat": multi_worker,
+        "drop_remainder": plan.drop_remainder,
+        "repeat": plan.repeat,
     }
-    dataset = make_dataset(x, y, shuffle=shuffle, seed=seed, **pipeline)
+    dataset = make_dataset(x, y, shuffle=shuffle, seed=plan.seed, **pipeline)
     validation = None
     if validation_data is not None:
-        if not isinstance(validation_data, tuple) or len(validation_data) != 2:
-            raise TypeError(
-                "`validation_data` must be a tuple (x_val, y_val). "
-                f"Received: validation_data of type "
-                f"{type(validation_data).__name__}"
-            )
-        val_dataset = make_dataset(*validation_data, **pipeline)
-        val_steps = _num_samples(validation_data[0]) // batch_size
-        if multi_worker and val_steps < 1:
-            raise ValueError(
-                "Under multi-worker training the validation data must hold "
-                f"at least one global batch ({batch_size} samples)."
-            )
-        validation = (val_dataset, val_steps)
-
+        validation = (
+            make_dataset(*validation_data, **pipeline),
+            plan.validation_steps,
+        )
     run_dir = _worker_dir(Path(run_dir) if run_dir is not None else None, info)
     all_callbacks = (
         _callbacks(
@@ -644,33 +646,19 @@ def train(
         if run_dir is not None
         else []
     ) + list(callbacks or [])
-    if info.num_replicas > 1 and (steps_per_execution or 1) > 1:
-        raise ValueError(
-            "`steps_per_execution` > 1 fails under more than one replica in "
-            "Keras 3.15 (a graph placeholder error in fit's multi-step "
-            "loop); leave it None and train() uses 1 there. Received: "
-            f"steps_per_execution={steps_per_execution}"
-        )
-    if info.num_replicas > 1:
-        steps_per_execution = 1
-    elif steps_per_execution is None and fit_model.steps_per_execution == 1:
-        steps_per_execution = DEFAULT_STEPS_PER_EXECUTION
-    if steps_per_execution is not None:
-        fit_model.steps_per_execution = min(
-            steps_per_execution, steps_per_epoch
-        )
-    if verbose == "auto":
-        verbose = 1 if info.is_chief else 0
-    if multi_worker:
-        history = _multi_worker_fit(
+    fit_steps = plan.steps_per_execution_for(fit_model.steps_per_execution)
+    if fit_steps is not None:
+        fit_model.steps_per_execution = fit_steps
+    if plan.custom_loop:
+        history = multi_worker_fit(
             fit_model,
             strategy,
             dataset,
             epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=plan.steps_per_epoch,
             validation=validation,
             callbacks=all_callbacks,
-            verbose=verbose,
+            verbose=plan.verbose,
         )
     else:
         history = fit_model.fit(
@@ -679,25 +667,13 @@ def train(
             validation_data=None if validation is None else validation[0],
             callbacks=all_callbacks,
             shuffle=False,  # make_dataset shuffles
-            verbose=verbose,
+            verbose=plan.verbose,
         )
-    if fit_model is not model and not model.optimizer.built:
-        # No step ran (a finished run started again): build the shared
-        # optimizer so that the saved string model loads back compiled.
-        with strategy.scope():
-            model.optimizer.build(model.trainable_variables)
+    if fit_model is not model:
+        build_shared_optimizer(model, strategy)
     if run_dir is not None:
         model.save(run_dir / FINAL_MODEL_FILE)
     return model, history
-
-
-def _local_copy(model: keras.Model) -> keras.Model:
-    """The model re-loaded outside any strategy (same weights, compiled)."""
-    with tempfile.TemporaryDirectory(prefix="aiservice_kit-") as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(path)
-        with tf.distribute.get_strategy().scope():
-            return keras.saving.load_model(path)
 
 
 def evaluate(
@@ -746,10 +722,8 @@ def evaluate(
         )
     batch_size = check_positive_int("batch_size", batch_size)
     info = describe_strategy(model.distribute_strategy)
-    if info.num_workers > 1 or (
-        _takes_strings(model) and info.num_replicas > 1
-    ):
-        model = _local_copy(model)
+    if info.num_workers > 1 or (takes_strings(model) and info.num_replicas > 1):
+        model = local_copy(model)
     dataset = make_dataset(x, y, batch_size=batch_size)
     results = model.evaluate(dataset, verbose=verbose, return_dict=True)
     return {name: float(value) for name, value in results.items()}
