@@ -10,6 +10,7 @@ Only the standard library talks to the network (urllib).
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -161,7 +162,11 @@ def _download_once(url: str, part: Path, timeout: float, progress: bool):
     with response:
         resumed = start and response.status == 206
         expected = response.headers.get("Content-Length")
-        total = int(expected) if expected and expected.isdigit() else None
+        total = (
+            int(expected)
+            if expected and re.fullmatch(r"[0-9]+", expected)
+            else None
+        )
         if resumed and not response.headers.get("Content-Range", "").startswith(
             f"bytes {start}-"
         ):
