@@ -700,17 +700,20 @@ def _fit(
         with strategy.scope():
             vectorizer, numeric = split_text_model(model)
 
-        def pipeline(xs, ys):
+        def pipeline(xs, ys, shuffle):
             data = tf.data.Dataset.from_tensor_slices((xs, ys))
+            if shuffle:
+                data = data.shuffle(len(xs), seed=0)
             return data.batch(batch_size).map(lambda a, b: (vectorizer(a), b))
 
         return numeric.fit(
-            pipeline(x, y),
-            validation_data=None
-            if validation is None
-            else pipeline(*validation),
+            pipeline(x, y, True),
+            validation_data=(
+                None if validation is None else pipeline(*validation, False)
+            ),
             epochs=epochs,
             callbacks=callbacks,
+            shuffle=False,  # shuffled in the pipeline
             verbose=0,
         )
     return model.fit(

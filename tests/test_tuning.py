@@ -217,7 +217,9 @@ def test_tune_on_sms_spam_matches_or_beats_the_defaults(data_dir, tmp_path):
         f"SMS val accuracy: best {result.best_score:.4f}, default {default:.4f}"
     )
     assert result.best_score >= default - NOISE
-    assert result.model.predict(np.asarray(["free prize"], object)).shape == (
+    assert result.model.predict(
+        np.asarray(["free prize"], object), verbose=0
+    ).shape == (
         1,
         2,
     )
@@ -252,3 +254,33 @@ def test_tune_with_folds_and_hyperband(mnist_split, tmp_path):
         verbose=0,
     )
     assert banded.trials and banded.best_params["width"] in (4, 8)
+
+
+@pytest.mark.large
+@pytest.mark.multi_device
+def test_text_search_runs_under_two_replicas(tmp_path):
+    # Keras cannot fit a string input under >1 replica (keras #21172): the
+    # search trains the numeric part on vectorized batches instead.
+    from aiservice_kit import get_strategy
+
+    strategy = get_strategy("mirrored", log=False)
+    texts = np.asarray(
+        ["win a free prize now", "see you at lunch", "claim cash", "ok"] * 8,
+        dtype=object,
+    )
+    labels = np.array([1, 0, 1, 0] * 8)
+    result = tune(
+        build_text_classifier,
+        texts,
+        labels,
+        search_space={"encoder": "ngrams", "dense_units": 8},
+        algorithm="random",
+        max_trials=1,
+        epochs=2,
+        strategy=strategy,
+        directory=tmp_path,
+        verbose=0,
+    )
+    assert result.model.distribute_strategy is strategy
+    probabilities = result.model.predict(texts[:2], verbose=0)
+    assert probabilities.shape == (2, 2)
