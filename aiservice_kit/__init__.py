@@ -38,13 +38,13 @@ _LAZY = {
     "default_callbacks": "aiservice_kit.training",
     "describe_strategy": "aiservice_kit.distribute",
     "evaluate": "aiservice_kit.training",
-    "explain": "aiservice_kit.explain",
+    "explain": "aiservice_kit.explaining",
     "export_onnx": "aiservice_kit.export",
     "export_saved_model": "aiservice_kit.export",
     "export_tflite": "aiservice_kit.export",
     "get_strategy": "aiservice_kit.distribute",
     "make_dataset": "aiservice_kit.pipelines",
-    "plot_explanation": "aiservice_kit.explain",
+    "plot_explanation": "aiservice_kit.explaining",
     "plot_history": "aiservice_kit.training",
     "train": "aiservice_kit.training",
     "tune": "aiservice_kit.tuning",
@@ -86,8 +86,8 @@ if typing.TYPE_CHECKING:
     from aiservice_kit.exceptions import ExportError
     from aiservice_kit.exceptions import ExportMismatchError
     from aiservice_kit.exceptions import NotFittedError
-    from aiservice_kit.explain import explain
-    from aiservice_kit.explain import plot_explanation
+    from aiservice_kit.explaining import explain
+    from aiservice_kit.explaining import plot_explanation
     from aiservice_kit.export import ExportReport
     from aiservice_kit.export import export_onnx
     from aiservice_kit.export import export_saved_model

@@ -121,7 +121,6 @@ def tuning_figure(data_dir):
     ax.set_ylabel("validation accuracy")
     ax.set_title("tune(build_cnn) on 2,000 MNIST digits (grey: defaults)")
     save(figure, "tuning-trials.png")
-    print(result.table())
 
 
 def main(argv=None):

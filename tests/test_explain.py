@@ -14,8 +14,8 @@ from aiservice_kit import build_text_classifier
 from aiservice_kit import explain
 from aiservice_kit import plot_explanation
 from aiservice_kit.datasets import load_labelled_text
-from aiservice_kit.explain import Attribution
-from aiservice_kit.explain import TextAttribution
+from aiservice_kit.explaining import Attribution
+from aiservice_kit.explaining import TextAttribution
 from aiservice_kit.models.text import encode_labels
 from aiservice_kit.recommenders import CosineRecommender
 
@@ -260,3 +260,18 @@ def test_bad_arguments_raise_clear_errors(small_lstm):
         explain(model, sequences[0])
     with pytest.raises(TypeError, match="keras.Model"):
         explain("model", sequences)
+
+
+def test_the_lazy_names_are_the_functions_in_any_import_order():
+    # A submodule named like a public function would shadow it once
+    # imported: `ak.plot_explanation` first must leave `ak.explain` the
+    # function (the module is `aiservice_kit.explaining`).
+    import subprocess
+    import sys
+
+    code = (
+        "import aiservice_kit as ak; ak.plot_explanation; ak.tune; "
+        "import inspect; assert inspect.isfunction(ak.explain), ak.explain; "
+        "assert inspect.isfunction(ak.tune)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -590,7 +590,7 @@ def explain_recommendations(
 
     Example:
     ```python
-    from aiservice_kit.explain import explain_recommendations
+    from aiservice_kit.explaining import explain_recommendations
     (e,) = explain_recommendations(model, [42], top_k=5)
     e.contributors[0][:3]  # the three liked items behind the top pick
     ```
@@ -809,25 +809,29 @@ def _plot_recommendation(
     cmap = plt.get_cmap("tab20")
     for row, i in enumerate(shown):
         left = 0.0
-        for k, (source, value) in enumerate(e.contributors[i][:8]):
+        for k, (_, value) in enumerate(e.contributors[i][:8]):
             ax.barh(row, value, left=left, color=cmap(k % 20))
-            if value > 0.08 * e.scores[i]:
-                ax.text(
-                    left + value / 2,
-                    row,
-                    str(source),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                )
             left += value
         rest = float(e.scores[i]) - left
         if rest > 0:
             ax.barh(row, rest, left=left, color="lightgray")
+        top = ", ".join(str(source) for source, _ in e.contributors[i][:3])
+        ax.text(
+            float(e.scores[i]) * 1.02,
+            row,
+            f"{len(e.contributors[i])} {e.contributor_kind}s; top {top}",
+            va="center",
+            fontsize=8,
+        )
         labels.append(f"item {e.items[i]}")
     ax.set_yticks(range(len(shown)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel(f"score (contributions of liked {e.contributor_kind}s)")
+    if shown:
+        ax.set_xlim(0, max(float(e.scores[i]) for i in shown) * 1.6)
+    ax.set_xlabel(
+        f"score: contributions of the top 8 {e.contributor_kind}s "
+        "(coloured) and the rest (grey)"
+    )
     ax.set_title(f"Why these items for user {e.user}")
     return figure
 
