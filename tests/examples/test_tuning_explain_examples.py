@@ -4,7 +4,7 @@ import pytest
 
 
 @pytest.mark.large
-def test_tuning_example_resumes(run_example, data_dir, tmp_path):
+def test_tuning_example(run_example, data_dir, tmp_path):
     argv = [
         "--data-dir",
         str(data_dir),
