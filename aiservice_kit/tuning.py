@@ -915,7 +915,8 @@ def _tune_keras(
     tuner.search(x_fit, y_fit, epochs=epochs, verbose=0)
 
     trials = []
-    for trial_id in sorted(tuner.oracle.trials):
+    # Ids are zero-padded to len(str(max_trials)): sort them as numbers.
+    for trial_id in sorted(tuner.oracle.trials, key=int):
         trial = tuner.oracle.trials[trial_id]
         if trial.status != "COMPLETED" or trial.score is None:
             continue
