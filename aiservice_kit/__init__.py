@@ -38,13 +38,16 @@ _LAZY = {
     "default_callbacks": "aiservice_kit.training",
     "describe_strategy": "aiservice_kit.distribute",
     "evaluate": "aiservice_kit.training",
+    "explain": "aiservice_kit.explaining",
     "export_onnx": "aiservice_kit.export",
     "export_saved_model": "aiservice_kit.export",
     "export_tflite": "aiservice_kit.export",
     "get_strategy": "aiservice_kit.distribute",
     "make_dataset": "aiservice_kit.pipelines",
+    "plot_explanation": "aiservice_kit.explaining",
     "plot_history": "aiservice_kit.training",
     "train": "aiservice_kit.training",
+    "tune": "aiservice_kit.tuning",
     "verify_export": "aiservice_kit.export",
 }
 
@@ -63,13 +66,16 @@ __all__ = [
     "default_callbacks",
     "describe_strategy",
     "evaluate",
+    "explain",
     "export_onnx",
     "export_saved_model",
     "export_tflite",
     "get_strategy",
     "make_dataset",
+    "plot_explanation",
     "plot_history",
     "train",
+    "tune",
     "verify_export",
 ]
 
@@ -80,6 +86,8 @@ if typing.TYPE_CHECKING:
     from aiservice_kit.exceptions import ExportError
     from aiservice_kit.exceptions import ExportMismatchError
     from aiservice_kit.exceptions import NotFittedError
+    from aiservice_kit.explaining import explain
+    from aiservice_kit.explaining import plot_explanation
     from aiservice_kit.export import ExportReport
     from aiservice_kit.export import export_onnx
     from aiservice_kit.export import export_saved_model
@@ -96,6 +104,7 @@ if typing.TYPE_CHECKING:
     from aiservice_kit.training import evaluate
     from aiservice_kit.training import plot_history
     from aiservice_kit.training import train
+    from aiservice_kit.tuning import tune
 
 
 def __getattr__(name: str) -> typing.Any:
