@@ -126,7 +126,7 @@ def export_tflite(
         raise_problems(tflite_problems(model, plan), "LiteRT with builtin ops")
 
     with tempfile.TemporaryDirectory(prefix="aiservice_kit-tflite-") as tmp:
-        _signature.write_saved_model(model, plan, tmp)
+        _signature.write_saved_model(model, plan, tmp, serving_only=True)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             tmp, signature_keys=[SERVING_SIGNATURE]
         )
