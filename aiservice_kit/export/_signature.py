@@ -107,9 +107,15 @@ class Plan:
     output_structure: str = "single"  # "single", "list" or "dict"
 
     @property
+    def one_per_example(self) -> bool:
+        """Whether the first output is one value per example."""
+        shape = self.outputs[0].shape if self.outputs else ()
+        return len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+
+    @property
     def binary(self) -> bool:
         """A classifier with one score per example (a sigmoid column)."""
-        return self.task == "classification" and self.num_outputs in (None, 1)
+        return self.task == "classification" and self.one_per_example
 
     @property
     def num_classes(self) -> int | None:
@@ -587,9 +593,11 @@ def example_signature(plan: Plan) -> str | None:
     """The classify or regress signature this plan offers, or None."""
     if example_features(plan) is None:
         return None
-    if plan.task == "classification":
+    # TF Serving needs [batch, num_classes] scores and [batch] (or
+    # [batch, 1]) regression outputs.
+    if plan.task == "classification" and len(plan.outputs[0].shape) <= 2:
         return CLASSIFY_SIGNATURE
-    if plan.task == "regression" and plan.num_outputs in (None, 1):
+    if plan.task == "regression" and plan.one_per_example:
         return REGRESS_SIGNATURE
     return None
 
@@ -664,7 +672,8 @@ def _named_outputs(plan: Plan, kind: str) -> dict[str, dict[str, Any]]:
     if plan.task == "classification":
         outputs = {PROBABILITIES: _spec("float32", first.shape)}
         if kind == "all":
-            outputs[PREDICTED_CLASS] = _spec("int64", [None])
+            shape = [None] if plan.binary else first.shape[:-1]
+            outputs[PREDICTED_CLASS] = _spec("int64", shape)
         return outputs
     return {PREDICTIONS: _spec("float32", first.shape)}
 

@@ -624,7 +624,8 @@ def verify_planned(
             if got_classes
             else _classes_of(got_values, plan)
         )
-        agreement = float(np.mean(mine == _classes_of(expected, plan)))
+        want_classes = _classes_of(expected, plan).reshape(-1)
+        agreement = float(np.mean(mine.reshape(-1) == want_classes))
     scale = max(1.0, float(np.max(np.abs(expected))))
     if quantized:
         # Quantization moves probabilities by design and may flip near

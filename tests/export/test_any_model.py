@@ -351,6 +351,25 @@ def test_a_vector_output_is_a_tensor_model_under_its_own_name(tmp_path):
     meta = read_export_metadata(version_dir)
     assert set(meta["outputs"]) == {"predictions"}
     assert REGRESS_SIGNATURE not in meta["signatures"]
+    assert REGRESS_SIGNATURE not in signatures(version_dir)
+
+
+def test_a_classifier_over_a_sequence_gets_no_classify_signature(tmp_path):
+    # TF Serving's Classify needs [batch, num_classes] scores; a softmax
+    # per timestep is served by `predict` alone, under the task it is told.
+    inputs = keras.Input((5, 3), name="sequence")
+    tags = keras.layers.Dense(4, activation="softmax", name="tags")(inputs)
+    model = keras.Model(inputs, tags)
+    version_dir = export_saved_model(model, tmp_path, task="classification")
+    meta = read_export_metadata(version_dir)
+    assert set(meta["signatures"]) == {SERVING_SIGNATURE, PREDICT_SIGNATURE}
+    assert meta["outputs"]["probabilities"]["shape"] == [None, 5, 4]
+    assert meta["outputs"]["predicted_class"]["shape"] == [None, 5]
+    x = np.random.default_rng(7).standard_normal((3, 5, 3)).astype(np.float32)
+    out = signatures(version_dir)[PREDICT_SIGNATURE](sequence=tf.constant(x))
+    np.testing.assert_array_equal(
+        out["predicted_class"], model.predict(x, verbose=0).argmax(axis=-1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -365,6 +384,8 @@ def test_a_vector_output_is_a_tensor_model_under_its_own_name(tmp_path):
         ([keras.layers.Dense(3, activation="log_softmax")], "tensor"),
         ([keras.layers.Dense(2, name="predictions")], "regression"),
         ([keras.layers.Dense(2, name="probabilities")], "classification"),
+        # A softmax over each row of a [batch, 2, 2] output: not [batch, n].
+        ([keras.layers.Reshape((2, 2)), keras.layers.Softmax()], "tensor"),
     ],
 )
 def test_the_inference_rule(layers, task):
