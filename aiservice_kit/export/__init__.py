@@ -33,9 +33,12 @@ model's own output names.
 TensorFlow graph of a fitted `CosineRecommender`.
 """
 
+from aiservice_kit._layout import CLASSIFY_SIGNATURE
 from aiservice_kit._layout import FORMAT_VERSION
 from aiservice_kit._layout import METADATA_DIR
 from aiservice_kit._layout import METADATA_FILE
+from aiservice_kit._layout import PREDICT_SIGNATURE
+from aiservice_kit._layout import REGRESS_SIGNATURE
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import TASKS
 from aiservice_kit._layout import TMP_PREFIX
@@ -64,6 +67,7 @@ from aiservice_kit.models._contract import PREDICTIONS
 from aiservice_kit.models._contract import PROBABILITIES
 
 __all__ = [
+    "CLASSIFY_SIGNATURE",
     "DEFAULT_VERIFY_SAMPLES",
     "FLOAT_TOLERANCE",
     "FORMATS",
@@ -73,9 +77,11 @@ __all__ = [
     "METADATA_FILE",
     "PREDICTED_CLASS",
     "PREDICTIONS",
+    "PREDICT_SIGNATURE",
     "PROBABILITIES",
     "QUANTIZATIONS",
     "QUANTIZED_MIN_CLASS_AGREEMENT",
+    "REGRESS_SIGNATURE",
     "SERVING_SIGNATURE",
     "TASKS",
     "TMP_PREFIX",
