@@ -16,8 +16,12 @@ base_path/
 - Every version is published atomically (`publish_version`): written into a
   `.tmp-` directory, completed with its metadata file, then renamed.
 - The metadata file (`assets.extra/aiservice_kit.json`, a folder TF Serving
-  ignores) records the task, class names, inputs and outputs, and its
-  `format_version`; `read_metadata` refuses a newer format by name.
+  ignores) records the task, class names, inputs and outputs, the
+  signatures, and its `format_version`; `read_metadata` refuses a newer
+  format by name.
+- Signature names (`SERVING_SIGNATURE`, `PREDICT_SIGNATURE`,
+  `CLASSIFY_SIGNATURE`, `REGRESS_SIGNATURE`) and TF Serving's tensor keys
+  for classify/regress live here only.
 
 Export, the recommender export and the server all import these names; no
 other module spells them.
@@ -44,6 +48,30 @@ from aiservice_kit.exceptions import ExportError
 #: The signature every exported SavedModel serves by default (TF Serving's
 #: `kDefaultServingSignatureDefKey`).
 SERVING_SIGNATURE = "serving_default"
+#: The signature with every named output of a classifier (`probabilities`,
+#: `predicted_class`), a regressor (`predictions`) or a tensor model (its
+#: own output names), whatever `serving_default` returns. TF Estimators'
+#: key for their all-outputs signature.
+PREDICT_SIGNATURE = "predict"
+#: A classifier's signature for TF Serving's Classify API (gRPC `Classify`,
+#: REST `:classify`): serialized `tf.Example`s in, `classes` + `scores` out.
+CLASSIFY_SIGNATURE = "classification"
+#: A regressor's signature for TF Serving's Regress API (gRPC `Regress`,
+#: REST `:regress`): serialized `tf.Example`s in, `outputs` out.
+REGRESS_SIGNATURE = "regression"
+#: The TF Serving API each signature serves, as the metadata records it
+#: (TF2 SavedModels record every SignatureDef with the predict method
+#: name; TF Serving's `--enable_signature_method_name_check`, off by
+#: default, is what lets Classify and Regress use them).
+SIGNATURE_APIS = ("predict", "classify", "regress")
+#: The input key of classify/regress signatures: a [batch] string vector of
+#: serialized `tf.Example`s (`CLASSIFY_INPUTS`, `REGRESS_INPUTS`).
+EXAMPLES_INPUT = "inputs"
+#: Classify outputs: string labels and float scores, [batch, num_classes].
+CLASSES_OUTPUT = "classes"
+SCORES_OUTPUT = "scores"
+#: Regress output: one float per example, [batch] (`REGRESS_OUTPUTS`).
+REGRESS_OUTPUT = "outputs"
 #: Version of the metadata file's layout.
 FORMAT_VERSION = 1
 #: Folder of a version directory that holds the metadata (TF Serving's
@@ -51,8 +79,9 @@ FORMAT_VERSION = 1
 METADATA_DIR = "assets.extra"
 #: Name of the metadata file inside `METADATA_DIR`.
 METADATA_FILE = "aiservice_kit.json"
-#: Tasks a metadata file may record.
-TASKS = ("classification", "regression", "recommendation")
+#: Tasks a metadata file may record. A `tensor` model is any other Keras
+#: model: it serves its outputs under their own names.
+TASKS = ("classification", "regression", "tensor", "recommendation")
 #: Prefix of the temporary directory a version is written into.
 TMP_PREFIX = ".tmp-"
 #: Age after which a temporary directory is taken as left by a killed

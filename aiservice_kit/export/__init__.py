@@ -4,16 +4,22 @@ Three formats, one contract, one module each (as in `keras/src/export`):
 
 - `export_saved_model` (`saved_model.py`) writes the versioned
   `base_path/<N>/` layout that TensorFlow Serving (and
-  `aiservice_kit.serving`) loads, atomically, with a `serving_default`
-  signature that takes raw inputs (uint8 pixels, strings) and returns named
-  outputs, plus a metadata file beside it (the layout is `_layout`'s).
+  `aiservice_kit.serving`) loads, atomically, with `serving_default` and
+  `predict` signatures that take raw inputs (uint8 pixels, strings) and
+  return named outputs, TF Serving's `classification` or `regression`
+  signature over serialized `tf.Example`s, and a metadata file beside it
+  (the layout and the signature names are `_layout`'s).
 - `export_tflite` (`litert.py`) writes a LiteRT (TFLite) flatbuffer with
   builtin ops only, after a preflight (`_preflight.py`) that names any
   layer that would need the Flex delegate.
 - `export_onnx` (`onnx.py`) writes an ONNX graph (the `onnx` extra),
   refusing graphs the converter cannot express.
 
-Every exporter plans the model's signature once (`_signature.plan`) and
+Any Keras model exports: the task is inferred from its output (a softmax
+or sigmoid: a classifier; one value per example: a regressor; anything
+else, several outputs included: a `tensor` model served under its own
+output names) or stated with `task=`. Every exporter plans the model's
+signatures once (`_signature.plan`) and
 calls `verify` on a small sample by default: the artifact runs in its own
 runtime (TensorFlow, the LiteRT interpreter, onnxruntime) and its outputs
 are compared with the Keras model's (`verify.py`).
@@ -21,14 +27,18 @@ are compared with the Keras model's (`verify.py`).
 All three share one serving function: the model called with
 `training=False` (so `Random*` augmentation layers never act at inference),
 raw inputs cast inside, and outputs `probabilities` + `predicted_class` for
-classifiers or `predictions` for regressors (`models._contract`).
+classifiers, `predictions` for regressors (`models._contract`), or a tensor
+model's own output names.
 `keras_file.py` saves and loads `.keras` files; `recommender.py` builds the
 TensorFlow graph of a fitted `CosineRecommender`.
 """
 
+from aiservice_kit._layout import CLASSIFY_SIGNATURE
 from aiservice_kit._layout import FORMAT_VERSION
 from aiservice_kit._layout import METADATA_DIR
 from aiservice_kit._layout import METADATA_FILE
+from aiservice_kit._layout import PREDICT_SIGNATURE
+from aiservice_kit._layout import REGRESS_SIGNATURE
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import TASKS
 from aiservice_kit._layout import TMP_PREFIX
@@ -57,6 +67,7 @@ from aiservice_kit.models._contract import PREDICTIONS
 from aiservice_kit.models._contract import PROBABILITIES
 
 __all__ = [
+    "CLASSIFY_SIGNATURE",
     "DEFAULT_VERIFY_SAMPLES",
     "FLOAT_TOLERANCE",
     "FORMATS",
@@ -66,9 +77,11 @@ __all__ = [
     "METADATA_FILE",
     "PREDICTED_CLASS",
     "PREDICTIONS",
+    "PREDICT_SIGNATURE",
     "PROBABILITIES",
     "QUANTIZATIONS",
     "QUANTIZED_MIN_CLASS_AGREEMENT",
+    "REGRESS_SIGNATURE",
     "SERVING_SIGNATURE",
     "TASKS",
     "TMP_PREFIX",

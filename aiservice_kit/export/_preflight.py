@@ -148,7 +148,7 @@ def preflight_tflite(model: keras.Model) -> list[str]:
     print(preflight_tflite(model))  # names 'lstm' and unroll=True
     ```
     """
-    plan = _signature.plan(model, require_task=False)
+    plan = _signature.plan(model)
     return tflite_problems(model, plan)
 
 
@@ -178,7 +178,7 @@ def preflight_onnx(model: keras.Model) -> list[str]:
     assert preflight_onnx(keras.Model(inputs, outputs)) == []
     ```
     """
-    plan = _signature.plan(model, require_task=False)
+    plan = _signature.plan(model)
     return onnx_problems(model, plan)
 
 

@@ -1,12 +1,28 @@
-"""The serving signature of a Keras model, planned once per export.
+"""The serving signatures of a Keras model, planned once per export.
 
 `plan` reads a model once and decides what every format serves: the
 inputs (name, dtype and shape of each, raw pixels and strings included),
-the task (told by the output layer's name, `models._contract`), and the
-outputs. Every exporter plans once and hands the `Plan` on to its
-preflight and to `verify`; `serving_fn` turns a plan into the function
-each format exports: the model called with `training=False`, raw inputs
-cast inside, and named outputs.
+the task and the outputs. Every exporter plans once and hands the `Plan`
+on to its preflight and to `verify`; `serving_fn` turns a plan into the
+function each format exports: the model called with `training=False`, raw
+inputs cast inside, and named outputs.
+
+The task, unless `task=` states it:
+
+1. a model with several outputs is a `tensor` model;
+2. an output layer named `probabilities` is a classifier's and one named
+   `predictions` a regressor's (the builders' contract,
+   `models._contract`);
+3. a float [batch, n] output made by a softmax or sigmoid is a
+   classifier's (one sigmoid column: a binary classifier);
+4. a float output of one value per example ([batch] or [batch, 1]) is a
+   regressor's;
+5. anything else is a `tensor` model, served under its own output names.
+
+A SavedModel carries `serving_default`, `predict` (every named output)
+and, for a classifier, `classification` (TF Serving's Classify: serialized
+`tf.Example`s in, `classes` + `scores` out) or, for a regressor of one
+value per example, `regression` (TF Serving's Regress: `outputs`).
 """
 
 from __future__ import annotations
@@ -20,8 +36,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from aiservice_kit._layout import CLASSES_OUTPUT
+from aiservice_kit._layout import CLASSIFY_SIGNATURE
+from aiservice_kit._layout import EXAMPLES_INPUT
+from aiservice_kit._layout import PREDICT_SIGNATURE
+from aiservice_kit._layout import REGRESS_OUTPUT
+from aiservice_kit._layout import REGRESS_SIGNATURE
+from aiservice_kit._layout import SCORES_OUTPUT
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._validation import check_choice
 from aiservice_kit.exceptions import ExportError
@@ -34,6 +58,17 @@ from aiservice_kit.models._contract import get_class_names
 _UNSTABLE_INPUT_PREFIXES = ("keras_tensor", "input_layer")
 #: The task each contract output name tells.
 _TASK_OF_OUTPUT = {PROBABILITIES: "classification", PREDICTIONS: "regression"}
+#: Tasks `task=` may state (a recommender is exported by `recommender.py`).
+_MODEL_TASKS = ("classification", "regression", "tensor")
+#: Output activations that make probabilities.
+_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+#: What `serving_default` returns: "all" (the `predict` signature's named
+#: outputs: `probabilities` + `predicted_class`, `predictions`, or a tensor
+#: model's own names) or "primary" (one output: `probabilities` or
+#: `predictions`; a tensor model keeps its own outputs). The switch to the
+#: single-output convention is this one line.
+SERVING_DEFAULT_OUTPUTS = "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +84,45 @@ class Input:
 
 
 @dataclasses.dataclass(frozen=True)
+class Output:
+    """One model output, by its own name."""
+
+    name: str
+    key: Any  # how the model's call result refers to it (index or key)
+    dtype: str
+    shape: tuple[int | None, ...]  # batch axis included
+    activation: str | None  # the output layer's activation, when known
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
-    """What the serving function takes and returns."""
+    """What the serving functions take and return."""
 
     task: str
     inputs: tuple[Input, ...]
     input_structure: str  # "single", "list" or "dict"
-    output_name: str
-    num_outputs: int | None
+    output_name: str  # the first output's own name
+    num_outputs: int | None  # last axis of the first output (rank > 1)
+    outputs: tuple[Output, ...] = ()
+    output_structure: str = "single"  # "single", "list" or "dict"
+
+    @property
+    def one_per_example(self) -> bool:
+        """Whether the first output is one value per example."""
+        shape = self.outputs[0].shape if self.outputs else ()
+        return len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+
+    @property
+    def binary(self) -> bool:
+        """A classifier with one score per example (a sigmoid column)."""
+        return self.task == "classification" and self.one_per_example
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a classifier (2 for a binary one), else None."""
+        if self.task != "classification":
+            return None
+        return 2 if self.binary else self.num_outputs
 
 
 def check_model(model: Any) -> keras.Model:
@@ -146,54 +212,107 @@ def _output_layer_names(model: keras.Model) -> list[str]:
     ]
 
 
-def _task(output_name: str, task: str | None, require_task: bool) -> str:
-    if task is not None:
-        return task
-    found = _TASK_OF_OUTPUT.get(output_name)
-    if found is not None:
-        return found
-    if not require_task:
-        # A preflight needs the inputs only; any task serves it.
-        return "classification"
-    raise ValueError(
-        f"Cannot tell the model's task from its output layer "
-        f"{output_name!r}. Name the output layer {PROBABILITIES!r} "
-        f"(classifier, softmax) or {PREDICTIONS!r} (regressor), as the "
-        "aiservice_kit builders do, or pass task='classification' or "
-        "task='regression'. Received: task=None"
+def _activation_of(tensor: Any) -> str | None:
+    """The activation that made `tensor`, through nested models."""
+    for _ in range(32):  # nesting depth; a cycle is impossible but bounded
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        layer = history.operation
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            tensor = layer.outputs[history.tensor_index]
+            continue
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        function = getattr(layer, "activation", None)
+        name = getattr(function, "__name__", None)
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _outputs(model: keras.Model) -> tuple[tuple[Output, ...], str]:
+    try:
+        structure_of_outputs = model.output
+    except AttributeError:  # a Sequential model that was never called
+        structure_of_outputs = model.outputs
+    if isinstance(structure_of_outputs, dict):
+        keys: list[Any] = list(structure_of_outputs)
+        tensors = [structure_of_outputs[key] for key in keys]
+        names = [str(key) for key in keys]
+        structure = "dict"
+    else:
+        tensors = list(model.outputs)
+        keys = list(range(len(tensors)))
+        names = _output_layer_names(model)
+        structure = "single" if len(tensors) == 1 else "list"
+    if len(set(names)) != len(names):
+        raise ExportError(
+            f"The model's output names {names} are not unique. Name each "
+            "output layer: keras.layers.Dense(..., name='...')."
+        )
+    outputs = tuple(
+        Output(
+            name,
+            key,
+            str(tensor.dtype),
+            tuple(tensor.shape),
+            _activation_of(tensor),
+        )
+        for name, key, tensor in zip(names, keys, tensors, strict=True)
     )
+    return outputs, structure
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def infer_task(outputs: Sequence[Output]) -> str:
+    """The task of a model with these outputs (the module's rule)."""
+    if len(outputs) != 1:
+        return "tensor"
+    output = outputs[0]
+    if output.name in _TASK_OF_OUTPUT:
+        return _TASK_OF_OUTPUT[output.name]
+    if not _is_float(output.dtype):
+        return "tensor"
+    rank = len(output.shape)
+    if (
+        rank == 2
+        and output.shape[-1] is not None
+        and output.activation in _PROBABILITY_ACTIVATIONS
+    ):
+        return "classification"
+    if rank == 1 or (rank == 2 and output.shape[-1] == 1):
+        return "regression"
+    return "tensor"
 
 
 def plan(
     model: keras.Model,
     task: str | None = None,
     input_dtypes: Mapping[str, str] | None = None,
-    *,
-    require_task: bool = True,
 ) -> Plan:
-    """Decides the signature of the serving function for `model`.
+    """Decides the signatures of the serving functions for `model`.
 
     Args:
-        model: keras.Model. A Functional or Sequential model, one output.
-        task: str or None. `"classification"` or `"regression"`; None
-            tells it from the output layer's name.
+        model: keras.Model. A Functional or Sequential model.
+        task: str or None. `"classification"`, `"regression"` or
+            `"tensor"`; None infers it (see the module's rule).
         input_dtypes: dict or None. Signature dtype per input name.
-        require_task: bool. With False, a model whose output name tells
-            no task is planned as a classifier instead of refused (the
-            preflights look at its inputs only).
 
     Returns:
         The `Plan`.
 
     Raises:
         TypeError: if `model` is not a Keras model.
-        ValueError: if the task cannot be told or `input_dtypes` names
-            unknown inputs.
-        ExportError: if the model has several outputs or input names
-            that are not unique.
+        ValueError: if `input_dtypes` names unknown inputs, or `task`
+            is a classifier's or regressor's for a model with several
+            outputs.
+        ExportError: if input or output names are not unique.
     """
     model = check_model(model)
-    check_choice("task", task, (None, "classification", "regression"))
+    check_choice("task", task, (None, *_MODEL_TASKS))
     try:
         structure_of_inputs = model.input
     except AttributeError:  # a Sequential model that was never called
@@ -238,18 +357,26 @@ def plan(
         else:
             dtype = model_dtype
         inputs.append(Input(name, key, dtype, shape, model_dtype, model_shape))
-    out_names = _output_layer_names(model)
-    if len(model.outputs) != 1:
-        raise ExportError(
-            f"The model has {len(model.outputs)} outputs ({out_names}); "
-            "export serves models with one output (a classifier's "
-            f"{PROBABILITIES!r} or a regressor's {PREDICTIONS!r})."
+    outputs, output_structure = _outputs(model)
+    if task in ("classification", "regression") and len(outputs) != 1:
+        raise ValueError(
+            f"`task={task!r}` needs a model with one output; this model has "
+            f"{len(outputs)} ({[output.name for output in outputs]}). Pass "
+            "task=None (or 'tensor') to serve each output under its own "
+            f"name. Received: task={task!r}"
         )
-    output_name = out_names[0]
-    task = _task(output_name, task, require_task)
-    out_shape = tuple(model.outputs[0].shape)
-    num_outputs = out_shape[-1] if len(out_shape) > 1 else None
-    return Plan(task, tuple(inputs), structure, output_name, num_outputs)
+    task = infer_task(outputs) if task is None else task
+    first = outputs[0]
+    num_outputs = first.shape[-1] if len(first.shape) > 1 else None
+    return Plan(
+        task,
+        tuple(inputs),
+        structure,
+        first.name,
+        num_outputs,
+        outputs,
+        output_structure,
+    )
 
 
 def signature_specs(plan: Plan) -> list[tf.TensorSpec]:
@@ -260,65 +387,348 @@ def signature_specs(plan: Plan) -> list[tf.TensorSpec]:
     ]
 
 
-def serving_fn(model: keras.Model, plan: Plan) -> Callable[..., dict]:
-    """The function every format exports: raw inputs in, named outputs out."""
+def _call(
+    model: keras.Model, plan: Plan, args: Sequence[tf.Tensor]
+) -> dict[str, tf.Tensor]:
+    """Calls the model on signature inputs; its outputs by their own names."""
+    values = []
+    for spec, value in zip(plan.inputs, args, strict=True):
+        if spec.dtype != spec.model_dtype and not is_string(spec.dtype):
+            value = tf.cast(value, spec.model_dtype)
+        if spec.shape != spec.model_shape:
+            value = tf.reshape(value, [-1, *spec.model_shape[1:]])
+        values.append(value)
+    if plan.input_structure == "single":
+        call_inputs = values[0]
+    elif plan.input_structure == "dict":
+        call_inputs = {
+            spec.key: value
+            for spec, value in zip(plan.inputs, values, strict=True)
+        }
+    else:
+        call_inputs = values
+    # training=False explicitly: Random* augmentation layers and dropout
+    # must never act in an exported artifact (see KERAS-PITFALLS.md).
+    result = model(call_inputs, training=False)
+    if plan.output_structure == "single":
+        result = {plan.outputs[0].key: result}
+    named = {}
+    for output in plan.outputs:
+        value = result[output.key]
+        if _is_float(output.dtype):  # mixed precision serves float32
+            value = tf.cast(value, tf.float32)
+        named[output.name] = value
+    return named
+
+
+def _predicted_class(probabilities: tf.Tensor, plan: Plan) -> tf.Tensor:
+    if plan.binary:
+        column = tf.reshape(probabilities, [-1])
+        return tf.cast(column >= 0.5, tf.int64)
+    return tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+
+
+def _all_outputs(
+    model_outputs: dict[str, tf.Tensor], plan: Plan
+) -> dict[str, tf.Tensor]:
+    """The `predict` signature's outputs."""
+    if plan.task == "tensor":
+        return dict(model_outputs)
+    value = model_outputs[plan.output_name]
+    if plan.task == "classification":
+        return {
+            PROBABILITIES: value,
+            PREDICTED_CLASS: _predicted_class(value, plan),
+        }
+    return {PREDICTIONS: value}
+
+
+def _primary_outputs(
+    model_outputs: dict[str, tf.Tensor], plan: Plan
+) -> dict[str, tf.Tensor]:
+    """One output: `probabilities` or `predictions`; a tensor model's own."""
+    outputs = _all_outputs(model_outputs, plan)
+    if plan.task == "classification":
+        return {PROBABILITIES: outputs[PROBABILITIES]}
+    return outputs
+
+
+_OUTPUT_KINDS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
+    "all": _all_outputs,
+    "primary": _primary_outputs,
+}
+
+
+def serving_fn(
+    model: keras.Model, plan: Plan, outputs: str = "all"
+) -> Callable[..., dict]:
+    """A function every format exports: raw inputs in, named outputs out.
+
+    Args:
+        model: keras.Model. The planned model.
+        plan: Plan. Its plan.
+        outputs: str. `"all"` (the `predict` signature's outputs) or
+            `"primary"` (one output for classifiers and regressors).
+
+    Returns:
+        A function of the signature inputs, in `plan.inputs` order.
+    """
+    select = _OUTPUT_KINDS[check_choice("outputs", outputs, _OUTPUT_KINDS)]
 
     @tf.autograph.experimental.do_not_convert
     def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-        values = []
-        for spec, value in zip(plan.inputs, args, strict=True):
-            if spec.dtype != spec.model_dtype and not is_string(spec.dtype):
-                value = tf.cast(value, spec.model_dtype)
-            if spec.shape != spec.model_shape:
-                value = tf.reshape(value, [-1, *spec.model_shape[1:]])
-            values.append(value)
-        if plan.input_structure == "single":
-            call_inputs = values[0]
-        elif plan.input_structure == "dict":
-            call_inputs = {
-                spec.key: value
-                for spec, value in zip(plan.inputs, values, strict=True)
-            }
-        else:
-            call_inputs = values
-        # training=False explicitly: Random* augmentation layers and dropout
-        # must never act in an exported artifact (see KERAS-PITFALLS.md).
-        outputs = tf.cast(model(call_inputs, training=False), tf.float32)
-        if plan.task == "classification":
-            return {
-                PROBABILITIES: outputs,
-                PREDICTED_CLASS: tf.argmax(
-                    outputs, axis=-1, output_type=tf.int64
-                ),
-            }
-        return {PREDICTIONS: outputs}
+        return select(_call(model, plan, args), plan)
 
     return serve
 
 
-def io_metadata(plan: Plan) -> tuple[dict, dict]:
-    """The `inputs` and `outputs` entries of the metadata file."""
-    inputs = {
-        spec.name: {"dtype": spec.dtype, "shape": list(spec.shape)}
-        for spec in plan.inputs
-    }
+# ------------------------------------------------- TF Serving classify/regress
+
+
+def example_features(plan: Plan) -> dict[str, dict[str, Any]] | None:
+    """The `tf.Example` feature of each input, or None if one cannot be one.
+
+    Each input is one feature named like it: strings a `bytes_list`,
+    floats a `float_list`, integers and booleans an `int64_list`, holding
+    the example's values flattened in row-major order. One axis of unknown
+    length is allowed (its examples are padded with zeros to the longest
+    in a batch); two are not (the rows could not be told apart).
+
+    Args:
+        plan: Plan. The model's plan.
+
+    Returns:
+        `{name: {"dtype": "string"|"float"|"int64", "shape": [...]}}` (the
+        shape without the batch axis, None: any length), or None.
+    """
+    features = {}
+    for spec in plan.inputs:
+        shape = list(spec.shape[1:])
+        if shape.count(None) > 1:
+            return None
+        if spec.dtype == "string":
+            kind = "string"
+        elif _is_float(spec.dtype):
+            kind = "float"
+        else:
+            kind = "int64"
+        features[spec.name] = {"dtype": kind, "shape": shape}
+    return features
+
+
+_FEATURE_DTYPES = {"string": tf.string, "float": tf.float32, "int64": tf.int64}
+
+
+def _parse_examples(
+    serialized: tf.Tensor, plan: Plan, features: dict[str, dict[str, Any]]
+) -> list[tf.Tensor]:
+    spec_of = {}
+    for name, feature in features.items():
+        dtype = _FEATURE_DTYPES[feature["dtype"]]
+        if None in feature["shape"]:
+            spec_of[name] = tf.io.VarLenFeature(dtype)
+        else:
+            spec_of[name] = tf.io.FixedLenFeature(feature["shape"], dtype)
+    parsed = tf.io.parse_example(serialized, spec_of)
+    args = []
+    batch = tf.shape(serialized)[0]
+    for spec in plan.inputs:
+        value = parsed[spec.name]
+        shape = features[spec.name]["shape"]
+        if isinstance(value, tf.SparseTensor):
+            value = tf.sparse.to_dense(value)
+            value = tf.reshape(
+                value,
+                [batch, *(-1 if axis is None else axis for axis in shape)],
+            )
+        if spec.dtype != "string":
+            value = tf.cast(value, spec.dtype)
+        args.append(value)
+    return args
+
+
+def class_labels(plan: Plan, class_names: Sequence[str] | None) -> list[str]:
+    """The `classes` labels: the class names, or "0", "1", ... when None."""
+    if class_names is not None:
+        return [str(name) for name in class_names]
+    return [str(index) for index in range(plan.num_classes or 0)]
+
+
+def classify_fn(
+    model: keras.Model, plan: Plan, class_names: Sequence[str] | None
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """TF Serving's classify: serialized `tf.Example`s to classes + scores."""
+    features = example_features(plan)
+    labels = tf.constant([class_labels(plan, class_names)])
+
+    @tf.autograph.experimental.do_not_convert
+    def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        args = _parse_examples(inputs, plan, features)
+        value = _call(model, plan, args)[plan.output_name]
+        if plan.binary:
+            positive = tf.reshape(value, [-1, 1])
+            value = tf.concat([1.0 - positive, positive], axis=1)
+        classes = tf.tile(labels, [tf.shape(inputs)[0], 1])
+        return {CLASSES_OUTPUT: classes, SCORES_OUTPUT: value}
+
+    return classify
+
+
+def regress_fn(
+    model: keras.Model, plan: Plan
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """TF Serving's regress: serialized `tf.Example`s to one float each."""
+    features = example_features(plan)
+
+    @tf.autograph.experimental.do_not_convert
+    def regress(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        args = _parse_examples(inputs, plan, features)
+        value = _call(model, plan, args)[plan.output_name]
+        return {REGRESS_OUTPUT: tf.reshape(value, [-1])}
+
+    return regress
+
+
+def example_signature(plan: Plan) -> str | None:
+    """The classify or regress signature this plan offers, or None."""
+    if example_features(plan) is None:
+        return None
+    # TF Serving needs [batch, num_classes] scores and [batch] (or
+    # [batch, 1]) regression outputs.
+    if plan.task == "classification" and len(plan.outputs[0].shape) <= 2:
+        return CLASSIFY_SIGNATURE
+    if plan.task == "regression" and plan.one_per_example:
+        return REGRESS_SIGNATURE
+    return None
+
+
+def serialize_examples(
+    plan: Plan, samples: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Rows of signature inputs as serialized `tf.Example`s (for classify).
+
+    Args:
+        plan: Plan. The model's plan.
+        samples: dict of arrays. One array per input name, rows first.
+
+    Returns:
+        A 1-D object array of serialized `tf.Example` bytes, one per row.
+
+    Raises:
+        ValueError: if the plan's inputs cannot be `tf.Example` features.
+    """
+    features = example_features(plan)
+    if features is None:
+        raise ValueError(
+            "The model's inputs cannot be tf.Example features (an input "
+            "has more than one axis of unknown length)."
+        )
+    rows = len(next(iter(samples.values())))
+    serialized = []
+    for row in range(rows):
+        feature = {}
+        for name, spec in features.items():
+            values = np.asarray(samples[name][row]).reshape(-1)
+            if spec["dtype"] == "string":
+                listed = [
+                    v if isinstance(v, bytes) else str(v).encode()
+                    for v in values
+                ]
+                feature[name] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=listed)
+                )
+            elif spec["dtype"] == "float":
+                feature[name] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=values.tolist())
+                )
+            else:
+                feature[name] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(
+                        value=values.astype(np.int64).tolist()
+                    )
+                )
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        serialized.append(example.SerializeToString())
+    return np.array(serialized, dtype=object)
+
+
+# ----------------------------------------------------------------- metadata
+
+
+def _spec(dtype: str, shape: Sequence[int | None]) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": list(shape)}
+
+
+def _named_outputs(plan: Plan, kind: str) -> dict[str, dict[str, Any]]:
+    if plan.task == "tensor":
+        return {
+            output.name: _spec(
+                "float32" if _is_float(output.dtype) else output.dtype,
+                output.shape,
+            )
+            for output in plan.outputs
+        }
+    first = plan.outputs[0]
     if plan.task == "classification":
-        outputs = {
-            PROBABILITIES: {
-                "dtype": "float32",
-                "shape": [None, plan.num_outputs],
+        outputs = {PROBABILITIES: _spec("float32", first.shape)}
+        if kind == "all":
+            shape = [None] if plan.binary else first.shape[:-1]
+            outputs[PREDICTED_CLASS] = _spec("int64", shape)
+        return outputs
+    return {PREDICTIONS: _spec("float32", first.shape)}
+
+
+def signatures_metadata(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The `signatures` entry of the metadata file."""
+    inputs = {spec.name: _spec(spec.dtype, spec.shape) for spec in plan.inputs}
+    signatures = {
+        SERVING_SIGNATURE: {
+            "api": "predict",
+            "inputs": inputs,
+            "outputs": _named_outputs(plan, SERVING_DEFAULT_OUTPUTS),
+        },
+        PREDICT_SIGNATURE: {
+            "api": "predict",
+            "inputs": inputs,
+            "outputs": _named_outputs(plan, "all"),
+        },
+    }
+    examples = {EXAMPLES_INPUT: _spec("string", [None])}
+    which = example_signature(plan)
+    if which == CLASSIFY_SIGNATURE:
+        signatures[CLASSIFY_SIGNATURE] = {
+            "api": "classify",
+            "inputs": examples,
+            "outputs": {
+                CLASSES_OUTPUT: _spec("string", [None, plan.num_classes]),
+                SCORES_OUTPUT: _spec("float32", [None, plan.num_classes]),
             },
-            PREDICTED_CLASS: {"dtype": "int64", "shape": [None]},
+            "features": example_features(plan),
         }
-    else:
-        outputs = {
-            PREDICTIONS: {
-                "dtype": "float32",
-                "shape": [None]
-                + ([plan.num_outputs] if plan.num_outputs is not None else []),
-            }
+    elif which == REGRESS_SIGNATURE:
+        signatures[REGRESS_SIGNATURE] = {
+            "api": "regress",
+            "inputs": examples,
+            "outputs": {REGRESS_OUTPUT: _spec("float32", [None])},
+            "features": example_features(plan),
         }
-    return inputs, outputs
+    return signatures
+
+
+def io_metadata(plan: Plan) -> tuple[dict, dict]:
+    """The `inputs` and `outputs` entries (`serving_default`'s)."""
+    default = signatures_metadata(plan)[SERVING_SIGNATURE]
+    return default["inputs"], default["outputs"]
+
+
+def model_outputs_metadata(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The model's own outputs by their own names (the `model_outputs`)."""
+    return {
+        output.name: dict(
+            _spec(output.dtype, output.shape), activation=output.activation
+        )
+        for output in plan.outputs
+    }
 
 
 def class_names_of(
@@ -342,23 +752,60 @@ def class_names_of(
             "`class_names` must be a list of strings, one per class. "
             f"Received: class_names={class_names!r}"
         )
-    if plan.num_outputs is not None and len(class_names) != plan.num_outputs:
+    if plan.num_classes is not None and len(class_names) != plan.num_classes:
         raise ValueError(
             f"`class_names` must have one name per class "
-            f"({plan.num_outputs}). Received: class_names={class_names!r}"
+            f"({plan.num_classes}"
+            + (", a binary classifier" if plan.binary else "")
+            + f"). Received: class_names={class_names!r}"
         )
     return [str(name) for name in class_names]
 
 
 def write_saved_model(
-    model: keras.Model, plan: Plan, directory: str | os.PathLike
+    model: keras.Model,
+    plan: Plan,
+    directory: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    *,
+    serving_only: bool = False,
 ) -> None:
-    """Writes the serving function as a SavedModel (no version, no check)."""
+    """Writes the serving functions as a SavedModel (no version, no check).
+
+    Args:
+        model: keras.Model. The planned model.
+        plan: Plan. Its plan.
+        directory: str or PathLike. Where to write.
+        class_names: list of str or None. The classify signature's labels.
+        serving_only: bool. Write `serving_default` alone, with every
+            named output (the LiteRT converter's input).
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
+    specs = signature_specs(plan)
     archive.add_endpoint(
         SERVING_SIGNATURE,
-        serving_fn(model, plan),
-        input_signature=signature_specs(plan),
+        serving_fn(
+            model, plan, "all" if serving_only else SERVING_DEFAULT_OUTPUTS
+        ),
+        input_signature=specs,
     )
+    if not serving_only:
+        archive.add_endpoint(
+            PREDICT_SIGNATURE, serving_fn(model, plan), input_signature=specs
+        )
+        examples = [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+        which = example_signature(plan)
+        if which == CLASSIFY_SIGNATURE:
+            archive.add_endpoint(
+                CLASSIFY_SIGNATURE,
+                classify_fn(model, plan, class_names),
+                input_signature=examples,
+            )
+        elif which == REGRESS_SIGNATURE:
+            archive.add_endpoint(
+                REGRESS_SIGNATURE,
+                regress_fn(model, plan),
+                input_signature=examples,
+            )
     archive.write_out(str(directory), verbose=False)

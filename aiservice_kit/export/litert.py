@@ -51,7 +51,8 @@ def export_tflite(
     layer and the fix, a model that would need the Flex delegate
     (non-unrolled LSTM/GRU, string processing), unless `allow_flex=True`.
     The file has one signature, `serving_default`, with the same raw inputs
-    and named outputs as `export_saved_model`. It is written beside `path`,
+    and named outputs as `export_saved_model`'s `predict` signature (the
+    task inferred from the model the same way). It is written beside `path`,
     checked with the LiteRT interpreter (when `verify`), then renamed into
     place.
 
@@ -126,7 +127,7 @@ def export_tflite(
         raise_problems(tflite_problems(model, plan), "LiteRT with builtin ops")
 
     with tempfile.TemporaryDirectory(prefix="aiservice_kit-tflite-") as tmp:
-        _signature.write_saved_model(model, plan, tmp)
+        _signature.write_saved_model(model, plan, tmp, serving_only=True)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             tmp, signature_keys=[SERVING_SIGNATURE]
         )

@@ -50,7 +50,8 @@ def export_onnx(
     (`preflight_onnx`) refuses models with string processing
     (`TextVectorization`), which ONNX cannot express, before anything is
     written. The graph takes the same raw inputs and returns the same named
-    outputs as `export_saved_model`; the batch axis is named `batch`.
+    outputs as `export_saved_model`'s `predict` signature; the batch axis
+    is named `batch`.
 
     Args:
         model: keras.Model. The model to export (float32 dtype policy).

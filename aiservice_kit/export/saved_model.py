@@ -27,32 +27,51 @@ def export_saved_model(
     task: str | None = None,
     input_dtypes: Mapping[str, str] | None = None,
 ) -> Path:
-    """Exports `model` as `base_path/<version>/`, ready for TF Serving.
+    """Exports any Keras model as `base_path/<version>/`, ready for TF Serving.
 
-    The SavedModel's `serving_default` signature calls the model with
-    `training=False` and takes raw inputs named like the model's inputs
-    (`image` as uint8 pixels for `build_cnn` models, `text` as strings,
-    `sequence` as float32; an unnamed single input becomes `inputs`). A
-    classifier returns `probabilities` (float32, batch x classes) and
-    `predicted_class` (int64); a regressor returns `predictions`. The
-    version appears atomically (see `write_versioned_saved_model`) with the
-    metadata `assets.extra/aiservice_kit.json` beside it. With `verify`, the
+    The task is inferred from the model unless `task` states it: a float
+    [batch, n] output made by a softmax or sigmoid is a classifier's, one
+    value per example a regressor's, anything else (several outputs
+    included) a `tensor` model's; output layers named `probabilities` or
+    `predictions` (the aiservice_kit builders') tell it by their name.
+
+    Signatures (names in `aiservice_kit._layout`), all calling the model
+    with `training=False` on raw inputs named like the model's inputs
+    (`image` as uint8 pixels for `build_cnn` models, `text` as strings; an
+    unnamed single input becomes `inputs`):
+
+    - `serving_default` and `predict`: a classifier returns
+      `probabilities` (float32, batch x classes) and `predicted_class`
+      (int64); a regressor `predictions`; a tensor model each output under
+      its own name.
+    - `classification` (classifiers): TF Serving's Classify. Serialized
+      `tf.Example`s in (`inputs`, one feature per model input, named like
+      it), `classes` (string labels) and `scores` (float32), both
+      [batch, num_classes]; a one-column sigmoid classifier has two
+      classes, scores `[1 - p, p]`.
+    - `regression` (regressors of one value per example): TF Serving's
+      Regress. `tf.Example`s in, `outputs` (float32, [batch]) out.
+
+    The version appears atomically (see `write_versioned_saved_model`) with
+    the metadata `assets.extra/aiservice_kit.json` beside it (task,
+    class names, signatures, the model's own outputs). With `verify`, the
     artifact is loaded and compared with the Keras model before it is
-    published: a mismatch publishes nothing.
+    published, the classify/regress signature included: a mismatch
+    publishes nothing.
 
     Args:
-        model: keras.Model. A Functional or Sequential model whose output
-            layer is named `probabilities` (classifier) or `predictions`
-            (regressor), as the aiservice_kit builders make them.
+        model: keras.Model. Any Functional or Sequential model with
+            symbolic inputs, one or several inputs and outputs.
         base_path: str or PathLike. The model's base directory.
         version: int or None. Version to publish; None takes the next one.
         verify: bool. Whether to check the artifact against Keras first.
         sample_inputs: array, dict of arrays, or None. Inputs for the
             check (a synthetic sample of 16 rows when None).
-        class_names: list of str or None. Class names to record (text
-            classifiers record their own when None).
-        task: str or None. `"classification"` or `"regression"` when the
-            output layer name does not tell.
+        class_names: list of str or None. Class names to record and to
+            return as `classes` (text classifiers record their own when
+            None; "0", "1", ... when there are none).
+        task: str or None. `"classification"`, `"regression"` or
+            `"tensor"` to override the inferred task.
         input_dtypes: dict or None. Signature dtype per input name, to
             override the defaults (for example `{"image": "float32"}`).
 
@@ -61,14 +80,22 @@ def export_saved_model(
 
     Raises:
         TypeError: if `model` is not a Keras model.
-        ValueError: if the task cannot be told or an argument is invalid.
+        ValueError: if an argument is invalid (a classifier's `task` for a
+            model with several outputs, `class_names` of the wrong length).
         FileExistsError: if the version already exists.
         ExportMismatchError: if the artifact disagrees with the model.
 
     Example:
     ```python
-    from aiservice_kit import build_cnn, export_saved_model
-    model = build_cnn((28, 28), num_classes=10)
+    import keras
+    from aiservice_kit import export_saved_model
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
     version_dir = export_saved_model(model, "models/mnist")  # models/mnist/1
     ```
     """
@@ -81,10 +108,12 @@ def export_saved_model(
         "class_names": names,
         "inputs": inputs,
         "outputs": outputs,
+        "signatures": _signature.signatures_metadata(plan),
+        "model_outputs": _signature.model_outputs_metadata(plan),
     }
 
     def write(tmp_dir: Path) -> None:
-        _signature.write_saved_model(model, plan, tmp_dir)
+        _signature.write_saved_model(model, plan, tmp_dir, names)
         if verify:
             verify_planned(
                 model, tmp_dir, sample_inputs, plan, format="saved_model"

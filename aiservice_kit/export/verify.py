@@ -23,6 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from aiservice_kit._backend import quiet_native_logs
+from aiservice_kit._layout import CLASSES_OUTPUT
+from aiservice_kit._layout import CLASSIFY_SIGNATURE
+from aiservice_kit._layout import PREDICT_SIGNATURE
+from aiservice_kit._layout import REGRESS_OUTPUT
+from aiservice_kit._layout import SCORES_OUTPUT
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import list_versions
 from aiservice_kit._validation import check_bool
@@ -253,12 +258,66 @@ def _primary(
         return probabilities, (
             None if predicted is None else np.asarray(predicted).reshape(-1)
         )
-    return np.asarray(outputs[PREDICTIONS], dtype=np.float32), None
+    if plan.task == "regression":
+        return np.asarray(outputs[PREDICTIONS], dtype=np.float32), None
+    # A tensor model: every output, each row flattened, side by side.
+    values = [np.asarray(outputs[output.name]) for output in plan.outputs]
+    rows = len(values[0])
+    return (
+        np.concatenate(
+            [value.reshape(rows, -1).astype(np.float64) for value in values],
+            axis=1,
+        ),
+        None,
+    )
+
+
+def _classes_of(probabilities: np.ndarray, plan: Plan) -> np.ndarray:
+    """The predicted class of each row (a binary classifier's p >= 0.5)."""
+    if plan.binary:
+        return (probabilities.reshape(-1) >= 0.5).astype(np.int64)
+    return np.argmax(probabilities, axis=-1)
+
+
+def _run_example_signature(
+    runner: Any, plan: Plan, samples: dict[str, np.ndarray]
+) -> np.ndarray | None:
+    """Scores (classify) or outputs (regress) of the rows as tf.Examples."""
+    which = _signature.example_signature(plan)
+    if which is None or which not in runner.signatures:
+        return None
+    fn = runner.signatures[which]
+    serialized = _signature.serialize_examples(plan, samples)
+    chunks = []
+    for start in range(0, len(serialized), 256):
+        outputs = fn(inputs=tf.constant(serialized[start : start + 256]))
+        if which == CLASSIFY_SIGNATURE:
+            classes = outputs[CLASSES_OUTPUT].numpy()
+            scores = outputs[SCORES_OUTPUT].numpy()
+            if classes.shape != scores.shape or classes.dtype != object:
+                raise ExportMismatchError(
+                    f"The classify signature returns classes of shape "
+                    f"{list(classes.shape)} and scores of shape "
+                    f"{list(scores.shape)}; TF Serving needs string classes "
+                    "and float scores, both [batch, num_classes]."
+                )
+            chunks.append(scores)
+        else:
+            chunks.append(outputs[REGRESS_OUTPUT].numpy())
+    return np.concatenate(chunks).astype(np.float32)
 
 
 class _SavedModelRunner:
     def __init__(self, path: Path) -> None:
-        self._fn = tf.saved_model.load(str(path)).signatures[SERVING_SIGNATURE]
+        self.signatures = tf.saved_model.load(str(path)).signatures
+        # `predict` has every named output whatever `serving_default`
+        # returns; exports made before it existed have `serving_default`.
+        key = (
+            PREDICT_SIGNATURE
+            if PREDICT_SIGNATURE in self.signatures
+            else SERVING_SIGNATURE
+        )
+        self._fn = self.signatures[key]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._fn(
@@ -367,7 +426,8 @@ def load_artifact(
 ) -> Callable[..., dict[str, np.ndarray]]:
     """Loads an exported artifact in its own runtime, as a callable.
 
-    A SavedModel runs its `serving_default` signature in TensorFlow, a
+    A SavedModel runs its `predict` signature (every named output;
+    `serving_default` in exports made before it) in TensorFlow, a
     `.tflite` file runs in the LiteRT interpreter, an `.onnx` file in
     onnxruntime. The callable takes the signature's inputs as keyword
     arguments (numpy arrays) and returns its outputs by name.
@@ -414,10 +474,12 @@ def verify_export(
 ) -> ExportReport:
     """Runs an exported artifact in its own runtime and compares with Keras.
 
-    A SavedModel runs in TensorFlow (its `serving_default` signature), a
-    `.tflite` file in the LiteRT interpreter, an `.onnx` file in
-    onnxruntime. Both sides get the same raw inputs; the Keras model runs
-    with `training=False`.
+    A SavedModel runs in TensorFlow (its `predict` signature, and its
+    `classification` or `regression` signature on the same rows as
+    serialized `tf.Example`s), a `.tflite` file in the LiteRT interpreter,
+    an `.onnx` file in onnxruntime. Both sides get the same raw inputs; the
+    Keras model runs with `training=False`. A tensor model's outputs are
+    compared all together.
 
     Default checks: float32 artifacts must match within
     `1e-5 * max(1, max |output|)`; quantized TFLite files (dynamic, float16,
@@ -514,6 +576,10 @@ def verify_planned(
             got.append(values)
             if classes is not None:
                 got_classes.append(classes)
+        if found == "saved_model":
+            got_examples = _run_example_signature(runner, plan, samples)
+        else:
+            got_examples = None
     except (ExportError, ImportError):
         raise
     except Exception as error:  # the runtime's own errors vary by format
@@ -531,14 +597,35 @@ def verify_planned(
     max_diff = float(np.max(np.abs(got_values - expected)))
     if not np.isfinite(got_values).all():
         max_diff = float("inf")
+    if got_examples is not None:
+        # The classify/regress signature must tell the same: its scores are
+        # the probabilities (a binary classifier's [1 - p, p]).
+        if plan.binary:
+            positive = expected.reshape(-1, 1)
+            want = np.concatenate([1.0 - positive, positive], axis=1)
+        elif plan.task == "regression":
+            want = expected.reshape(-1)
+        else:
+            want = expected
+        if got_examples.shape != want.shape:
+            raise ExportMismatchError(
+                f"The {found} artifact {artifact}'s classify/regress "
+                f"signature returns shape {list(got_examples.shape)}; "
+                f"expected {list(want.shape)}."
+            )
+        example_diff = float(np.max(np.abs(got_examples - want)))
+        if not np.isfinite(got_examples).all():
+            example_diff = float("inf")
+        max_diff = max(max_diff, example_diff)
     agreement = None
     if plan.task == "classification":
         mine = (
             np.concatenate(got_classes)
             if got_classes
-            else np.argmax(got_values, axis=-1)
+            else _classes_of(got_values, plan)
         )
-        agreement = float(np.mean(mine == np.argmax(expected, axis=-1)))
+        want_classes = _classes_of(expected, plan).reshape(-1)
+        agreement = float(np.mean(mine.reshape(-1) == want_classes))
     scale = max(1.0, float(np.max(np.abs(expected))))
     if quantized:
         # Quantization moves probabilities by design and may flip near

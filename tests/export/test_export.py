@@ -306,12 +306,23 @@ def test_text_classifier_saved_model_takes_strings(sms_classifier, tmp_path):
     assert report.class_agreement == 1.0
 
 
-def test_model_without_task_names_the_fix(tmp_path):
+def test_model_whose_output_tells_no_task_exports_as_a_tensor_model(
+    tmp_path,
+):
+    # Once refused ("Cannot tell the model's task"): any model exports, a
+    # linear vector under its own output name, or as the task it is told.
     inputs = keras.Input((3,), name="features")
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs))
-    with pytest.raises(ValueError, match="'probabilities'.*task="):
-        export_saved_model(model, tmp_path)
-    assert export_saved_model(model, tmp_path, task="regression").name == "1"
+    version_dir = export_saved_model(model, tmp_path)
+    assert read_export_metadata(version_dir)["task"] == "tensor"
+    assert set(serve(version_dir, features=np.ones((1, 3), np.float32))) == {
+        "head"
+    }
+    version_dir = export_saved_model(model, tmp_path, task="regression")
+    assert version_dir.name == "2"
+    assert read_export_metadata(version_dir)["task"] == "regression"
+    with pytest.raises(ValueError, match="task"):
+        export_saved_model(model, tmp_path, task="ranking")
     with pytest.raises(TypeError, match="keras.Model"):
         export_saved_model("model.keras", tmp_path)
 

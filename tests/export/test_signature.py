@@ -74,12 +74,13 @@ def test_public_checks_plan_once_each(plan_calls, tmp_path):
     assert len(plan_calls) == 4
 
 
-def test_preflights_take_models_whose_output_tells_no_task():
-    # The preflights look at layers and inputs only: an output name that
-    # tells no task is no reason to refuse, while exporting it is.
+def test_a_softmax_output_of_any_name_plans_as_a_classifier():
+    # The output's name tells no task; its softmax does, and `task=`
+    # overrides it.
     model = tiny_classifier(output_name="scores")
     assert preflight_tflite(model) == []
     assert preflight_onnx(model) == []
-    with pytest.raises(ValueError, match="task='classification'"):
-        _signature.plan(model)
+    assert _signature.plan(model).task == "classification"
     assert _signature.plan(model, "regression").task == "regression"
+    with pytest.raises(ValueError, match="task"):
+        _signature.plan(model, "ranking")
