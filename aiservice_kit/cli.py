@@ -349,4 +349,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # python -m aiservice_kit.cli
-    sys.exit(main())
+    # Run the imported module, not this `__main__` copy: the commands raise
+    # `aiservice_kit.cli.UsageError`, which is not `__main__.UsageError`.
+    from aiservice_kit.cli import main as _main
+
+    sys.exit(_main())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiservice_kit.cli import UsageError
+from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
 from aiservice_kit.serving.config import DEFAULT_HOST
@@ -100,10 +101,10 @@ def _date(text: str) -> datetime.datetime:
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        type=Path,
+        type=str,
         default=None,
-        help="SQLite file with API keys and the usage ledger "
-        f"(default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
+        help="SQLite file (or sqlite:///PATH URL) with API keys and the "
+        f"usage ledger (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
     )
 
 
@@ -124,7 +125,10 @@ def _config(args: argparse.Namespace):
 
 
 def _db(args: argparse.Namespace, must_exist: bool = False) -> Path:
-    path = args.db if args.db is not None else default_db_path()
+    try:
+        path = default_db_path() if args.db is None else sqlite_path(args.db)
+    except ValueError as error:
+        raise UsageError(f"--db: {error}") from None
     if must_exist and not path.is_file():
         raise UsageError(
             f"--db: no database at {str(path)!r}; create a key or start the "

@@ -120,7 +120,11 @@ def default_db_path() -> Path:
     """`$AISERVICE_KIT_DB`, else `./aiservice_kit.db`.
 
     Returns:
-        The database path used when none is given.
+        The database path used when none is given (the variable may hold
+        a path or a `sqlite:///...` URL).
+
+    Raises:
+        ValueError: when the variable holds a URL of another scheme.
 
     Example:
     ```python
@@ -128,7 +132,9 @@ def default_db_path() -> Path:
     default_db_path()  # PosixPath('aiservice_kit.db')
     ```
     """
-    return Path(os.environ.get(DEFAULT_DB_ENV, DEFAULT_DB_FILE))
+    from aiservice_kit.serving._db import sqlite_path
+
+    return sqlite_path(os.environ.get(DEFAULT_DB_ENV, DEFAULT_DB_FILE))
 
 
 def _default_prices() -> PriceList:
