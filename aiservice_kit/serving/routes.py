@@ -65,9 +65,14 @@ def _json(payload: Any, status_code: int = 200, headers=None) -> Response:
 # -- Dependencies -------------------------------------------------------------
 
 
-def get_service(request: Request) -> Service:
-    """The running server's parts."""
+def service_of(request: Request) -> Service:
+    """The running server's parts (set by `create_app`'s lifespan)."""
     return request.app.state.service
+
+
+async def get_service(request: Request) -> Service:
+    """The dependency form of `service_of` (async: no thread hop)."""
+    return service_of(request)
 
 
 async def model_caller(request: Request, model_name: str) -> ApiKey | None:
@@ -77,7 +82,7 @@ async def model_caller(request: Request, model_name: str) -> ApiKey | None:
         ServingError: 401 for a missing (when required) or unknown key,
             403 for a key that may not use the model.
     """
-    key = get_service(request).auth.authenticate(request.headers)
+    key = service_of(request).auth.authenticate(request.headers)
     request.state.key = key  # for the access log
     Authenticator.authorize(key, model_name)
     return key
@@ -85,7 +90,7 @@ async def model_caller(request: Request, model_name: str) -> ApiKey | None:
 
 async def key_caller(request: Request) -> ApiKey:
     """The calling key; 401 without one, even when auth is optional."""
-    key = get_service(request).auth.authenticate(request.headers, required=True)
+    key = service_of(request).auth.authenticate(request.headers, required=True)
     request.state.key = key
     return key
 
