@@ -5,16 +5,20 @@ The function is `add_parser(subparsers, name) -> argparse.ArgumentParser`:
 it adds its parser and sets `handler=callable(args) -> int` as a default.
 Adding a command is one line in `COMMANDS`, for example::
 
-    ("serve", "aiservice_kit.serving._cli:add_parser"),
+    ("serve", "aiservice_kit.serving.cli:add_serve_parser"),
 
 The module holding `add_parser` is imported whenever the parser is built,
 so keep it light: import heavy modules (the web server, ...) inside the
-handler, and `aiservice-kit export` never loads them. Errors a user can
-fix (bad paths, bad values, a failed export check) print one line,
-`aiservice-kit <command>: error: ...`, and exit with status 1; argparse
-usage errors exit with status 2 (set `AISERVICE_KIT_DEBUG=1` for the full
-traceback). Run it as `aiservice-kit ...` or
-`python -m aiservice_kit.cli ...`.
+handler, and `aiservice-kit export` never loads them.
+
+One error policy for every command: arguments that do not fit (which
+argparse cannot check alone) raise `UsageError`, reported here as
+`aiservice-kit <command>: error: ...` with status 2, as argparse reports
+its own usage errors; errors a user can fix otherwise (bad paths, bad
+values, a failed export check) print the same one line and exit with
+status 1 (set `AISERVICE_KIT_DEBUG=1` for the full traceback). A command
+never calls `parser.error` or `sys.exit` itself. Run it as
+`aiservice-kit ...` or `python -m aiservice_kit.cli ...`.
 """
 
 from __future__ import annotations
@@ -49,7 +53,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class UsageError(ValueError):
-    """A command's arguments do not fit together (reported like argparse)."""
+    """A command's arguments do not fit together (reported like argparse).
+
+    Raised by a subcommand's handler; `main` prints
+    `aiservice-kit <command>: error: <message>` and returns 2.
+
+    Example:
+    ```python
+    raise UsageError("--opset applies to --format onnx only")
+    ```
+    """
 
 
 def _resolve(target: str) -> Any:
@@ -336,4 +349,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # python -m aiservice_kit.cli
-    sys.exit(main())
+    # Run the imported module, not this `__main__` copy: the commands raise
+    # `aiservice_kit.cli.UsageError`, which is not `__main__.UsageError`.
+    from aiservice_kit.cli import main as _main
+
+    sys.exit(_main())

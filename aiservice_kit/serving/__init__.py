@@ -27,8 +27,8 @@ _LAZY = {
     "UsageSummary": "aiservice_kit.serving.metering",
     "Bill": "aiservice_kit.serving.pricing",
     "PriceList": "aiservice_kit.serving.pricing",
-    "ServerConfig": "aiservice_kit.serving.pricing",
-    "load_config": "aiservice_kit.serving.pricing",
+    "ServerConfig": "aiservice_kit.serving.config",
+    "load_config": "aiservice_kit.serving.config",
     "Plan": "aiservice_kit.serving.ratelimit",
     "ModelConfig": "aiservice_kit.serving.registry",
 }

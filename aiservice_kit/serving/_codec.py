@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit.serving._errors import ServingError
 
 ROW = "row"
@@ -126,7 +127,7 @@ def signature_name_of(document: dict[str, Any]) -> str:
             f"JSON Value: {_snippet(name)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
-    return name or "serving_default"
+    return name or SERVING_SIGNATURE
 
 
 def _string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:

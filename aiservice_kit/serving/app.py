@@ -1,130 +1,51 @@
-"""`create_app`: the ASGI app factory. Models load in the lifespan."""
+"""`create_app`: the ASGI app factory, wiring only. Models load in the lifespan.
+
+The parts live in their own modules: the config and defaults in `config`,
+what `models` may be in `_sources`, the TensorFlow runtime in
+`_servable`, the version policy in `registry`, the routes in `routes`
+and the predict pipeline in `_predict`. This module puts them together
+with the middlewares and the error handlers.
+"""
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
-import shutil
-import sys
-import tempfile
 import time
-import weakref
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import fastapi
-import prometheus_client
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from aiservice_kit._version import __version__
+from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._servable import load_version
+from aiservice_kit.serving._service import Metrics
+from aiservice_kit.serving._service import Service
+from aiservice_kit.serving._sources import InMemoryExports
+from aiservice_kit.serving._sources import model_configs
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.auth import KeyStore
-from aiservice_kit.serving.auth import default_db_path
 from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
+from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
+from aiservice_kit.serving.config import ServerConfig
+from aiservice_kit.serving.config import default_db_path
+from aiservice_kit.serving.config import load_config
 from aiservice_kit.serving.metering import GroupCommitter
 from aiservice_kit.serving.metering import Meter
 from aiservice_kit.serving.metering import SQLiteMeter
-from aiservice_kit.serving.pricing import ServerConfig
-from aiservice_kit.serving.pricing import load_config
 from aiservice_kit.serving.ratelimit import RateLimiter
-from aiservice_kit.serving.registry import ModelConfig
 from aiservice_kit.serving.registry import Registry
 from aiservice_kit.serving.routes import router
 
 logger = logging.getLogger("aiservice_kit.serving")
 access_logger = logging.getLogger("aiservice_kit.serving.access")
-
-#: Default request body limit (bytes).
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-#: The name a single model gets, as in TensorFlow Serving's --model_name.
-DEFAULT_MODEL_NAME = "default"
-
-
-class Metrics:
-    """Prometheus metrics of one app (its own registry)."""
-
-    def __init__(self) -> None:
-        self.registry = prometheus_client.CollectorRegistry()
-        self.requests = prometheus_client.Counter(
-            "aiservice_kit_predict_requests",
-            "Predict calls by model and HTTP status.",
-            ["model", "status"],
-            registry=self.registry,
-        )
-        self.errors = prometheus_client.Counter(
-            "aiservice_kit_predict_errors",
-            "Predict calls that did not return 200, by model and status.",
-            ["model", "status"],
-            registry=self.registry,
-        )
-        self.latency = prometheus_client.Histogram(
-            "aiservice_kit_predict_latency_seconds",
-            "Time spent in the server per predict call.",
-            ["model"],
-            buckets=(
-                0.0005,
-                0.001,
-                0.002,
-                0.005,
-                0.01,
-                0.02,
-                0.05,
-                0.1,
-                0.2,
-                0.5,
-                1.0,
-                2.0,
-                5.0,
-            ),  # fmt: skip
-            registry=self.registry,
-        )
-        self.batch_size = prometheus_client.Histogram(
-            "aiservice_kit_batch_size",
-            "Instances per run of a model (after dynamic batching).",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-            registry=self.registry,
-        )
-        self.http = prometheus_client.Counter(
-            "aiservice_kit_http_requests",
-            "Every HTTP request by route family and status.",
-            ["route", "status"],
-            registry=self.registry,
-        )
-
-    def observe(self, model: str, status: int, seconds: float) -> None:
-        """Counts one predict call."""
-        self.requests.labels(model, str(status)).inc()
-        self.latency.labels(model).observe(seconds)
-        if status != 200:
-            self.errors.labels(model, str(status)).inc()
-
-    def batch(self, model: str, size: int) -> None:
-        """Counts one model run of `size` instances."""
-        self.batch_size.labels(model).observe(size)
-
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return (
-            prometheus_client.generate_latest(self.registry),
-            prometheus_client.CONTENT_TYPE_LATEST,
-        )
-
-
-@dataclasses.dataclass
-class _Service:
-    registry: Registry
-    auth: Authenticator
-    limiter: RateLimiter
-    meter: Meter
-    committer: GroupCommitter
-    prices: Any
-    metrics: Metrics
 
 
 def _error_response(message: str, status: int, headers=None) -> JSONResponse:
@@ -229,81 +150,6 @@ class _AccessLog:
                 )
 
 
-def _is_keras_model(value: Any) -> bool:
-    # Checked without importing Keras: a Keras model implies it is loaded.
-    keras = sys.modules.get("keras")
-    return keras is not None and isinstance(value, keras.Model)
-
-
-def _model_configs(
-    models: Any,
-    config: ServerConfig,
-    batching: BatchingConfig,
-    exports: "_InMemoryExports",
-) -> dict[str, ModelConfig]:
-    if models is not None and not isinstance(models, Mapping):
-        models = {DEFAULT_MODEL_NAME: models}
-    merged = dict(config.models)
-    for name, value in (models or {}).items():
-        if not isinstance(name, str) or not name or "/" in name or ":" in name:
-            raise ValueError(
-                "Model names must be non-empty strings without '/' or ':'. "
-                f"Received: {name!r}"
-            )
-        if isinstance(value, ModelConfig):
-            merged[name] = value
-        elif isinstance(value, (str, os.PathLike)):
-            merged[name] = ModelConfig(Path(value), batching)
-        elif _is_keras_model(value):
-            merged[name] = ModelConfig(exports.export(name, value), batching)
-        else:
-            raise TypeError(
-                f"`models[{name!r}]` must be a base path, a ModelConfig or a "
-                f"keras.Model. Received: {value!r}"
-            )
-    if not merged:
-        raise ValueError(
-            "`models` must name at least one model to serve, e.g. "
-            "{'mnist': 'exports/mnist'}. Received: models={}"
-        )
-    for name, model in merged.items():
-        if not Path(model.base_path).is_dir():
-            raise ValueError(
-                f"The base path of model {name!r} must be an existing "
-                "directory holding version subdirectories (1/, 2/, ...). "
-                f"Received: {str(model.base_path)!r}"
-            )
-    return merged
-
-
-class _InMemoryExports:
-    """SavedModels of the Keras models handed to `create_app` directly.
-
-    Each is exported (and verified) with `export_saved_model` into one
-    temporary directory, removed when the app is garbage-collected or the
-    interpreter exits.
-    """
-
-    def __init__(self) -> None:
-        self.root: Path | None = None
-
-    def export(self, name: str, model: Any) -> Path:
-        from aiservice_kit.export import export_saved_model
-
-        if self.root is None:
-            self.root = Path(tempfile.mkdtemp(prefix="aiservice_kit-serve-"))
-        export_saved_model(model, self.root / name)
-        return self.root / name
-
-    def remove_with(self, app: Any) -> None:
-        if self.root is not None:
-            weakref.finalize(app, shutil.rmtree, self.root, True)
-
-    def remove(self) -> None:
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
 def create_app(
     models: Mapping[str, Any] | str | os.PathLike | Any = None,
     *,
@@ -312,7 +158,7 @@ def create_app(
     auth: bool = True,
     batching: BatchingConfig | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    poll_interval_s: float = 1.0,
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     meter: Meter | None = None,
     access_log: bool = True,
 ) -> fastapi.FastAPI:
@@ -364,9 +210,9 @@ def create_app(
     if not isinstance(config, ServerConfig):
         config = load_config(config)
     batching = batching or BatchingConfig()
-    exports = _InMemoryExports()
+    exports = InMemoryExports()
     try:
-        model_configs = _model_configs(models, config, batching, exports)
+        served = model_configs(models, config.models, batching, exports)
     except BaseException:
         exports.remove()
         raise
@@ -380,7 +226,7 @@ def create_app(
             "`max_body_bytes` must be a positive integer. "
             f"Received: max_body_bytes={max_body_bytes!r}"
         )
-    db_path = Path(db) if db is not None else default_db_path()
+    db_path = sqlite_path(db) if db is not None else default_db_path()
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -388,13 +234,14 @@ def create_app(
         store = KeyStore(db_path)
         ledger = meter if meter is not None else SQLiteMeter(db_path)
         registry = Registry(
-            model_configs,
+            served,
+            load_version,
             poll_interval_s=poll_interval_s,
             on_batch=metrics.batch,
         )
         await asyncio.to_thread(registry.start)
         committer = GroupCommitter(ledger)
-        app.state.service = _Service(
+        app.state.service = Service(
             registry=registry,
             auth=Authenticator(store, required=auth),
             limiter=RateLimiter(config.plans, ledger),
@@ -420,7 +267,7 @@ def create_app(
 
     app = fastapi.FastAPI(
         title="aiservice_kit model server",
-        version=_library_version(),
+        version=__version__,
         description="TensorFlow Serving's REST API with API keys, metering, "
         "pricing and quotas.",
         lifespan=lifespan,
@@ -458,9 +305,3 @@ def create_app(
     app.add_middleware(_AccessLog, metrics=metrics, enabled=access_log)
     exports.remove_with(app)
     return app
-
-
-def _library_version() -> str:
-    from aiservice_kit import __version__
-
-    return __version__

@@ -14,19 +14,18 @@ import hmac
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from collections.abc import Mapping
-from pathlib import Path
 
+from aiservice_kit.serving._db import connect
+from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.config import KEY_CACHE_SIZE
+from aiservice_kit.serving.config import KEY_CACHE_TTL_S
 
 KEY_PREFIX = "ask_"
-#: The database used when none is given: `$AISERVICE_KIT_DB` or
-#: `aiservice_kit.db` in the working directory.
-DEFAULT_DB_ENV = "AISERVICE_KIT_DB"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -39,28 +38,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TEXT
 );
 """
-
-
-def default_db_path() -> Path:
-    """`$AISERVICE_KIT_DB`, else `./aiservice_kit.db`."""
-    return Path(os.environ.get(DEFAULT_DB_ENV, "aiservice_kit.db"))
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Opens the SQLite database in WAL mode (shared by keys and ledger)."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise ValueError(
-            "`db` must be a file path in an existing directory. "
-            f"Received: db={str(path)!r}"
-        )
-    connection = sqlite3.connect(
-        str(path), check_same_thread=False, timeout=30, isolation_level=None
-    )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("PRAGMA busy_timeout=30000")
-    return connection
 
 
 def _now() -> str:
@@ -108,7 +85,8 @@ class KeyStore:
     """API keys in a SQLite table.
 
     Args:
-        path: str or Path. The SQLite file (created if missing).
+        path: str or Path. The SQLite file (created, mode 0600, if
+            missing) or a `sqlite:///...` URL; see `_db.connect`.
 
     Example:
     ```python
@@ -119,9 +97,9 @@ class KeyStore:
     ```
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db = connect(self.path)
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = sqlite_path(path)
+        self._db = connect(path)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
@@ -300,7 +278,7 @@ class Authenticator:
         self,
         store: KeyStore | None,
         required: bool,
-        cache_ttl_s: float = 1.0,
+        cache_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> None:
         if required and store is None:
             raise ValueError(
@@ -337,7 +315,7 @@ class Authenticator:
             key = cached[1]
         else:
             key = None if self.store is None else self.store.verify(secret_key)
-            if len(self._cache) > 10_000:
+            if len(self._cache) > KEY_CACHE_SIZE:
                 self._cache.clear()
             self._cache[secret_key] = (now, key)
         if key is None:

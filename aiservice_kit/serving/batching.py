@@ -22,6 +22,9 @@ import numpy as np
 
 from aiservice_kit._validation import check_positive_int
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
+from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
+from aiservice_kit.serving.config import MAX_WAIT_MS_LIMIT
 
 logger = logging.getLogger("aiservice_kit.serving")
 
@@ -41,19 +44,20 @@ class BatchingConfig:
             waiting: no added latency at low load, full batches under load.
     """
 
-    max_batch_size: int = 64
-    max_wait_ms: float = 0.0
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
 
     def __post_init__(self) -> None:
         check_positive_int("max_batch_size", self.max_batch_size)
         if (
             isinstance(self.max_wait_ms, bool)
             or not isinstance(self.max_wait_ms, (int, float))
-            or not 0 <= self.max_wait_ms <= 10_000
+            or not 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT
         ):
             raise ValueError(
                 "`max_wait_ms` must be a number of milliseconds in "
-                f"[0, 10000]. Received: max_wait_ms={self.max_wait_ms!r}"
+                f"[0, {MAX_WAIT_MS_LIMIT}]. "
+                f"Received: max_wait_ms={self.max_wait_ms!r}"
             )
 
 

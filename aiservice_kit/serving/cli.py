@@ -1,9 +1,11 @@
 """The `serve`, `keys` and `usage` commands of `aiservice-kit`.
 
-`aiservice_kit.cli` registers `add_serve_parser`, `add_keys_parser` and
-`add_usage_parser`; each sets `handler(args) -> int`. Bad input exits with
-argparse's `error:` line and status 2, never a traceback. The module also
-runs on its own: `python -m aiservice_kit.serving.cli serve ...`.
+`aiservice_kit.cli` (the one command line) registers `add_serve_parser`,
+`add_keys_parser` and `add_usage_parser`; each sets `handler(args) -> int`.
+Arguments that do not fit raise `aiservice_kit.cli.UsageError`, which
+`aiservice_kit.cli.main` reports as `aiservice-kit <command>: error: ...`
+with status 2, never a traceback. `python -m aiservice_kit.serving.cli`
+runs `aiservice_kit.cli.main`.
 """
 
 import argparse
@@ -14,6 +16,20 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from aiservice_kit.cli import UsageError
+from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving.config import DEFAULT_DB_ENV
+from aiservice_kit.serving.config import DEFAULT_DB_FILE
+from aiservice_kit.serving.config import DEFAULT_HOST
+from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
+from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
+from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
+from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
+from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
+from aiservice_kit.serving.config import DEFAULT_PORT
+from aiservice_kit.serving.config import default_db_path
+from aiservice_kit.serving.config import load_config
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
@@ -85,10 +101,10 @@ def _date(text: str) -> datetime.datetime:
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        type=Path,
+        type=str,
         default=None,
-        help="SQLite file with API keys and the usage ledger "
-        "(default: $AISERVICE_KIT_DB or ./aiservice_kit.db)",
+        help="SQLite file (or sqlite:///PATH URL) with API keys and the "
+        f"usage ledger (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
     )
 
 
@@ -101,34 +117,32 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from aiservice_kit.serving.pricing import load_config
-
+def _config(args: argparse.Namespace):
     try:
         return load_config(args.config)
     except ValueError as error:
-        parser.error(f"--config: {error}")
+        raise UsageError(f"--config: {error}") from None
 
 
 def _db(args: argparse.Namespace, must_exist: bool = False) -> Path:
-    from aiservice_kit.serving.auth import default_db_path
-
-    path = args.db if args.db is not None else default_db_path()
+    try:
+        path = default_db_path() if args.db is None else sqlite_path(args.db)
+    except ValueError as error:
+        raise UsageError(f"--db: {error}") from None
     if must_exist and not path.is_file():
-        args._parser.error(
+        raise UsageError(
             f"--db: no database at {str(path)!r}; create a key or start the "
             "server first, or pass the right --db"
         )
     if not path.parent.is_dir():
-        args._parser.error(f"--db: directory {str(path.parent)!r} not found")
+        raise UsageError(f"--db: directory {str(path.parent)!r} not found")
     return path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    parser = args._parser
-    config = _config(args, parser)
+    config = _config(args)
     if not args.model and not config.models:
-        parser.error(
+        raise UsageError(
             "--model NAME=BASE_PATH is required (or models in --config)"
         )
     auth = {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
@@ -155,7 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=args.access_log == "on",
         )
     except (ValueError, TypeError) as error:
-        parser.error(str(error))
+        raise UsageError(str(error)) from None
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(message)s",
@@ -196,9 +210,9 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 def _keys_create(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
 
-    config = _config(args, args._parser)
+    config = _config(args)
     if args.plan not in config.plans:
-        args._parser.error(
+        raise UsageError(
             f"--plan must be one of {', '.join(config.plans)} (plans of "
             f"{'--config' if args.config else 'the default config'}), "
             f"got {args.plan!r}"
@@ -210,7 +224,7 @@ def _keys_create(args: argparse.Namespace) -> int:
     try:
         key, record = store.create(args.name, args.plan, models)
     except ValueError as error:
-        args._parser.error(str(error))
+        raise UsageError(str(error)) from None
     finally:
         store.close()
     if args.json:
@@ -258,7 +272,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     try:
         record = store.revoke(args.key)
     except ValueError as error:
-        args._parser.error(str(error))
+        raise UsageError(str(error)) from None
     finally:
         store.close()
     print(f"Revoked API key {record.id} ({record.name}).")
@@ -269,7 +283,7 @@ def _usage(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
     from aiservice_kit.serving.metering import SQLiteMeter
 
-    config = _config(args, args._parser)
+    config = _config(args)
     path = _db(args, must_exist=True)
     key_id = None
     if args.key:
@@ -277,7 +291,7 @@ def _usage(args: argparse.Namespace) -> int:
         try:
             key_id = store.find(args.key).id
         except ValueError as error:
-            args._parser.error(f"--key: {error}")
+            raise UsageError(f"--key: {error}") from None
         finally:
             store.close()
     meter = SQLiteMeter(path)
@@ -333,8 +347,8 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         metavar="NAME=BASE_PATH",
         help="a model to serve (repeat for more)",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8501)
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT)
     _add_db(serve)
     _add_config(serve)
     serve.add_argument(
@@ -343,26 +357,30 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         default="auto",
         help="require API keys: auto = on unless --host is loopback",
     )
-    serve.add_argument("--max-batch-size", type=_positive_int, default=64)
+    serve.add_argument(
+        "--max-batch-size", type=_positive_int, default=DEFAULT_MAX_BATCH_SIZE
+    )
     serve.add_argument(
         "--max-wait-ms",
         type=_non_negative_float,
-        default=0.0,
-        help="wait this long for more requests to batch (default 0)",
+        default=DEFAULT_MAX_WAIT_MS,
+        help="wait this long for more requests to batch "
+        f"(default {DEFAULT_MAX_WAIT_MS:g})",
     )
     serve.add_argument(
         "--keep-versions",
         type=_positive_int,
-        default=2,
-        help="newest loadable versions kept loaded (default 2)",
+        default=DEFAULT_KEEP_VERSIONS,
+        help="newest loadable versions kept loaded "
+        f"(default {DEFAULT_KEEP_VERSIONS})",
     )
     serve.add_argument(
-        "--max-body-bytes", type=_positive_int, default=16 * 1024 * 1024
+        "--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES
     )
     serve.add_argument(
         "--poll-interval",
         type=_non_negative_float,
-        default=1.0,
+        default=DEFAULT_POLL_INTERVAL_S,
         help="seconds between scans for new versions",
     )
     serve.add_argument(
@@ -376,7 +394,7 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         choices=("debug", "info", "warning", "error"),
         default="info",
     )
-    serve.set_defaults(handler=_serve, _parser=serve)
+    serve.set_defaults(handler=_serve)
     return serve
 
 
@@ -402,16 +420,16 @@ def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
     create.add_argument("--json", action="store_true")
     _add_db(create)
     _add_config(create)
-    create.set_defaults(handler=_keys_create, _parser=create)
+    create.set_defaults(handler=_keys_create)
     listing = actions.add_parser("list", help="list keys (never secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked")
     listing.add_argument("--json", action="store_true")
     _add_db(listing)
-    listing.set_defaults(handler=_keys_list, _parser=listing)
+    listing.set_defaults(handler=_keys_list)
     revoke = actions.add_parser("revoke", help="revoke a key by id or name")
     revoke.add_argument("key", help="key id or name")
     _add_db(revoke)
-    revoke.set_defaults(handler=_keys_revoke, _parser=revoke)
+    revoke.set_defaults(handler=_keys_revoke)
     return keys
 
 
@@ -434,26 +452,11 @@ def add_usage_parser(subparsers: Any, name: str = "usage") -> Any:
     usage.add_argument("--json", action="store_true")
     _add_db(usage)
     _add_config(usage)
-    usage.set_defaults(handler=_usage, _parser=usage)
+    usage.set_defaults(handler=_usage)
     return usage
 
 
-def register(subparsers: Any) -> None:
-    """Adds `serve`, `keys` and `usage` to an argparse subparsers object."""
-    add_serve_parser(subparsers)
-    add_keys_parser(subparsers)
-    add_usage_parser(subparsers)
+if __name__ == "__main__":  # python -m aiservice_kit.serving.cli ...
+    from aiservice_kit.cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs one of the serving commands; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="aiservice-kit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    register(subparsers)
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -13,12 +13,15 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime
+import os
 import queue
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
-from aiservice_kit.serving.auth import connect
+from aiservice_kit.serving._db import SYNCHRONOUS
+from aiservice_kit.serving._db import connect
+from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving.config import LEDGER_MAX_GROUP
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -144,7 +147,8 @@ class SQLiteMeter(Meter):
     fsync per transaction.
 
     Args:
-        path: str or Path. The SQLite file (the key store may share it).
+        path: str or Path. The SQLite file (the key store may share it)
+            or a `sqlite:///...` URL; see `_db.connect`.
         synchronous: str. SQLite's `synchronous` setting, NORMAL or FULL.
 
     Example:
@@ -154,15 +158,16 @@ class SQLiteMeter(Meter):
     ```
     """
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
-        if synchronous not in ("NORMAL", "FULL"):
+    def __init__(
+        self, path: str | os.PathLike, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous not in SYNCHRONOUS:
             raise ValueError(
                 "`synchronous` must be 'NORMAL' or 'FULL'. "
                 f"Received: synchronous={synchronous!r}"
             )
-        self.path = Path(path)
-        self._db = connect(self.path)
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self.path = sqlite_path(path)
+        self._db = connect(path, synchronous=synchronous)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
@@ -259,7 +264,7 @@ class GroupCommitter:
     ```
     """
 
-    def __init__(self, meter: Meter, max_group: int = 256) -> None:
+    def __init__(self, meter: Meter, max_group: int = LEDGER_MAX_GROUP) -> None:
         self.meter = meter
         self._max_group = max_group
         self._pending = 0

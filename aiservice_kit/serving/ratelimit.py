@@ -17,6 +17,7 @@ from typing import Any
 
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.auth import ApiKey
+from aiservice_kit.serving.config import DEFAULT_PLAN_FIELDS
 from aiservice_kit.serving.metering import Meter
 
 
@@ -71,12 +72,8 @@ class Plan:
 
 #: Plans available when the server config names none.
 DEFAULT_PLANS = {
-    "free": Plan("free", requests_per_second=5, burst=10,
-                 monthly_instances=10_000),
-    "standard": Plan("standard", requests_per_second=50, burst=100,
-                     monthly_instances=1_000_000),
-    "unlimited": Plan("unlimited"),
-}  # fmt: skip
+    name: Plan(name, **fields) for name, fields in DEFAULT_PLAN_FIELDS.items()
+}
 
 
 class TokenBucket:

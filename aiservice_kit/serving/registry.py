@@ -1,17 +1,21 @@
-"""The model registry: versioned SavedModels under `base_path/<N>/`, hot reload.
+"""The model registry: which versions are served, and when they change.
 
-Each served model is a base directory of integer-named version directories
-(the layout TF Serving reads). A background thread polls it: a new version
-is loaded, warmed up and then swapped in atomically, so requests never see
-a half-loaded model; a version that fails to load is reported in the model
-status and the previous one keeps serving (it is retried when its files
-change). Requests run through the SavedModel's signatures, never through
-`model.predict`.
+Each served model is a base directory of version directories (the layout
+TF Serving reads, `aiservice_kit._layout`). Three parts, none of which
+knows TensorFlow:
+
+- the version source (`VersionSource`) lists the versions on disk and
+  removes writers' abandoned `.tmp-*` directories;
+- the manager (`ModelRegistry`, `Registry`) decides what to load and
+  unload: a new version is loaded (by the loader it is given, e.g.
+  `_servable.load_version`) and then swapped in atomically, so requests
+  never see a half-loaded model; a version that fails to load is reported
+  in the model status and the previous one keeps serving (it is retried
+  when its files change); old versions retire after a grace period;
+- the request side (`ModelSpec`): which model and version a call names.
 """
 
-import asyncio
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -21,21 +25,18 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from typing import Protocol
 
-import numpy as np
-
-from aiservice_kit.serving._codec import TensorInfo
+from aiservice_kit._layout import list_versions
+from aiservice_kit._layout import remove_stale_temporaries
 from aiservice_kit.serving._errors import ServingError
-from aiservice_kit.serving.batching import Batcher
 from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
+from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
+from aiservice_kit.serving.config import RETIRE_GRACE_S
+from aiservice_kit.serving.config import STALE_TMP_S
 
 logger = logging.getLogger("aiservice_kit.serving")
-
-DEFAULT_SIGNATURE = "serving_default"
-METADATA_FILE = Path("assets.extra") / "aiservice_kit.json"
-#: Seconds an old version stays loaded after it stops being served, so the
-#: requests that already hold it finish normally.
-RETIRE_GRACE_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ModelConfig:
 
     base_path: str | Path
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
-    keep_versions: int | None = 2
+    keep_versions: int | None = DEFAULT_KEEP_VERSIONS
     version_labels: Mapping[str, int] = dataclasses.field(
         default_factory=dict, hash=False
     )
@@ -131,191 +132,103 @@ class VersionStatus:
         }
 
 
-def _tensor_info(name: str, spec: Any) -> TensorInfo:
-    import tensorflow as tf
+class Servable(Protocol):
+    """What the manager needs of a loaded version (see `_servable`)."""
 
-    dtype = "string" if spec.dtype == tf.string else spec.dtype.name
-    shape = spec.shape
-    dims = None if shape.rank is None else tuple(shape.as_list())
-    return TensorInfo(name=name, dtype=dtype, shape=dims)
+    version: int
 
-
-def _tf_error(error: Exception) -> ServingError:
-    import tensorflow as tf
-
-    message = getattr(error, "message", str(error)).strip().splitlines()
-    text = message[0] if message else type(error).__name__
-    bad_input = (
-        tf.errors.InvalidArgumentError,
-        tf.errors.OutOfRangeError,
-        tf.errors.FailedPreconditionError,
-    )
-    if isinstance(error, bad_input):
-        return ServingError(text, 400)
-    if isinstance(error, tf.errors.ResourceExhaustedError):
-        return ServingError(text, 503)
-    return ServingError(f"Model error: {text}", 500)
+    def close(self) -> None:
+        """Releases the version once no request holds it."""
 
 
-class Signature:
-    """A callable signature of a loaded version, behind a batcher.
+#: `loader(model_name, version, path, batching, on_batch) -> Servable`;
+#: raises when the version cannot be loaded.
+Loader = Callable[
+    [str, int, Path, BatchingConfig, Callable[[int], None] | None], Servable
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Which model and version a call names, as TF Serving's ModelSpec.
+
+    At most one of `version` and `label` is set; neither means the latest.
+    `version` is kept as the text of the URL so that a malformed one is
+    reported (and metered) where the call is answered.
 
     Attributes:
-        name: str. The signature key (e.g. `serving_default`).
-        inputs: dict of TensorInfo. The inputs by name.
-        outputs: dict of TensorInfo. The outputs by name.
+        name: str. The model name.
+        version: str or None. The version number, as sent.
+        label: str or None. A version label from the model's config.
     """
 
-    def __init__(
-        self,
-        name: str,
-        fn: Any,
-        batching: BatchingConfig,
-        label: str,
-        on_batch: Callable[[int], None] | None,
-    ) -> None:
-        self.name = name
-        self._fn = fn
-        self.inputs = {
-            key: _tensor_info(key, spec)
-            for key, spec in fn.structured_input_signature[1].items()
-        }
-        self.outputs = {
-            key: _tensor_info(key, spec)
-            for key, spec in fn.structured_outputs.items()
-        }
-        self._batcher = Batcher(
-            self.run, batching, name=f"{label}-{name}", on_batch=on_batch
-        )
+    name: str
+    version: str | None = None
+    label: str | None = None
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the signature once (no batching) on numpy inputs."""
-        import tensorflow as tf
+    def version_number(self) -> int | None:
+        """The version asked for as a number (None for latest or a label).
 
-        try:
-            result = self._fn(
-                **{name: tf.convert_to_tensor(v) for name, v in inputs.items()}
+        Raises:
+            ServingError: 400 in TF Serving's words for a malformed one.
+        """
+        text = self.version
+        if text is None:
+            return None
+        # ASCII digits only: `str.isdigit` also accepts "²" and "٩".
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise ServingError(
+                f"Failed to convert version: {text} to numeric.", 400
             )
-        except tf.errors.OpError as error:
-            raise _tf_error(error) from None
-        except (TypeError, ValueError) as error:
-            raise ServingError(f"Invalid input: {error}", 400) from None
-        return {name: tensor.numpy() for name, tensor in result.items()}
+        return int(text)
 
-    async def predict(
-        self, inputs: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """Runs the inputs in the next batch and waits for their outputs."""
-        return await asyncio.wrap_future(self._batcher.submit(inputs))
+    def resolve(
+        self, registry: "Registry"
+    ) -> tuple["ModelRegistry", int | None]:
+        """The model's registry and the version number (None: the latest).
 
-    def warm_up(self) -> None:
-        """Runs one dummy instance so the first request is not slow."""
-        dummy = {}
-        for name, info in self.inputs.items():
-            if info.shape is None:
-                return
-            shape = [1 if dim is None else dim for dim in info.shape]
-            if shape:
-                shape[0] = 1
-            dtype = object if info.dtype == "string" else info.dtype
-            fill = b"" if info.dtype == "string" else 0
-            dummy[name] = np.full(shape, fill, dtype=dtype)
-        try:
-            self.run(dummy)
-        except Exception:  # a model may refuse zeros; serving still works
-            logger.debug("warm-up of %s failed", self.name, exc_info=True)
-
-    def close(self) -> None:
-        """Stops the batcher after the queued requests."""
-        self._batcher.close()
+        Raises:
+            ServingError: 400 for a malformed version or unknown label,
+                404 for an unknown model.
+        """
+        version = self.version_number()
+        model = registry.get_model(self.name, version)
+        if self.label is not None:
+            version = model.config.version_of(self.label)
+        return model, version
 
 
-def _signature_defs(path: Path) -> dict[str, Any]:
-    """The SignatureDefs as TF Serving's metadata API prints them."""
-    from google.protobuf import json_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((path / "saved_model.pb").read_bytes())
-    defs = saved.meta_graphs[0].signature_def
-    return {
-        name: json_format.MessageToDict(
-            defs[name],
-            always_print_fields_with_no_presence=True,
-            preserving_proto_field_name=True,
-        )
-        for name in sorted(defs)
-    }
-
-
-class ServableVersion:
-    """One loaded version of a model: its signatures and metadata.
+class VersionSource:
+    """The versions published under one base path.
 
     Args:
-        model_name: str. The served model's name.
-        version: int. The version number (the directory name).
-        path: Path. The version directory.
-        batching: BatchingConfig. Applied to every signature.
-        on_batch: callable or None. Receives each batch's size.
-
-    Raises:
-        Exception: whatever TensorFlow raises for a SavedModel it cannot
-            load (the registry reports it).
+        base_path: str or Path. Directory holding `<N>/` version dirs.
+        stale_tmp_s: float or None. `.tmp-*` directories older than this
+            (seconds) are removed on each poll; None keeps them.
     """
 
     def __init__(
-        self,
-        model_name: str,
-        version: int,
-        path: Path,
-        batching: BatchingConfig,
-        on_batch: Callable[[int], None] | None = None,
+        self, base_path: str | os.PathLike, stale_tmp_s: float | None
     ) -> None:
-        import tensorflow as tf
+        self.base_path = Path(base_path)
+        self.stale_tmp_s = stale_tmp_s
 
-        self.model_name = model_name
-        self.version = version
-        self.path = path
-        self._loaded = tf.saved_model.load(str(path))
-        signatures = dict(self._loaded.signatures)
-        if not signatures:
-            raise ValueError(f"SavedModel at {path} has no signatures.")
-        self.signature_defs = _signature_defs(path)
-        self.signatures = {
-            name: Signature(
-                name, fn, batching, f"{model_name}-{version}", on_batch
-            )
-            for name, fn in signatures.items()
-        }
-        self.metadata = self._read_metadata()
-        for signature in self.signatures.values():
-            signature.warm_up()
+    def poll(self) -> dict[int, Path]:
+        """Version number -> directory, for what is published now.
 
-    def _read_metadata(self) -> dict[str, Any] | None:
-        file = self.path / METADATA_FILE
-        if not file.is_file():
-            return None
+        Only names of ASCII digits count (`²` or `٩` do not), as in
+        `aiservice_kit._layout.list_versions`.
+        """
         try:
-            return json.loads(file.read_text())
-        except (OSError, ValueError):
-            logger.warning("unreadable metadata file %s", file)
-            return None
-
-    def signature(self, name: str) -> Signature:
-        """The signature by name; 400 in TF Serving's words when missing."""
-        try:
-            return self.signatures[name]
-        except KeyError:
-            raise ServingError(
-                f'Serving signature name: "{name}" not found in signature '
-                f"def (available: {', '.join(sorted(self.signatures))})",
-                400,
-            ) from None
-
-    def close(self) -> None:
-        """Stops the batchers (queued requests still finish)."""
-        for signature in self.signatures.values():
-            signature.close()
+            if self.stale_tmp_s is not None:
+                for path in remove_stale_temporaries(
+                    self.base_path, older_than=self.stale_tmp_s
+                ):
+                    logger.warning("removed abandoned export %s", path)
+            versions = list_versions(self.base_path)
+        except OSError:
+            return {}
+        return {number: self.base_path / str(number) for number in versions}
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -331,28 +244,36 @@ def _fingerprint(path: Path) -> tuple:
 
 
 class ModelRegistry:
-    """The loaded versions of one model and their status.
+    """The loaded versions of one model and their status (the manager).
 
     Args:
         name: str. The model name in URLs.
         config: ModelConfig. Where and how to serve it.
+        loader: callable. `loader(name, version, path, batching,
+            on_batch)` loads one version (see `Loader`).
         on_batch: callable or None. `on_batch(size)` for metrics.
+        stale_tmp_s: float or None. Age after which `.tmp-*` directories
+            in the base path are removed; None keeps them.
     """
 
     def __init__(
         self,
         name: str,
         config: ModelConfig,
+        loader: Loader,
         on_batch: Callable[[int], None] | None = None,
+        stale_tmp_s: float | None = STALE_TMP_S,
     ) -> None:
         self.name = name
         self.config = config
         self.base_path = Path(config.base_path)
+        self.source = VersionSource(self.base_path, stale_tmp_s)
+        self._loader = loader
         self._on_batch = on_batch
-        self._versions: dict[int, ServableVersion] = {}
+        self._versions: dict[int, Servable] = {}
         self._status: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}
-        self._retiring: list[tuple[float, ServableVersion]] = []
+        self._retiring: list[tuple[float, Servable]] = []
         self._lock = threading.Lock()
 
     @property
@@ -365,7 +286,7 @@ class ModelRegistry:
         """The loaded version numbers, newest first."""
         return sorted(self._versions, reverse=True)
 
-    def get(self, version: int | None = None) -> ServableVersion:
+    def get(self, version: int | None = None) -> Any:
         """The latest version, or the given one.
 
         Raises:
@@ -407,24 +328,13 @@ class ModelRegistry:
             )
         return [rows[key] for key in sorted(rows, reverse=True)]
 
-    def _on_disk(self) -> dict[int, Path]:
-        found = {}
-        try:
-            entries = list(self.base_path.iterdir())
-        except OSError:
-            return found
-        for entry in entries:
-            if entry.name.isdigit() and entry.is_dir():
-                found[int(entry.name)] = entry
-        return found
-
     def scan(self) -> None:
         """Loads new versions, drops removed or surplus ones (thread-safe)."""
         with self._lock:
             self._scan()
 
     def _scan(self) -> None:
-        on_disk = self._on_disk()
+        on_disk = self.source.poll()
         keep = self.config.keep_versions
         versions = dict(self._versions)
         kept: list[int] = []
@@ -454,16 +364,12 @@ class ModelRegistry:
         self._versions = versions  # one atomic swap for readers
         self._close_retired()
 
-    def _load(self, number: int, path: Path) -> ServableVersion | None:
+    def _load(self, number: int, path: Path) -> Servable | None:
         self._status[number] = VersionStatus(number, "LOADING")
         started = time.monotonic()
         try:
-            version = ServableVersion(
-                self.name,
-                number,
-                path,
-                self.config.batching,
-                on_batch=self._on_batch,
+            version = self._loader(
+                self.name, number, path, self.config.batching, self._on_batch
             )
         except Exception as error:
             self._failed[number] = _fingerprint(path)
@@ -514,20 +420,28 @@ class Registry:
 
     Args:
         models: dict of name -> ModelConfig.
+        loader: callable. Loads one version (see `Loader`);
+            `_servable.load_version` in the server.
         poll_interval_s: float. Seconds between scans of the base paths.
         on_batch: callable or None. `on_batch(model, size)` for metrics.
+        stale_tmp_s: float or None. Age after which `.tmp-*` directories
+            in the base paths are removed; None keeps them.
     """
 
     def __init__(
         self,
         models: dict[str, ModelConfig],
-        poll_interval_s: float = 1.0,
+        loader: Loader,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         on_batch: Callable[[str, int], None] | None = None,
+        stale_tmp_s: float | None = STALE_TMP_S,
     ) -> None:
         self.models = {
             name: ModelRegistry(
                 name,
                 config,
+                loader,
+                stale_tmp_s=stale_tmp_s,
                 on_batch=None
                 if on_batch is None
                 else (lambda size, _name=name: on_batch(_name, size)),

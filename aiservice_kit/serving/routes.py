@@ -1,32 +1,32 @@
-"""TF Serving's REST routes, plus usage, health, readiness and metrics."""
+"""TF Serving's REST routes, plus usage, health, readiness and metrics.
 
-import asyncio
+Each route family is one `APIRouter` with its shared tags and error
+responses. The caller (`Depends(model_caller)`: authenticated, and
+authorized for the model) and the version a URL names (`Depends` on one
+of `latest`, `by_version`, `by_label`, each giving a `ModelSpec`) are
+dependencies, so the predict, status and metadata handlers are written
+once and declared for the three URL forms TF Serving has: `/v1/models/M`,
+`/v1/models/M/versions/N` and `/v1/models/M/labels/L`.
+"""
+
 import datetime
 import json
-import logging
-import time
-import uuid
+from collections.abc import Callable
+from typing import Annotated
 from typing import Any
 
 import fastapi
+from fastapi import Depends
 from fastapi import Request
 from fastapi import Response
 
+from aiservice_kit.serving import _predict
 from aiservice_kit.serving import schemas
-from aiservice_kit.serving._codec import decode_predict
-from aiservice_kit.serving._codec import encode_predict
-from aiservice_kit.serving._codec import parse_json
-from aiservice_kit.serving._codec import signature_name_of
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._service import Service
+from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.auth import Authenticator
-from aiservice_kit.serving.metering import UsageRecord
-
-logger = logging.getLogger("aiservice_kit.serving")
-
-router = fastapi.APIRouter()
-
-#: Bodies larger than this are decoded off the event loop.
-_OFFLOAD_BYTES = 64 * 1024
+from aiservice_kit.serving.registry import ModelSpec
 
 _ERRORS = {
     code: {"model": schemas.ErrorResponse, "description": text}
@@ -62,271 +62,198 @@ def _json(payload: Any, status_code: int = 200, headers=None) -> Response:
     )
 
 
-def _version_number(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or len(text) > 18:
-        raise ServingError(
-            f"Failed to convert version: {text} to numeric.", 400
-        )
-    return int(text)
+# -- Dependencies -------------------------------------------------------------
 
 
-def _service(request: Request) -> Any:
+def service_of(request: Request) -> Service:
+    """The running server's parts (set by `create_app`'s lifespan)."""
     return request.app.state.service
 
 
-def _caller(request: Request, model: str | None = None):
-    service = _service(request)
-    key = service.auth.authenticate(request.headers)
-    request.state.key = key
-    if model is not None:
-        Authenticator.authorize(key, model)
+async def get_service(request: Request) -> Service:
+    """The dependency form of `service_of` (async: no thread hop)."""
+    return service_of(request)
+
+
+async def model_caller(request: Request, model_name: str) -> ApiKey | None:
+    """The calling key (None: anonymous), allowed to use `model_name`.
+
+    Raises:
+        ServingError: 401 for a missing (when required) or unknown key,
+            403 for a key that may not use the model.
+    """
+    key = service_of(request).auth.authenticate(request.headers)
+    request.state.key = key  # for the access log
+    Authenticator.authorize(key, model_name)
     return key
 
 
-def _resolve(
-    service: Any, model_name: str, version_text: str | None, label: str | None
-) -> tuple[Any, int | None]:
-    """(the model's registry, the version asked for: None for the latest)."""
-    version = _version_number(version_text)
-    model = service.registry.get_model(model_name, version)
-    if label is not None:
-        version = model.config.version_of(label)
-    return model, version
+async def key_caller(request: Request) -> ApiKey:
+    """The calling key; 401 without one, even when auth is optional."""
+    key = service_of(request).auth.authenticate(request.headers, required=True)
+    request.state.key = key
+    return key
 
 
-async def _predict(
-    request: Request, model_name: str, version_text, version_label=None
-):
-    service = _service(request)
-    started = time.perf_counter()
-    arrived = time.time()
-    request_id = uuid.uuid4().hex
-    key = _caller(request, model_name)
-    service.limiter.check_rate(key)
-    known = model_name in service.registry.models
-    metrics_model = model_name if known else "_unknown"
-    status, instances, version_number = 200, 0, None
-    body = b""
-    headers = {"X-Request-ID": request_id}
-    try:
-        model, version = _resolve(
-            service, model_name, version_text, version_label
+async def latest(model_name: str) -> ModelSpec:
+    """`/v1/models/{model_name}`: the latest version."""
+    return ModelSpec(model_name)
+
+
+async def by_version(model_name: str, version: str) -> ModelSpec:
+    """`/v1/models/{model_name}/versions/{version}`."""
+    return ModelSpec(model_name, version=version)
+
+
+async def by_label(model_name: str, label: str) -> ModelSpec:
+    """`/v1/models/{model_name}/labels/{label}`."""
+    return ModelSpec(model_name, label=label)
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+ModelCaller = Annotated[ApiKey | None, Depends(model_caller)]
+
+# -- Predict, status and metadata: one handler each, three URL forms --------
+
+
+def _predict_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    async def handler(
+        request: Request,
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        reply = await _predict.predict(service, key, spec, request.body)
+        return Response(
+            reply.content,
+            status_code=reply.status,
+            media_type="application/json",
+            headers=reply.headers,
         )
+
+    return handler
+
+
+def _status_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        model, version = spec.resolve(service.registry)
+        rows = model.status(version)
+        return _json({"model_version_status": [r.to_json() for r in rows]})
+
+    return handler
+
+
+def _metadata_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        model, version = spec.resolve(service.registry)
         servable = model.get(version)
-        version_number = servable.version
-        headers["X-Model-Version"] = str(servable.version)
-        body = await request.body()
-        document = (
-            await asyncio.to_thread(parse_json, body)
-            if len(body) > _OFFLOAD_BYTES
-            else parse_json(body)
-        )
-        signature = servable.signature(signature_name_of(document))
-        if len(body) > _OFFLOAD_BYTES:
-            arrays, fmt, count = await asyncio.to_thread(
-                decode_predict, document, signature.inputs
-            )
-        else:
-            arrays, fmt, count = decode_predict(document, signature.inputs)
-        service.limiter.check_quota(key, count)
-        outputs = await signature.predict(arrays)
-        payload = encode_predict(outputs, fmt)
-        content = json.dumps(payload).encode("utf-8")
-        instances = count
-    except ServingError as error:
-        if error.status_code in (413, 429):
-            raise  # refused before it was accepted: not metered
-        status = error.status_code
-        content = json.dumps({"error": error.message}).encode("utf-8")
-        headers.update(error.headers)
-    latency = time.perf_counter() - started
-    record = UsageRecord(
-        request_id=request_id,
-        time=arrived,
-        key_id=None if key is None else key.id,
-        key_name=None if key is None else key.name,
-        model=model_name,
-        version=version_number,
-        instances=instances,
-        request_bytes=len(body),
-        response_bytes=len(content),
-        latency_ms=round(latency * 1000, 3),
-        status=status,
-    )
-    try:
-        await service.committer.record(record)
-    except Exception:
-        logger.exception("usage record %s could not be committed", request_id)
-        service.metrics.observe(metrics_model, 503, latency)
-        raise ServingError(
-            "The call could not be metered, so it was not answered; "
-            "retry later.",
-            503,
-        ) from None
-    if status == 200:
-        service.limiter.add_usage(key, instances)
-    service.metrics.observe(metrics_model, status, latency)
-    return Response(
-        content,
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-@router.post(
-    "/v1/models/{model_name}:predict",
-    response_model=schemas.PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=_PREDICT_BODY,
-    tags=["predict"],
-    summary="Predict with the latest version",
-)
-async def predict(request: Request, model_name: str) -> Response:
-    """TF Serving's Predict: `instances` (rows) or `inputs` (columns)."""
-    return await _predict(request, model_name, None)
-
-
-@router.post(
-    "/v1/models/{model_name}/versions/{version}:predict",
-    response_model=schemas.PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=_PREDICT_BODY,
-    tags=["predict"],
-    summary="Predict with a given version",
-)
-async def predict_version(
-    request: Request, model_name: str, version: str
-) -> Response:
-    """TF Serving's Predict on version `version`."""
-    return await _predict(request, model_name, version)
-
-
-@router.post(
-    "/v1/models/{model_name}/labels/{label}:predict",
-    response_model=schemas.PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=_PREDICT_BODY,
-    tags=["predict"],
-    summary="Predict with the version a label names",
-)
-async def predict_label(
-    request: Request, model_name: str, label: str
-) -> Response:
-    """TF Serving's Predict on the version labelled `label`."""
-    return await _predict(request, model_name, None, label)
-
-
-def _status(
-    request: Request, model_name: str, version_text, version_label=None
-) -> Response:
-    _caller(request, model_name)
-    model, version = _resolve(
-        _service(request), model_name, version_text, version_label
-    )
-    rows = model.status(version)
-    return _json({"model_version_status": [row.to_json() for row in rows]})
-
-
-@router.get(
-    "/v1/models/{model_name}",
-    response_model=schemas.ModelStatusResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Status of every version",
-)
-def model_status(request: Request, model_name: str) -> Response:
-    """TF Serving's GetModelStatus for all versions."""
-    return _status(request, model_name, None)
-
-
-@router.get(
-    "/v1/models/{model_name}/versions/{version}",
-    response_model=schemas.ModelStatusResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Status of one version",
-)
-def version_status(request: Request, model_name: str, version: str) -> Response:
-    """TF Serving's GetModelStatus for one version."""
-    return _status(request, model_name, version)
-
-
-@router.get(
-    "/v1/models/{model_name}/labels/{label}",
-    response_model=schemas.ModelStatusResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Status of the version a label names",
-)
-def label_status(request: Request, model_name: str, label: str) -> Response:
-    """TF Serving's GetModelStatus for the version labelled `label`."""
-    return _status(request, model_name, None, label)
-
-
-def _metadata(
-    request: Request, model_name: str, version_text, version_label=None
-) -> Response:
-    _caller(request, model_name)
-    model, version = _resolve(
-        _service(request), model_name, version_text, version_label
-    )
-    servable = model.get(version)
-    metadata: dict[str, Any] = {
-        "signature_def": {"signature_def": servable.signature_defs}
-    }
-    if servable.metadata is not None:
-        metadata["aiservice_kit"] = servable.metadata
-    return _json(
-        {
-            "model_spec": {
-                "name": model_name,
-                "signature_name": "",
-                "version": str(servable.version),
-            },
-            "metadata": metadata,
+        metadata: dict[str, Any] = {
+            "signature_def": {"signature_def": servable.signature_defs}
         }
+        if servable.metadata is not None:
+            metadata["aiservice_kit"] = servable.metadata
+        return _json(
+            {
+                "model_spec": {
+                    "name": spec.name,
+                    "signature_name": "",
+                    "version": str(servable.version),
+                },
+                "metadata": metadata,
+            }
+        )
+
+    return handler
+
+
+#: The URL forms naming a version: (path suffix, dependency, route name
+#: prefix).
+_SELECTORS = {
+    "latest": ("", latest),
+    "version": ("/versions/{version}", by_version),
+    "label": ("/labels/{label}", by_label),
+}
+
+predict_router = fastapi.APIRouter(tags=["predict"], responses=_ERRORS)
+models_router = fastapi.APIRouter(tags=["models"], responses=_ERRORS)
+
+# (router, method, handler factory, selector, URL tail, route name,
+#  response model, summary, description)
+_MODEL_ROUTES = (
+    (predict_router, "POST", _predict_handler, "latest", ":predict",
+     "predict", schemas.PredictResponse,
+     "Predict with the latest version",
+     "TF Serving's Predict: `instances` (rows) or `inputs` (columns)."),
+    (predict_router, "POST", _predict_handler, "version", ":predict",
+     "predict_version", schemas.PredictResponse,
+     "Predict with a given version",
+     "TF Serving's Predict on version `version`."),
+    (predict_router, "POST", _predict_handler, "label", ":predict",
+     "predict_label", schemas.PredictResponse,
+     "Predict with the version a label names",
+     "TF Serving's Predict on the version labelled `label`."),
+    (models_router, "GET", _status_handler, "latest", "",
+     "model_status", schemas.ModelStatusResponse,
+     "Status of every version",
+     "TF Serving's GetModelStatus for all versions."),
+    (models_router, "GET", _status_handler, "version", "",
+     "version_status", schemas.ModelStatusResponse,
+     "Status of one version",
+     "TF Serving's GetModelStatus for one version."),
+    (models_router, "GET", _status_handler, "label", "",
+     "label_status", schemas.ModelStatusResponse,
+     "Status of the version a label names",
+     "TF Serving's GetModelStatus for the version labelled `label`."),
+    (models_router, "GET", _metadata_handler, "latest", "/metadata",
+     "model_metadata", schemas.ModelMetadataResponse,
+     "Signatures of the latest version",
+     "TF Serving's GetModelMetadata (signature defs), plus export "
+     "metadata."),
+    (models_router, "GET", _metadata_handler, "version", "/metadata",
+     "version_metadata", schemas.ModelMetadataResponse,
+     "Signatures of one version",
+     "TF Serving's GetModelMetadata for one version."),
+    (models_router, "GET", _metadata_handler, "label", "/metadata",
+     "label_metadata", schemas.ModelMetadataResponse,
+     "Signatures of the version a label names",
+     "TF Serving's GetModelMetadata for the version labelled `label`."),
+)  # fmt: skip
+
+for (
+    _router,
+    _method,
+    _factory,
+    _selector,
+    _tail,
+    _name,
+    _model,
+    _summary,
+    _description,
+) in _MODEL_ROUTES:
+    _suffix, _dependency = _SELECTORS[_selector]
+    _router.add_api_route(
+        "/v1/models/{model_name}" + _suffix + _tail,
+        _factory(_dependency),
+        methods=[_method],
+        name=_name,
+        response_model=_model,
+        summary=_summary,
+        description=_description,
+        openapi_extra=_PREDICT_BODY if _method == "POST" else None,
     )
 
+# -- Usage and operations -----------------------------------------------------
 
-@router.get(
-    "/v1/models/{model_name}/metadata",
-    response_model=schemas.ModelMetadataResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Signatures of the latest version",
-)
-def model_metadata(request: Request, model_name: str) -> Response:
-    """TF Serving's GetModelMetadata (signature defs), plus export metadata."""
-    return _metadata(request, model_name, None)
-
-
-@router.get(
-    "/v1/models/{model_name}/versions/{version}/metadata",
-    response_model=schemas.ModelMetadataResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Signatures of one version",
-)
-def version_metadata(
-    request: Request, model_name: str, version: str
-) -> Response:
-    """TF Serving's GetModelMetadata for one version."""
-    return _metadata(request, model_name, version)
-
-
-@router.get(
-    "/v1/models/{model_name}/labels/{label}/metadata",
-    response_model=schemas.ModelMetadataResponse,
-    responses=_ERRORS,
-    tags=["models"],
-    summary="Signatures of the version a label names",
-)
-def label_metadata(request: Request, model_name: str, label: str) -> Response:
-    """TF Serving's GetModelMetadata for the version labelled `label`."""
-    return _metadata(request, model_name, None, label)
+usage_router = fastapi.APIRouter(tags=["usage"], responses=_ERRORS)
+operations_router = fastapi.APIRouter(tags=["operations"])
 
 
 def _date(name: str, text: str | None) -> datetime.datetime | None:
@@ -345,20 +272,18 @@ def _date(name: str, text: str | None) -> datetime.datetime | None:
     return value
 
 
-@router.get(
+@usage_router.get(
     "/v1/usage",
     response_model=schemas.UsageResponse,
-    responses=_ERRORS,
-    tags=["usage"],
     summary="The calling key's own usage and charges",
 )
 def usage(
-    request: Request, since: str | None = None, until: str | None = None
+    service: ServiceDep,
+    key: Annotated[ApiKey, Depends(key_caller)],
+    since: str | None = None,
+    until: str | None = None,
 ) -> Response:
     """Usage of the calling API key in `[since, until)`, priced."""
-    service = _service(request)
-    key = service.auth.authenticate(request.headers, required=True)
-    request.state.key = key
     start, end = _date("since", since), _date("until", until)
     bill = service.prices.bill(service.meter.summarize(key.id, start, end))
     plan = service.limiter.plans.get(key.plan)
@@ -382,10 +307,9 @@ def usage(
     )
 
 
-@router.get(
+@operations_router.get(
     "/healthz",
     response_model=schemas.HealthResponse,
-    tags=["operations"],
     summary="Liveness: the process is up",
 )
 def healthz() -> Response:
@@ -393,16 +317,15 @@ def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get(
+@operations_router.get(
     "/readyz",
     response_model=schemas.HealthResponse,
     responses={503: {"model": schemas.ErrorResponse}},
-    tags=["operations"],
     summary="Readiness: every model has a loaded version",
 )
-def readyz(request: Request) -> Response:
+def readyz(service: ServiceDep) -> Response:
     """200 when every configured model serves a version, else 503."""
-    registry = _service(request).registry
+    registry = service.registry
     models = {name: model.versions for name, model in registry.models.items()}
     if registry.ready:
         return _json({"status": "ready", "models": models})
@@ -417,13 +340,19 @@ def readyz(request: Request) -> Response:
     )
 
 
-@router.get(
+@operations_router.get(
     "/metrics",
-    tags=["operations"],
     summary="Prometheus metrics",
     response_class=Response,
 )
-def metrics(request: Request) -> Response:
+def metrics(service: ServiceDep) -> Response:
     """Requests, latency, batch sizes and errors per model."""
-    body, content_type = _service(request).metrics.render()
+    body, content_type = service.metrics.render()
     return Response(body, media_type=content_type)
+
+
+#: Every route of the server, in the order the OpenAPI spec lists them.
+router = fastapi.APIRouter()
+for _included in (predict_router, models_router, usage_router):
+    router.include_router(_included)
+router.include_router(operations_router)

@@ -1,0 +1,244 @@
+"""The TensorFlow runtime of the server: one loaded SavedModel version.
+
+`load_version` is the loader the registry is given: it loads
+`base_path/<N>/` with `tf.saved_model.load`, wraps each signature in a
+batcher and warms it up. Requests run through the SavedModel's
+signatures, never through `model.predict`. With `_sources`, this is the
+only serving module that imports TensorFlow (inside the functions, so
+importing the app stays light).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiservice_kit._layout import read_metadata
+from aiservice_kit.serving._codec import TensorInfo
+from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.batching import Batcher
+from aiservice_kit.serving.batching import BatchingConfig
+
+logger = logging.getLogger("aiservice_kit.serving")
+
+
+def _tensor_info(name: str, spec: Any) -> TensorInfo:
+    import tensorflow as tf
+
+    dtype = "string" if spec.dtype == tf.string else spec.dtype.name
+    shape = spec.shape
+    dims = None if shape.rank is None else tuple(shape.as_list())
+    return TensorInfo(name=name, dtype=dtype, shape=dims)
+
+
+def _tf_error(error: Exception) -> ServingError:
+    import tensorflow as tf
+
+    message = getattr(error, "message", str(error)).strip().splitlines()
+    text = message[0] if message else type(error).__name__
+    bad_input = (
+        tf.errors.InvalidArgumentError,
+        tf.errors.OutOfRangeError,
+        tf.errors.FailedPreconditionError,
+    )
+    if isinstance(error, bad_input):
+        return ServingError(text, 400)
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        return ServingError(text, 503)
+    return ServingError(f"Model error: {text}", 500)
+
+
+class Signature:
+    """A callable signature of a loaded version, behind a batcher.
+
+    Attributes:
+        name: str. The signature key (e.g. `serving_default`).
+        inputs: dict of TensorInfo. The inputs by name.
+        outputs: dict of TensorInfo. The outputs by name.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fn: Any,
+        batching: BatchingConfig,
+        label: str,
+        on_batch: Callable[[int], None] | None,
+    ) -> None:
+        self.name = name
+        self._fn = fn
+        self.inputs = {
+            key: _tensor_info(key, spec)
+            for key, spec in fn.structured_input_signature[1].items()
+        }
+        self.outputs = {
+            key: _tensor_info(key, spec)
+            for key, spec in fn.structured_outputs.items()
+        }
+        self._batcher = Batcher(
+            self.run, batching, name=f"{label}-{name}", on_batch=on_batch
+        )
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the signature once (no batching) on numpy inputs."""
+        import tensorflow as tf
+
+        try:
+            result = self._fn(
+                **{name: tf.convert_to_tensor(v) for name, v in inputs.items()}
+            )
+        except tf.errors.OpError as error:
+            raise _tf_error(error) from None
+        except (TypeError, ValueError) as error:
+            raise ServingError(f"Invalid input: {error}", 400) from None
+        return {name: tensor.numpy() for name, tensor in result.items()}
+
+    async def predict(
+        self, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Runs the inputs in the next batch and waits for their outputs."""
+        return await asyncio.wrap_future(self._batcher.submit(inputs))
+
+    def warm_up(self) -> None:
+        """Runs one dummy instance so the first request is not slow."""
+        dummy = {}
+        for name, info in self.inputs.items():
+            if info.shape is None:
+                return
+            shape = [1 if dim is None else dim for dim in info.shape]
+            if shape:
+                shape[0] = 1
+            dtype = object if info.dtype == "string" else info.dtype
+            fill = b"" if info.dtype == "string" else 0
+            dummy[name] = np.full(shape, fill, dtype=dtype)
+        try:
+            self.run(dummy)
+        except Exception:  # a model may refuse zeros; serving still works
+            logger.debug("warm-up of %s failed", self.name, exc_info=True)
+
+    def close(self) -> None:
+        """Stops the batcher after the queued requests."""
+        self._batcher.close()
+
+
+def _signature_defs(path: Path) -> dict[str, Any]:
+    """The SignatureDefs as TF Serving's metadata API prints them."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    defs = saved.meta_graphs[0].signature_def
+    return {
+        name: json_format.MessageToDict(
+            defs[name],
+            always_print_fields_with_no_presence=True,
+            preserving_proto_field_name=True,
+        )
+        for name in sorted(defs)
+    }
+
+
+class ServableVersion:
+    """One loaded version of a model: its signatures and metadata.
+
+    Args:
+        model_name: str. The served model's name.
+        version: int. The version number (the directory name).
+        path: Path. The version directory.
+        batching: BatchingConfig. Applied to every signature.
+        on_batch: callable or None. Receives each batch's size.
+
+    Raises:
+        Exception: whatever TensorFlow raises for a SavedModel it cannot
+            load (the registry reports it).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        version: int,
+        path: Path,
+        batching: BatchingConfig,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        import tensorflow as tf
+
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        self._loaded = tf.saved_model.load(str(path))
+        signatures = dict(self._loaded.signatures)
+        if not signatures:
+            raise ValueError(f"SavedModel at {path} has no signatures.")
+        self.signature_defs = _signature_defs(path)
+        self.signatures = {
+            name: Signature(
+                name, fn, batching, f"{model_name}-{version}", on_batch
+            )
+            for name, fn in signatures.items()
+        }
+        self.metadata = self._read_metadata()
+        for signature in self.signatures.values():
+            signature.warm_up()
+
+    def _read_metadata(self) -> dict[str, Any] | None:
+        try:
+            return read_metadata(self.path)
+        except FileNotFoundError:
+            return None  # not exported by aiservice_kit: still served
+        except (OSError, ValueError) as error:
+            logger.warning("unreadable metadata in %s: %s", self.path, error)
+            return None
+
+    def signature(self, name: str) -> Signature:
+        """The signature by name; 400 in TF Serving's words when missing."""
+        try:
+            return self.signatures[name]
+        except KeyError:
+            raise ServingError(
+                f'Serving signature name: "{name}" not found in signature '
+                f"def (available: {', '.join(sorted(self.signatures))})",
+                400,
+            ) from None
+
+    def close(self) -> None:
+        """Stops the batchers (queued requests still finish)."""
+        for signature in self.signatures.values():
+            signature.close()
+
+
+def load_version(
+    model_name: str,
+    version: int,
+    path: Path,
+    batching: BatchingConfig,
+    on_batch: Callable[[int], None] | None = None,
+) -> ServableVersion:
+    """The registry's loader: loads and warms up one version.
+
+    Args:
+        model_name: str. The served model's name.
+        version: int. The version number.
+        path: Path. The version directory.
+        batching: BatchingConfig. Applied to every signature.
+        on_batch: callable or None. Receives each batch's size.
+
+    Returns:
+        The loaded ServableVersion.
+
+    Raises:
+        Exception: whatever TensorFlow raises for a SavedModel it cannot
+            load (the registry reports it in the model status).
+
+    Example:
+    ```python
+    from aiservice_kit.serving._servable import load_version
+    from aiservice_kit.serving.registry import Registry
+    registry = Registry({"mnist": config}, loader=load_version)
+    ```
+    """
+    return ServableVersion(model_name, version, path, batching, on_batch)

@@ -1,0 +1,298 @@
+"""The server config file and every serving default, in one place.
+
+Every default the server, the CLI and the config file share (address,
+batching, reload polling, the database, body and cache limits, plans) is
+defined here once; the other serving modules import it. The module imports
+no other serving module at import time (the types it builds are imported
+where they are built), so every room can import its defaults from here.
+
+The config file (TOML or JSON) holds the price list, the plans and,
+optionally, per-model serving settings:
+
+```toml
+currency = "USD"
+
+[prices]            # per 1,000 instances of a successful call
+mnist = 0.40
+"*" = 0.10          # any other model
+
+[plans.free]
+requests_per_second = 5
+burst = 10
+monthly_instances = 10000
+
+[models.mnist]      # optional: `serve --model` can give the path instead
+base_path = "exports/mnist"
+max_batch_size = 64
+max_wait_ms = 0
+keep_versions = 2
+version_labels = { stable = 1, canary = 2 }   # /labels/stable:predict
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from aiservice_kit._layout import STALE_TMP_SECONDS
+
+if TYPE_CHECKING:
+    from aiservice_kit.serving.pricing import PriceList
+    from aiservice_kit.serving.ratelimit import Plan
+    from aiservice_kit.serving.registry import ModelConfig
+
+# -- Address ----------------------------------------------------------------
+
+#: Host `serve` listens on (loopback: API keys are optional there).
+DEFAULT_HOST = "127.0.0.1"
+#: Port `serve` listens on (TF Serving's REST port).
+DEFAULT_PORT = 8501
+#: The name a single model gets, as in TensorFlow Serving's --model_name.
+DEFAULT_MODEL_NAME = "default"
+
+# -- Models -----------------------------------------------------------------
+
+#: Most instances run in one call of a signature.
+DEFAULT_MAX_BATCH_SIZE = 64
+#: Milliseconds a batch waits for more requests (0: only those waiting).
+DEFAULT_MAX_WAIT_MS = 0.0
+#: Largest accepted `max_wait_ms`.
+MAX_WAIT_MS_LIMIT = 10_000
+#: Newest loadable versions kept loaded per model.
+DEFAULT_KEEP_VERSIONS = 2
+#: Seconds between scans of the base paths for new versions.
+DEFAULT_POLL_INTERVAL_S = 1.0
+#: Seconds an old version stays loaded after it stops being served, so the
+#: requests that already hold it finish normally.
+RETIRE_GRACE_S = 30.0
+#: Age (seconds) after which a writer's `.tmp-*` directory in a base path
+#: is taken as abandoned and removed on the next scan.
+STALE_TMP_S = STALE_TMP_SECONDS
+
+# -- Requests ---------------------------------------------------------------
+
+#: Request body limit (bytes); larger bodies get 413.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Predict bodies larger than this are decoded off the event loop.
+OFFLOAD_BYTES = 64 * 1024
+
+# -- Keys and ledger ----------------------------------------------------------
+
+#: Environment variable naming the database when none is given.
+DEFAULT_DB_ENV = "AISERVICE_KIT_DB"
+#: The database file used when neither `db` nor `$AISERVICE_KIT_DB` is set.
+DEFAULT_DB_FILE = "aiservice_kit.db"
+#: Seconds SQLite waits for a lock before it reports the database busy.
+DB_BUSY_TIMEOUT_S = 30.0
+#: Seconds a verified API key is trusted before it is looked up again.
+KEY_CACHE_TTL_S = 1.0
+#: Verified keys cached at most (the cache is cleared beyond).
+KEY_CACHE_SIZE = 10_000
+#: Records committed together at most by the ledger writer.
+LEDGER_MAX_GROUP = 256
+
+# -- Prices and plans ---------------------------------------------------------
+
+#: Currency shown on bills when the config names none.
+DEFAULT_CURRENCY = "USD"
+#: Plans available when the config names none: name -> Plan fields.
+DEFAULT_PLAN_FIELDS: dict[str, dict[str, Any]] = {
+    "free": {
+        "requests_per_second": 5,
+        "burst": 10,
+        "monthly_instances": 10_000,
+    },
+    "standard": {
+        "requests_per_second": 50,
+        "burst": 100,
+        "monthly_instances": 1_000_000,
+    },
+    "unlimited": {},
+}
+
+
+def default_db_path() -> Path:
+    """`$AISERVICE_KIT_DB`, else `./aiservice_kit.db`.
+
+    Returns:
+        The database path used when none is given (the variable may hold
+        a path or a `sqlite:///...` URL).
+
+    Raises:
+        ValueError: when the variable holds a URL of another scheme.
+
+    Example:
+    ```python
+    from aiservice_kit.serving.config import default_db_path
+    default_db_path()  # PosixPath('aiservice_kit.db')
+    ```
+    """
+    from aiservice_kit.serving._db import sqlite_path
+
+    return sqlite_path(os.environ.get(DEFAULT_DB_ENV, DEFAULT_DB_FILE))
+
+
+def _default_prices() -> PriceList:
+    from aiservice_kit.serving.pricing import PriceList
+
+    return PriceList()
+
+
+def _default_plans() -> dict[str, Plan]:
+    from aiservice_kit.serving.ratelimit import DEFAULT_PLANS
+
+    return dict(DEFAULT_PLANS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything the config file sets.
+
+    Attributes:
+        prices: PriceList. Prices per model.
+        plans: dict of name -> Plan.
+        models: dict of name -> ModelConfig (may be empty).
+    """
+
+    prices: PriceList = dataclasses.field(default_factory=_default_prices)
+    plans: dict[str, Plan] = dataclasses.field(default_factory=_default_plans)
+    models: dict[str, ModelConfig] = dataclasses.field(default_factory=dict)
+
+
+_PLAN_FIELDS = ("requests_per_second", "burst", "monthly_instances")
+_MODEL_FIELDS = (
+    "base_path",
+    "max_batch_size",
+    "max_wait_ms",
+    "keep_versions",
+    "version_labels",
+)
+
+
+def _table(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"`{where}` in the config must be a table/object.")
+    return data
+
+
+def parse_config(
+    data: dict[str, Any], root: Path | None = None
+) -> ServerConfig:
+    """Builds a ServerConfig from the parsed config file.
+
+    Args:
+        data: dict. The parsed TOML/JSON.
+        root: Path or None. Relative model paths are resolved from here.
+
+    Returns:
+        The ServerConfig.
+
+    Raises:
+        ValueError: naming the entry that is wrong.
+
+    Example:
+    ```python
+    parse_config({"prices": {"mnist": 0.4}}).prices.price_per_1000("mnist")
+    ```
+    """
+    from aiservice_kit.serving.batching import BatchingConfig
+    from aiservice_kit.serving.pricing import PriceList
+    from aiservice_kit.serving.ratelimit import Plan
+    from aiservice_kit.serving.registry import ModelConfig
+
+    data = _table(data, "config")
+    unknown = set(data) - {"currency", "prices", "plans", "models"}
+    if unknown:
+        raise ValueError(
+            "The config may only have the keys currency, prices, plans, "
+            f"models. Received unknown keys: {sorted(unknown)}"
+        )
+    prices = PriceList(
+        _table(data.get("prices", {}), "prices"),
+        currency=data.get("currency", DEFAULT_CURRENCY),
+    )
+    plans = _default_plans()
+    if "plans" in data:
+        plans = {}
+        for name, fields in _table(data["plans"], "plans").items():
+            fields = _table(fields, f"plans.{name}")
+            extra = set(fields) - set(_PLAN_FIELDS)
+            if extra:
+                raise ValueError(
+                    f"`plans.{name}` accepts {', '.join(_PLAN_FIELDS)}. "
+                    f"Received unknown keys: {sorted(extra)}"
+                )
+            plans[name] = Plan(name, **fields)
+    models = {}
+    for name, fields in _table(data.get("models", {}), "models").items():
+        fields = _table(fields, f"models.{name}")
+        extra = set(fields) - set(_MODEL_FIELDS)
+        if extra or "base_path" not in fields:
+            raise ValueError(
+                f"`models.{name}` needs base_path and accepts "
+                f"{', '.join(_MODEL_FIELDS)}. Received: {sorted(fields)}"
+            )
+        base_path = Path(fields["base_path"])
+        if root is not None and not base_path.is_absolute():
+            base_path = root / base_path
+        try:
+            batching = BatchingConfig(
+                max_batch_size=fields.get(
+                    "max_batch_size", DEFAULT_MAX_BATCH_SIZE
+                ),
+                max_wait_ms=fields.get("max_wait_ms", DEFAULT_MAX_WAIT_MS),
+            )
+            models[name] = ModelConfig(
+                base_path,
+                batching,
+                fields.get("keep_versions", DEFAULT_KEEP_VERSIONS),
+                fields.get("version_labels", {}),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"`models.{name}`: {error}") from None
+    return ServerConfig(prices=prices, plans=plans, models=models)
+
+
+def load_config(path: str | os.PathLike | None) -> ServerConfig:
+    """Reads a TOML (`.toml`) or JSON config file; None gives the defaults.
+
+    Args:
+        path: str or PathLike or None. The config file.
+
+    Returns:
+        The ServerConfig.
+
+    Raises:
+        ValueError: for a missing file or a wrong entry.
+
+    Example:
+    ```python
+    from aiservice_kit.serving import load_config
+    config = load_config("serving.toml")
+    sorted(config.plans)
+    ```
+    """
+    if path is None:
+        return ServerConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"`config` must be an existing TOML or JSON file. "
+            f"Received: config={str(path)!r}"
+        )
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as error:  # TOMLDecodeError and JSONDecodeError
+        raise ValueError(f"Cannot parse config file {path}: {error}") from None
+    return parse_config(data, root=path.parent)

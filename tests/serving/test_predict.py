@@ -1,0 +1,98 @@
+"""The metered predict pipeline called directly, without HTTP."""
+
+import asyncio
+import json
+
+import pytest
+from serving_helpers import export_half_plus_three
+
+from aiservice_kit.serving import KeyStore
+from aiservice_kit.serving import ModelConfig
+from aiservice_kit.serving import Plan
+from aiservice_kit.serving import PriceList
+from aiservice_kit.serving import SQLiteMeter
+from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._predict import predict
+from aiservice_kit.serving._servable import load_version
+from aiservice_kit.serving._service import Metrics
+from aiservice_kit.serving._service import Service
+from aiservice_kit.serving.auth import Authenticator
+from aiservice_kit.serving.metering import GroupCommitter
+from aiservice_kit.serving.ratelimit import RateLimiter
+from aiservice_kit.serving.registry import ModelSpec
+from aiservice_kit.serving.registry import Registry
+
+
+@pytest.fixture
+def service(tmp_path):
+    export_half_plus_three(tmp_path / "hp3")
+    db = tmp_path / "service.db"
+    store = KeyStore(db)
+    meter = SQLiteMeter(db)
+    registry = Registry(
+        {"hp3": ModelConfig(tmp_path / "hp3")}, load_version, 60
+    )
+    registry.start()
+    committer = GroupCommitter(meter)
+    plans = {"tiny": Plan("tiny", monthly_instances=3)}
+    yield Service(
+        registry=registry,
+        auth=Authenticator(store, required=True),
+        limiter=RateLimiter(plans, meter),
+        meter=meter,
+        committer=committer,
+        prices=PriceList(),
+        metrics=Metrics(),
+    )
+    committer.close()
+    registry.stop()
+    meter.close()
+    store.close()
+
+
+def test_predict_runs_meters_and_answers_without_http(service):
+    _, key = service.auth.store.create("acme", "tiny")
+    body = json.dumps({"instances": [1.0, 2.0]}).encode()
+
+    reply = asyncio.run(predict(service, key, ModelSpec("hp3"), body))
+    (record,) = service.meter.records(key.id)
+
+    assert reply.status == 200
+    assert json.loads(reply.content) == {"predictions": [3.5, 4.0]}
+    assert reply.headers["X-Model-Version"] == "123"
+    assert reply.headers["X-Request-ID"] == record.request_id
+    assert (record.status, record.instances, record.version) == (200, 2, 123)
+    assert record.request_bytes == len(body)
+    assert record.response_bytes == len(reply.content)
+    assert service.limiter.used_this_month(key) == 2
+
+
+def test_errors_after_acceptance_are_metered_replies(service):
+    _, key = service.auth.store.create("acme", "tiny")
+
+    async def read_body() -> bytes:
+        raise AssertionError("an unknown version must not read the body")
+
+    missing = asyncio.run(
+        predict(service, key, ModelSpec("hp3", version="7"), read_body)
+    )
+    bad = asyncio.run(predict(service, key, ModelSpec("hp3"), b"{"))
+    statuses = [record.status for record in service.meter.records(key.id)]
+
+    assert (missing.status, bad.status) == (404, 400)
+    assert json.loads(missing.content) == {
+        "error": "Servable not found for request: Specific(hp3, 7)"
+    }
+    assert "X-Model-Version" not in missing.headers
+    assert statuses == [404, 400]
+
+
+def test_the_quota_refuses_before_acceptance_and_is_not_metered(service):
+    _, key = service.auth.store.create("acme", "tiny")
+    body = json.dumps({"instances": [1.0, 2.0, 3.0, 4.0]}).encode()
+
+    with pytest.raises(ServingError) as refused:
+        asyncio.run(predict(service, key, ModelSpec("hp3"), body))
+
+    assert refused.value.status_code == 429
+    assert service.meter.records(key.id) == []

@@ -1,0 +1,71 @@
+"""The serving commands' one error policy, as a user runs them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        (
+            "aiservice_kit.cli",
+            ["serve"],
+            "aiservice-kit serve: error: --model NAME=BASE_PATH is required",
+        ),
+        (
+            "aiservice_kit.serving.cli",
+            ["serve"],
+            "aiservice-kit serve: error: --model NAME=BASE_PATH is required",
+        ),
+        (
+            "aiservice_kit.cli",
+            ["keys", "list", "--db", "postgresql://host/db"],
+            "aiservice-kit keys: error: --db: `db` must be a file path or a "
+            "URL with one of the schemes sqlite://.",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(module, argv, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_sqlite_url_names_the_database(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    create = [sys.executable, "-m", "aiservice_kit.cli", "keys", "create"]
+    created = subprocess.run(
+        [*create, "--name", "acme", "--plan", "free", "--db", "sqlite:///k.db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "aiservice_kit.cli", "keys", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=dict(env, AISERVICE_KIT_DB=str(tmp_path / "k.db")),
+    )
+
+    assert created.returncode == 0, created.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "acme" in listed.stdout
