@@ -17,6 +17,10 @@ import numpy as np
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit.serving._errors import ServingError
 
+#: The response key of a row-format answer (TF Serving's REST API).
+ROW_RESULT_KEY = "predictions"
+#: The response key of a columnar-format answer.
+COLUMNAR_RESULT_KEY = "outputs"
 ROW = "row"
 COLUMNAR = "columnar"
 _MAX_JSON_SNIPPET = 200
@@ -407,14 +411,16 @@ def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
     names = sorted(outputs)
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return {"outputs": _output_value(names[0], outputs[names[0]])}
+            return {
+                COLUMNAR_RESULT_KEY: _output_value(names[0], outputs[names[0]])
+            }
         return {
-            "outputs": {
+            COLUMNAR_RESULT_KEY: {
                 name: _output_value(name, outputs[name]) for name in names
             }
         }
     if len(names) == 1:
-        return {"predictions": _output_value(names[0], outputs[names[0]])}
+        return {ROW_RESULT_KEY: _output_value(names[0], outputs[names[0]])}
     batch = None
     values = {}
     for name in names:
@@ -429,7 +435,7 @@ def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
             )
         values[name] = _output_value(name, array)
     return {
-        "predictions": [
+        ROW_RESULT_KEY: [
             {name: values[name][index] for name in names}
             for index in range(batch or 0)
         ]

@@ -6,6 +6,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from aiservice_kit.serving._codec import COLUMNAR_RESULT_KEY
+from aiservice_kit.serving._codec import ROW_RESULT_KEY
+
 
 class ServingClientError(Exception):
     """An error answer from the server.
@@ -141,7 +144,7 @@ class Client:
         """
         body = {"instances": _plain(instances)}
         return self._predict(model, version, label, body, signature_name)[
-            "predictions"
+            ROW_RESULT_KEY
         ]
 
     def predict_columns(
@@ -156,7 +159,7 @@ class Client:
         """Columnar predict (`inputs`); returns `outputs`."""
         body = {"inputs": _plain(inputs)}
         return self._predict(model, version, label, body, signature_name)[
-            "outputs"
+            COLUMNAR_RESULT_KEY
         ]
 
     def _predict(

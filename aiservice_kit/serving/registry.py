@@ -18,6 +18,7 @@ knows TensorFlow:
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 import types
@@ -176,7 +177,7 @@ class ModelSpec:
         if text is None:
             return None
         # ASCII digits only: `str.isdigit` also accepts "²" and "٩".
-        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        if not re.fullmatch(r"[0-9]{1,18}", text):
             raise ServingError(
                 f"Failed to convert version: {text} to numeric.", 400
             )
