@@ -50,9 +50,7 @@ def predict_ratings(
     u = np.where(known_u, users, 0)
     i = np.where(known_i, items, 0)
     dots = np.einsum(
-        "ij,ij->i",
-        user_factors[u].astype(np.float64),
-        item_factors[i].astype(np.float64),
+        "ij,ij->i", user_factors[u], item_factors[i], dtype=np.float64
     )
     out = (
         global_mean
