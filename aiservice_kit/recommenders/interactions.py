@@ -55,14 +55,53 @@ class Ratings:
         )
 
 
+#: MovieLens file layouts: (file name, separator, has a header row).
+_MOVIELENS_FORMATS = {
+    "ratings.csv": (",", True),
+    "u.data": ("\t", False),
+    "ratings.dat": ("::", False),
+}
+
+
+def _movielens_file(path: str) -> tuple[str, str, bool]:
+    if os.path.isdir(path):
+        for name, (separator, header) in _MOVIELENS_FORMATS.items():
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate, separator, header
+        raise FileNotFoundError(
+            "`path` must be a MovieLens ratings file or a directory holding "
+            f"one of {list(_MOVIELENS_FORMATS)}. Received: path={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            "`path` must be a MovieLens ratings file (ratings.csv, u.data or "
+            f"ratings.dat) or its directory. Received: path={path!r}"
+        )
+    name = os.path.basename(path)
+    if name.endswith(".dat"):
+        return path, "::", False
+    if name.endswith(".csv"):
+        return path, ",", True
+    return path, "\t", False
+
+
 def load_movielens_ratings(
     path: str | os.PathLike, *, min_rating: float | None = None
 ) -> Ratings:
-    """Loads a MovieLens-style `ratings.csv` (userId,movieId,rating,timestamp).
+    """Loads MovieLens ratings in any of their three published layouts.
+
+    - `ratings.csv` (ml-latest, ml-latest-small, ml-20m...): a header
+      `userId,movieId,rating,timestamp`, comma-separated.
+    - `u.data` (ml-100k): `user item rating timestamp`, tab-separated,
+      no header.
+    - `ratings.dat` (ml-1m, ml-10m): `user::item::rating::timestamp`.
 
     Args:
-        path: str or path-like. The CSV file, or a directory holding
-            `ratings.csv` (e.g. `ml-latest-small`).
+        path: str or path-like. The file, or a directory holding one of
+            them (e.g. `ml-latest-small`, `ml-100k`, `ml-1m`); a file
+            named `*.csv` is read as CSV, `*.dat` with `::`, anything else
+            as tab-separated.
         min_rating: float or None. When given, keeps only events rated at
             least this much (explicit ratings turned into implicit
             feedback; the kept ratings are left as they are, see
@@ -73,8 +112,9 @@ def load_movielens_ratings(
         timestamps.
 
     Raises:
-        FileNotFoundError: if the file does not exist.
-        ValueError: if the header is not the MovieLens one.
+        FileNotFoundError: if no such file exists.
+        ValueError: if a CSV header is not the MovieLens one, or a row does
+            not hold four numbers.
 
     Example:
     ```python
@@ -82,27 +122,37 @@ def load_movielens_ratings(
         load_movielens_ratings,
     )
     ratings = load_movielens_ratings("ml-latest-small", min_rating=4.0)
+    ml100k = load_movielens_ratings("ml-100k")  # reads u.data
     ```
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "ratings.csv")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            "`path` must be a MovieLens ratings.csv or the directory that "
-            f"holds it. Received: path={path!r}"
-        )
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle))
-    expected = ["userId", "movieId", "rating", "timestamp"]
-    if [column.strip() for column in header[:4]] != expected:
+    path, separator, header_row = _movielens_file(os.fspath(path))
+    if header_row:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        expected = ["userId", "movieId", "rating", "timestamp"]
+        if [column.strip() for column in header[:4]] != expected:
+            raise ValueError(
+                f"`path` must be a CSV with columns {expected}. "
+                f"Received: path={path!r} with header {header}"
+            )
+    try:
+        if separator == "::":
+            with open(path, encoding="latin-1") as handle:
+                rows = [line.split("::")[:4] for line in handle if line.strip()]
+            table = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        else:
+            table = np.loadtxt(
+                path,
+                delimiter=separator,
+                skiprows=int(header_row),
+                usecols=(0, 1, 2, 3),
+                ndmin=2,
+            )
+    except ValueError as error:
         raise ValueError(
-            f"`path` must be a CSV with columns {expected}. "
-            f"Received: path={path!r} with header {header}"
-        )
-    table = np.loadtxt(
-        path, delimiter=",", skiprows=1, usecols=(0, 1, 2, 3), ndmin=2
-    )
+            "`path` must hold rows of four numbers (user, item, rating, "
+            f"timestamp). Received: path={path!r} ({error})"
+        ) from None
     ratings = Ratings(
         table[:, 0].astype(np.int64),
         table[:, 1].astype(np.int64),
@@ -450,3 +500,83 @@ def leave_last_n_out(
 def is_integer_like(value: Any) -> bool:
     """Whether `value` is an integer scalar (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def kfold_split(
+    n_events: int, *, n_splits: int = 5, seed: int | None = 0
+) -> np.ndarray:
+    """Assigns each event to one of `n_splits` random folds of equal size.
+
+    The same `(n_events, n_splits, seed)` always gives the same folds, so
+    models evaluated one after the other see identical splits (what
+    surprise's `KFold(random_state=...)` gives).
+
+    Args:
+        n_events: int >= n_splits. The number of events.
+        n_splits: int >= 2. The number of folds.
+        seed: int or None. Random seed.
+
+    Returns:
+        int64 fold number per event; fold f is the test set of split f.
+
+    Raises:
+        ValueError: if `n_splits` < 2 or there are fewer events than folds.
+
+    Example:
+    ```python
+    folds = kfold_split(len(ratings), n_splits=5, seed=0)
+    train, test = ratings.subset(folds != 0), ratings.subset(folds == 0)
+    ```
+    """
+    n_splits = _validation.check_positive_int("n_splits", n_splits, minimum=2)
+    n_events = _validation.check_positive_int("n_events", n_events, minimum=0)
+    if n_events < n_splits:
+        raise ValueError(
+            f"`n_events` must be at least n_splits={n_splits}. "
+            f"Received: n_events={n_events}"
+        )
+    order = np.random.default_rng(seed).permutation(n_events)
+    folds = np.empty(n_events, dtype=np.int64)
+    for fold, part in enumerate(np.array_split(order, n_splits)):
+        folds[part] = fold
+    return folds
+
+
+def temporal_split(
+    timestamps: Any, *, test_fraction: float = 0.2
+) -> np.ndarray:
+    """Global time split: the latest `test_fraction` of events for testing.
+
+    Everything before a cut-off time trains, everything after tests (ties
+    broken by position), as a model deployed at that time would face. For
+    a per-user split by time see `leave_last_n_out`; per user at random,
+    `random_split`.
+
+    Args:
+        timestamps: 1-D array-like of numbers, one per event.
+        test_fraction: float in (0, 1). The share of events held out.
+
+    Returns:
+        A boolean mask over the events: True marks a test event.
+
+    Raises:
+        ValueError: on non-numeric timestamps or a fraction out of range.
+
+    Example:
+    ```python
+    test = temporal_split(ratings.timestamps, test_fraction=0.2)
+    ```
+    """
+    fraction = _validation.check_fraction("test_fraction", test_fraction)
+    times = np.asarray(timestamps)
+    if times.ndim != 1 or times.dtype.kind not in "iuf":
+        raise ValueError(
+            "`timestamps` must be a 1-D array of numbers. Received: shape "
+            f"{times.shape}, dtype {times.dtype}"
+        )
+    order = np.lexsort((np.arange(len(times)), times))
+    n_test = int(round(fraction * len(times)))
+    mask = np.zeros(len(times), dtype=bool)
+    if n_test:
+        mask[order[-n_test:]] = True
+    return mask

@@ -28,3 +28,11 @@ def movielens_split(movielens_likes):
         movielens_likes.user_ids, movielens_likes.timestamps, n=5
     )
     return movielens_likes.subset(~test), movielens_likes.subset(test)
+
+
+@pytest.fixture(scope="session")
+def movielens_ratings_all(data_dir):
+    """MovieLens small, every explicit rating (0.5-5 stars)."""
+    return interactions.load_movielens_ratings(
+        data_dir / "movielens-latest-small"
+    )

@@ -1,0 +1,174 @@
+"""Rating triples shared by the rating models: checks and id encoding.
+
+The rating models (`MatrixFactorization`, `KNNRatingPredictor`) take
+(user, item, rating) triples, never a dense users x items matrix; this
+module validates them and maps ids to positions, once for both.
+"""
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from aiservice_kit.recommenders import interactions as _interactions
+from aiservice_kit.recommenders.cosine import _normalise_ids
+
+
+def check_rating_scale(value: Any) -> tuple[float, float] | None:
+    """Validates a `rating_scale` parameter: None or (low, high)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "`rating_scale` must be None or a (low, high) pair of numbers, "
+            f"e.g. (0.5, 5.0). Received: rating_scale={value!r}"
+        ) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(
+            "`rating_scale` must be a finite (low, high) pair with low < "
+            f"high. Received: rating_scale={value!r}"
+        )
+    return low, high
+
+
+def split_triples(X: Any) -> tuple[Any, Any, Any]:
+    """(user_ids, item_ids, ratings) from a Ratings, a tuple or a matrix."""
+    if isinstance(X, _interactions.Ratings):
+        return X.user_ids, X.item_ids, X.ratings
+    if sp.issparse(X):
+        coo = sp.coo_matrix(X)
+        return (
+            coo.row.astype(np.int64),
+            coo.col.astype(np.int64),
+            coo.data,
+        )
+    if isinstance(X, tuple) and len(X) == 3:
+        return X
+    raise TypeError(
+        "`X` must be an interactions.Ratings, a (user_ids, item_ids, "
+        "ratings) tuple of 1-D arrays or a scipy sparse users x items "
+        f"matrix of ratings. Received: X of type {type(X).__name__}"
+    )
+
+
+def check_ratings(
+    ratings: Any,
+    length: int,
+    rating_scale: tuple[float, float] | None,
+    *,
+    non_negative: bool = False,
+) -> np.ndarray:
+    """Finite float32 ratings, one per event, inside `rating_scale`.
+
+    Raises:
+        TypeError: on non-numeric ratings.
+        ValueError: on a length mismatch, NaN/inf, a value outside the
+            scale or (with `non_negative`) a negative weight.
+    """
+    array = np.asarray(ratings)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            "`ratings` must be numeric. "
+            f"Received: ratings with dtype {array.dtype}"
+        )
+    if array.shape != (length,):
+        raise ValueError(
+            "`ratings` must have one value per (user, item) pair, shape "
+            f"({length},). Received: ratings with shape {array.shape}"
+        )
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(
+            f"`ratings` must be finite. Received: {bad} NaN or inf values"
+        )
+    if rating_scale is not None and length:
+        low, high = rating_scale
+        outside = (array < low) | (array > high)
+        if outside.any():
+            raise ValueError(
+                f"`ratings` must lie in rating_scale={rating_scale}. "
+                f"Received: {int(outside.sum())} ratings outside it, "
+                f"e.g. {array[outside][:3].tolist()}; pass the scale of "
+                "your data as `rating_scale`"
+            )
+    if non_negative and length and array.min() < 0:
+        raise ValueError(
+            "`ratings` must be >= 0 for implicit feedback (weights: larger "
+            f"means stronger). Received: minimum {array.min()}"
+        )
+    return array
+
+
+def encode_triples(
+    X: Any,
+    rating_scale: tuple[float, float] | None,
+    *,
+    non_negative: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validates and encodes triples.
+
+    Returns:
+        `(users, items, ratings, user_vocab, item_vocab)`: int64 positions,
+        float32 ratings and the two vocabularies.
+
+    Raises:
+        TypeError, ValueError: see `check_ratings`; ValueError on empty
+        data or mismatched lengths.
+    """
+    user_ids, item_ids, ratings = split_triples(X)
+    user_array = _interactions._as_id_array("user_ids", user_ids)
+    item_array = _interactions._as_id_array("item_ids", item_ids)
+    if len(user_array) != len(item_array):
+        raise ValueError(
+            "`user_ids` and `item_ids` must have the same length. Received: "
+            f"{len(user_array)} user ids and {len(item_array)} item ids"
+        )
+    if len(user_array) == 0:
+        raise ValueError(
+            "`X` must hold at least one (user, item, rating) triple. "
+            "Received: 0 triples"
+        )
+    values = check_ratings(
+        ratings, len(user_array), rating_scale, non_negative=non_negative
+    )
+    user_vocab = _normalise_ids(_interactions.vocabulary(user_array))
+    item_vocab = _normalise_ids(_interactions.vocabulary(item_array))
+    users = _interactions.lookup(user_vocab, user_array, name="user_ids")
+    items = _interactions.lookup(item_vocab, item_array, name="item_ids")
+    return users, items, values, user_vocab, item_vocab
+
+
+def id_positions(
+    vocab: np.ndarray, ids: Any, name: str, unknown: str
+) -> tuple[np.ndarray, bool]:
+    """Positions of one id or a 1-D array of ids (scalar flag second)."""
+    scalar = np.ndim(ids) == 0 and not isinstance(ids, (list, tuple))
+    if scalar:
+        if isinstance(ids, (float, np.floating)):
+            raise TypeError(
+                f"`{name}` must be an id or a 1-D array of them. "
+                f"Received: {name}={ids!r}"
+            )
+        array = np.empty(1, dtype=object)
+        array[0] = ids.item() if hasattr(ids, "item") else ids
+        ids = _normalise_ids(array)
+    return (
+        _interactions.lookup(vocab, ids, name=name, unknown=unknown),
+        scalar,
+    )
+
+
+def to_ids(vocab: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Ids at positions; -1 becomes -1, "" or None by the id type."""
+    valid = idx >= 0
+    if vocab.dtype.kind == "O":
+        out = np.empty(idx.shape, dtype=object)
+        out[valid] = vocab[idx[valid]]
+        return out
+    out = vocab[np.where(valid, idx, 0)]
+    if not valid.all():
+        out[~valid] = -1 if vocab.dtype.kind in "iu" else ""
+    return out
