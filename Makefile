@@ -9,13 +9,19 @@ TF_EXTRA ?= cpu
 .PHONY: demo test lint docs bench install dist clean
 
 $(BIN)/python:
+	@echo "Creating $(VENV) with $(PYTHON)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 
 # setup.py compiles the recommender kernels: a changed .pyx reinstalls.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 		aiservice_kit/recommenders/_kernels.pyx
-	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,plot,onnx,tune]" --group dev
+	@echo "Installing aiservice_kit and its dependencies into $(VENV)" \
+		"(TensorFlow $(TF_EXTRA); about 2-5 minutes and 2 GB the first time," \
+		"seconds after that)..."
+	$(BIN)/python -m pip install -e ".[$(TF_EXTRA),serving,plot,onnx,tune]" \
+		--group dev
+	@echo "Installed into $(VENV)."
 	touch $@
 
 install: $(VENV)/.installed
@@ -28,7 +34,7 @@ lint: install
 	$(BIN)/ruff format --check aiservice_kit tests examples benchmarks
 
 docs: install
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 test: lint docs
 	$(BIN)/python -m pytest

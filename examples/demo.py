@@ -14,7 +14,6 @@ import argparse
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -102,9 +101,16 @@ def serve_and_bill(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description="aiservice_kit demo")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the model, the export and the ledger go "
+        "(default: runs/demo-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aiservice-demo-"))
+    workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, float] = {}
 
@@ -115,13 +121,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{len(x_test)} test images of {x_train.shape[1:]} uint8 pixels"
     )
 
+    print(f"\n1/4 Training a CNN for {args.epochs} epochs...", flush=True)
     keras.utils.set_random_seed(0)
     model = ak.build_cnn(x_train.shape[1:], num_classes=10)
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=32,
+        verbose=args.verbose,
+    )
     results["training_seconds"] = time.perf_counter() - started
     _, results["accuracy"] = model.evaluate(x_test, y_test, verbose=0)
 
+    print("2/4 Evaluating, saving and reloading...", flush=True)
     saved = workdir / "digits_cnn.keras"
     model.save(saved)
     reloaded = keras.models.load_model(saved)
@@ -129,8 +143,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results["reloaded_accuracy"] = float(np.mean(predicted == y_test))
     results["file_megabytes"] = saved.stat().st_size / 1e6
 
+    print("3/4 Exporting a versioned SavedModel (checked)...", flush=True)
     export_dir = workdir / "exports" / "digits"
     version_dir = export_saved_model(reloaded, export_dir)
+    print(
+        "4/4 Serving it with an API key, calling it, billing the calls...",
+        flush=True,
+    )
     served = serve_and_bill(version_dir.parent, workdir / "service.db", x_test)
     results.update(
         {key: value for key, value in served.items() if key != "served_classes"}
@@ -145,7 +164,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ("accuracy after reload", f"{results['reloaded_accuracy']:.4f}"),
         ("training time", f"{results['training_seconds']:.1f} s"),
         ("saved .keras file", f"{results['file_megabytes']:.2f} MB"),
-        ("exported SavedModel", str(version_dir)),
         (
             "served = local predictions",
             str(bool(results["served_matches_local"])),
@@ -156,6 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print()
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    print()
+    print(f"artifacts in {workdir}:")
+    print(f"  {saved}  the trained model (keras.models.load_model)")
+    print(f"  {version_dir}  the SavedModel (aiservice-kit serve, TF Serving)")
+    print(f"  {workdir / 'service.db'}  API keys and the usage ledger")
     return results
 
 

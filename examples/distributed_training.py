@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     # for multi-worker training.
     strategy = aiservice_kit.get_strategy(args.strategy)
     info = aiservice_kit.describe_strategy(strategy)
+    print(f"Strategy: {info}", flush=True)
+    print("Loading MNIST (downloaded once, then read from the cache)...")
 
     images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     start = (28 - args.side) // 2
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
             x_train.shape[1:], num_classes=10, filters=filters
         )
 
+    print(f"Training on {len(x_train)} images for {args.epochs} epochs...")
     model, history = aiservice_kit.train(
         build,
         x_train,
@@ -79,7 +82,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     # model.evaluate fails under multi-worker strategies (keras #20585):
     # aiservice_kit.evaluate works everywhere.
+    print(f"Evaluating on {len(x_test)} held-out images...", flush=True)
     metrics = aiservice_kit.evaluate(model, x_test, y_test)
+    if args.run_dir is None:
+        print("no --run-dir: the model was not saved")
+    else:
+        print(
+            f"artifacts in {args.run_dir} (workers other than the chief: "
+            "worker-<index>/ inside it): model.keras (final), best.keras, "
+            "log.csv, tensorboard/, backup/ (to resume)"
+        )
     result = {
         "strategy": str(info),
         "worker_index": info.worker_index,

@@ -16,7 +16,7 @@ Keras model. Tests run it small with `--train-size 1000 --epochs 1`.
 import aiservice_kit as ak  # isort: skip
 
 import argparse
-import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -44,12 +44,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     )
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs") / f"export-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the artifacts go (default: runs/export-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
-    out = args.output_dir or Path(tempfile.mkdtemp(prefix="export-"))
+    out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Real data: MNIST's official test set, split 8,000 / 2,000.
+    print("Loading MNIST (downloaded once, then read from the cache)...")
     images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     x_train, y_train = images[: args.train_size], labels[: args.train_size]
     x_test, y_test = images[8000:], labels[8000:]
@@ -57,7 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     # 2. Train (raw uint8 pixels in, probabilities out) and save.
     keras.utils.set_random_seed(0)
     model = ak.build_cnn(x_train.shape[1:], num_classes=10)
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
+    print(f"Training on {len(x_train)} images for {args.epochs} epochs...")
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=64,
+        verbose=args.verbose,
+    )
     keras_path = save_model(model, out / "mnist_cnn.keras")
     keras_accuracy = float(
         np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test)
@@ -65,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     # 3. Export to every format. Each exporter checks its artifact against
     #    the model before publishing it.
+    print("Exporting: SavedModel, 4 LiteRT files, ONNX (each one checked)...")
     digits = [str(digit) for digit in range(10)]
     artifacts = {
         "saved_model": ak.export_saved_model(
@@ -87,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     }
 
     # 4. Verify each on the held-out images, in its own runtime.
+    print(f"Verifying each artifact on {len(x_test)} held-out images...")
     results: dict[str, dict[str, float]] = {
         "keras": {
             "size_bytes": _size(keras_path),
@@ -117,7 +133,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             f"{name:16} {_size(path) / 1e3:9.1f} {report.max_abs_diff:11.2e}"
             f" {report.class_agreement:10.2%} {accuracy:9.4f}"
         )
-    print(f"artifacts in {out}")
+    print(f"artifacts in {out}:")
+    print(f"  {keras_path}")
+    for path in artifacts.values():
+        print(f"  {path}")
     return results
 
 

@@ -12,7 +12,6 @@ Tests run it small with `--train-size 500 --epochs 1`.
 import aiservice_kit as ak  # isort: skip
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,12 +32,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs") / f"mnist-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the model and the plot go (default: runs/mnist-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
-    output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="mnist-"))
+    output_dir = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: MNIST's 10,000 official test images, split 8,000 / 2,000.
+    print("Loading MNIST (downloaded once, then read from the cache)...")
     images, labels = fetch_mnist("t10k", data_home=args.data_dir)
     x_train, y_train = images[: args.train_size], labels[: args.train_size]
     x_test, y_test = images[8000:], labels[8000:]
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = ak.build_cnn(x_train.shape[1:], num_classes=10)
 
     # 3. Fit, keeping the best epoch on a validation slice of the training set.
+    print(f"Training on {len(x_train)} images, up to {args.epochs} epochs...")
     started = time.perf_counter()
     history = model.fit(
         x_train,
@@ -60,12 +67,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 monitor="val_accuracy", patience=3, restore_best_weights=True
             )
         ],
-        verbose=0,
+        verbose=args.verbose,
     )
     training_seconds = time.perf_counter() - started
-    ak.plot_history(history, output_dir / "history.png")
+    plot = ak.plot_history(history, output_dir / "history.png")
 
     # 4. Evaluate on images the model never saw.
+    print(f"Evaluating on {len(x_test)} held-out images, saving, reloading...")
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
 
     # 5. Save, load back (no custom_objects needed) and predict.
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"reload identical   {same}")
     print(f"first predictions  {predictions.tolist()}")
     print(f"true labels        {y_test[:5].tolist()}")
+    print(f"artifacts in {output_dir}:")
+    print(f"  {path}  the trained model (reloads with keras.models.load_model)")
+    print(f"  {plot}  loss and accuracy per epoch")
     return {
         "accuracy": float(accuracy),
         "training_seconds": training_seconds,

@@ -19,7 +19,6 @@ import aiservice_kit as ak  # isort: skip
 
 import argparse
 import csv
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,19 +62,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         help="dataset cache folder (default: $AISERVICE_KIT_DATA, else "
         "~/.aiservice_kit/datasets); missing datasets are downloaded once",
     )
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs") / f"recommender-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the model and the export go (default: "
+        "runs/recommender-<time>)",
+    )
     parser.add_argument(
         "--max-users", type=int, default=None, help="keep the first N users"
     )
     parser.add_argument("--n-neighbors", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=10)
     args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recommender-"))
+    workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     k = args.top_k
     results: dict[str, float] = {}
 
     # 1. Data: explicit ratings -> implicit likes, temporal split per user.
+    print("Loading MovieLens latest-small (downloaded once)...", flush=True)
     folder = fetch_movielens("latest-small", data_home=args.data_dir)
     ratings = interactions.load_movielens_ratings(folder, min_rating=4.0)
     if args.max_users is not None:
@@ -91,12 +97,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # 2. Fit on the training likes (ids are MovieLens movie ids).
+    print("Fitting the item-based cosine recommender...", flush=True)
     model = ak.CosineRecommender(kind="item", n_neighbors=args.n_neighbors)
     started = time.perf_counter()
     model.fit((train.user_ids, train.item_ids))
     results["fit_seconds"] = time.perf_counter() - started
 
     # 3. Evaluate on the held-out likes of the tested users.
+    print("Recommending for every tested user and scoring...", flush=True)
     tested = np.unique(test.user_ids)
     relevant = [
         set(test.item_ids[test.user_ids == user].tolist()) for user in tested
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  {score:7.3f}  {titles.get(item, item)}{mark}")
 
     # 6. Export a servable SavedModel and check it answers the same.
+    print("\nExporting a SavedModel and checking its answers...", flush=True)
     import tensorflow as tf
 
     version_dir = reloaded.export(workdir / "serving", top_k=k)
@@ -166,12 +175,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ),  # noqa: E501
         ("identical after reload", str(bool(results["reload_identical"]))),
         ("SavedModel identical", str(bool(results["export_identical"]))),
-        ("exported to", str(version_dir)),
     ]
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    print(f"artifacts in {workdir}:")
+    print(f"  {path}  the fitted recommender (CosineRecommender.load)")
+    print(f"  {version_dir}  the SavedModel (aiservice-kit serve, TF Serving)")
     return results
 
 

@@ -16,7 +16,6 @@ Tests run it small with `--epochs 3`.
 import aiservice_kit as ak  # isort: skip
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,14 +59,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--dataset", choices=sorted(DATASETS), default="basicmotions"
     )
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where the model goes (default: runs/<dataset>-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
     stem, options, epochs, batch_size = DATASETS[args.dataset]
     epochs = args.epochs or epochs
-    output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="seq-"))
+    output_dir = args.output_dir or Path("runs") / (
+        f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: (cases, timesteps, channels) float32 and string labels.
+    print(f"Loading {stem} (downloaded once, then read from the cache)...")
     (x_train, y_train), (x_test, y_test) = fetch_ucr_uea(
         stem, data_home=args.data_dir
     )
@@ -86,9 +94,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # 3. Fit.
+    print(f"Training on {len(x_train)} sequences for {epochs} epochs...")
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=args.verbose,
+    )
     seconds = time.perf_counter() - started
+    print(f"Evaluating on {len(x_test)} test sequences, saving, reloading...")
 
     # 4. Evaluate on the official test split.
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{stem}: trained on {len(x_train)} sequences in {seconds:.1f} s")
     print(f"test accuracy {accuracy:.4f}; reloaded model identical: {same}")
     print(f"first test case: predicted {first}, true {class_names[y_test[0]]}")
+    print(f"artifacts in {output_dir}:")
+    print(f"  {path}  the trained model (takes raw readings)")
     return {
         "accuracy": float(accuracy),
         "loss": float(loss),

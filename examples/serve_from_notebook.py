@@ -14,7 +14,6 @@ import aiservice_kit as ak  # isort: skip
 
 import argparse
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,17 +58,32 @@ class BackgroundServer:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs") / f"serve-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the exports and the ledger go (default: runs/serve-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="serve-"))
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
 
     (x_train, y_train), (x_test, y_test) = load_digits_images()
     model = ak.build_cnn(x_train.shape[1:], num_classes=10)
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    print(f"Training on {len(x_train)} digits for {args.epochs} epochs...")
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=32,
+        verbose=args.verbose,
+    )
     local = model.predict(x_test, verbose=0).argmax(axis=1)
 
     # 1. Straight from memory: served as "default", as TF Serving names a
     #    lone model. auth=False is for loopback only.
+    print("Serving the model from memory on loopback...", flush=True)
     app = create_app(model, db=workdir / "service.db", auth=False)
     with BackgroundServer(app) as server, Client(server.url) as client:
         served = [
@@ -79,8 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"served from memory: {same:.0%} agree with model.predict")
 
     # 2. A canary: version 1 is the model above, version 2 trains more.
+    print("Exporting version 1, training 2 more epochs, exporting version 2")
     export_saved_model(model, workdir / "digits", version=1)
-    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    model.fit(x_train, y_train, epochs=2, batch_size=32, verbose=args.verbose)
     export_saved_model(model, workdir / "digits", version=2)
     labels = {"stable": 1, "canary": 2}
     app = create_app(
@@ -99,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"label {label:<6} -> version {client.last_version}: "
                 f"accuracy {accuracy[label]:.3f}"
             )
+    print(f"artifacts in {workdir}:")
+    print(f"  {workdir / 'digits'}  SavedModel versions 1 and 2")
+    print(f"  {workdir / 'service.db'}  the usage ledger")
     return {"served_agree": same, "accuracy": accuracy, "versions": versions}
 
 

@@ -13,7 +13,6 @@ Tests run it small with `--train-size 600 --epochs 2`.
 import aiservice_kit as ak  # isort: skip
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,12 +38,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--encoder", default="ngrams")
-    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs") / f"sms-{time.strftime('%Y%m%d-%H%M%S')}",
+        help="where the model goes (default: runs/sms-<time>)",
+    )
+    parser.add_argument("--verbose", type=int, default=2, help="as in fit")
     args = parser.parse_args(argv)
-    output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="sms-"))
+    output_dir = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: 5,574 labelled SMS, split 80/20 stratified with a fixed seed.
+    print("Loading the SMS Spam Collection (downloaded once)...")
     texts, labels = fetch_sms_spam(data_home=args.data_dir)
     x_train, x_test, y_train, y_test = train_test_split(
         texts, labels, test_size=0.2, stratify=labels, random_state=0
@@ -53,15 +59,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 2. Build: the vocabulary is adapted on the training texts and lives
     #    inside the model, with the class names.
+    print(f"Building the {args.encoder} model (adapting its vocabulary)...")
     keras.utils.set_random_seed(0)
     model = ak.build_text_classifier(
         x_train, class_names=["ham", "spam"], encoder=args.encoder
     )
 
     # 3. Fit on raw strings and string labels.
+    print(f"Training on {len(x_train)} texts for {args.epochs} epochs...")
     started = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=32,
+        verbose=args.verbose,
+    )
     seconds = time.perf_counter() - started
+    print(f"Evaluating on {len(x_test)} held-out texts, saving, reloading...")
 
     # 4. Evaluate: spam is the rare class, so report its F1 too.
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
@@ -88,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         new_messages, predict_labels(loaded, new_messages), strict=True
     ):
         print(f"  {label:>4}  {message}")
+    print(f"artifacts in {output_dir}:")
+    print(f"  {path}  the trained model (takes raw strings)")
     return {
         "accuracy": float(accuracy),
         "loss": float(loss),
