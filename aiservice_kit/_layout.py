@@ -44,6 +44,11 @@ from aiservice_kit.exceptions import ExportError
 #: The signature every exported SavedModel serves by default (TF Serving's
 #: `kDefaultServingSignatureDefKey`).
 SERVING_SIGNATURE = "serving_default"
+#: The signature that returns integrated-gradients attributions beside the
+#: predictions (image and numeric-sequence SavedModel exports).
+EXPLAIN_SIGNATURE = "explain"
+#: Output of `EXPLAIN_SIGNATURE`: attributions shaped like the input.
+ATTRIBUTIONS = "attributions"
 #: Version of the metadata file's layout.
 FORMAT_VERSION = 1
 #: Folder of a version directory that holds the metadata (TF Serving's

@@ -22,10 +22,15 @@ All three share one serving function: the model called with
 `training=False` (so `Random*` augmentation layers never act at inference),
 raw inputs cast inside, and outputs `probabilities` + `predicted_class` for
 classifiers or `predictions` for regressors (`models._contract`).
+With `explain=True`, `export_saved_model` adds an `explain` signature
+(`explain.py`) to image and sequence models: integrated gradients beside
+the predictions, the same math as `aiservice_kit.explain`.
 `keras_file.py` saves and loads `.keras` files; `recommender.py` builds the
 TensorFlow graph of a fitted `CosineRecommender`.
 """
 
+from aiservice_kit._layout import ATTRIBUTIONS
+from aiservice_kit._layout import EXPLAIN_SIGNATURE
 from aiservice_kit._layout import FORMAT_VERSION
 from aiservice_kit._layout import METADATA_DIR
 from aiservice_kit._layout import METADATA_FILE
@@ -57,6 +62,8 @@ from aiservice_kit.models._contract import PREDICTIONS
 from aiservice_kit.models._contract import PROBABILITIES
 
 __all__ = [
+    "ATTRIBUTIONS",
+    "EXPLAIN_SIGNATURE",
     "DEFAULT_VERIFY_SAMPLES",
     "FLOAT_TOLERANCE",
     "FORMATS",

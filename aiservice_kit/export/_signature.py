@@ -351,9 +351,17 @@ def class_names_of(
 
 
 def write_saved_model(
-    model: keras.Model, plan: Plan, directory: str | os.PathLike
+    model: keras.Model,
+    plan: Plan,
+    directory: str | os.PathLike,
+    *,
+    explain: bool = False,
 ) -> None:
-    """Writes the serving function as a SavedModel (no version, no check)."""
+    """Writes the serving function as a SavedModel (no version, no check).
+
+    With `explain` (and a model `explain.supports`), the `explain`
+    signature is written beside `serving_default` (`export/explain.py`).
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -361,4 +369,10 @@ def write_saved_model(
         serving_fn(model, plan),
         input_signature=signature_specs(plan),
     )
+    if explain:
+        # explain.py builds on this module: imported here, not on top.
+        from aiservice_kit.export import explain as explain_signature
+
+        if explain_signature.supports(plan):
+            explain_signature.add_endpoint(archive, model, plan)
     archive.write_out(str(directory), verbose=False)
