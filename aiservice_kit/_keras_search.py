@@ -157,9 +157,15 @@ def tune_keras(
     import keras
 
     if isinstance(builder, str):
-        import aiservice_kit
+        from aiservice_kit import models
 
-        builder = getattr(aiservice_kit, builder)
+        builders = sorted(n for n in models.__all__ if n.startswith("build_"))
+        if builder not in builders:
+            raise ValueError(
+                f"`builder` named by a string must be one of {builders}. "
+                f"Received: builder={builder!r}"
+            )
+        builder = getattr(models, builder)
     if strategy is None:
         from aiservice_kit.distribute import get_strategy
 
