@@ -72,6 +72,11 @@ CLASSES_OUTPUT = "classes"
 SCORES_OUTPUT = "scores"
 #: Regress output: one float per example, [batch] (`REGRESS_OUTPUTS`).
 REGRESS_OUTPUT = "outputs"
+#: The signature that returns integrated-gradients attributions beside the
+#: predictions (image and numeric-sequence SavedModel exports).
+EXPLAIN_SIGNATURE = "explain"
+#: Output of `EXPLAIN_SIGNATURE`: attributions shaped like the input.
+ATTRIBUTIONS = "attributions"
 #: Version of the metadata file's layout.
 FORMAT_VERSION = 1
 #: Folder of a version directory that holds the metadata (TF Serving's

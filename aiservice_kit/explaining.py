@@ -14,18 +14,24 @@
   `RecommendationExplanation`.
 
 `plot_explanation(e)` draws any of them with matplotlib (`[plot]` extra).
+
+This module holds the results and the dispatch; the integrated-gradients
+math is `_integrated_gradients` (shared with the `explain` signature of
+SavedModel exports), the text methods are `_explain_text`, the plots are
+`_explain_plots`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from aiservice_kit import _validation
+from aiservice_kit._explain_plots import plot_explanation
+from aiservice_kit._integrated_gradients import DEFAULT_STEPS
 
 # ----------------------------------------------------------------- results
 
@@ -148,7 +154,7 @@ def explain(
     *,
     target: int | Sequence[int] | None = None,
     baseline: Any = None,
-    steps: int = 64,
+    steps: int = DEFAULT_STEPS,
     method: str = "auto",
     top_k: int = 10,
     batch_size: int = 64,
@@ -218,7 +224,9 @@ def explain(
     if model.inputs[0].dtype == "string":
         texts = _texts(inputs)
         targets = _targets(target, len(texts))
-        return _explain_texts(model, texts, targets, method, batch_size)
+        from aiservice_kit._explain_text import explain_texts
+
+        return explain_texts(model, texts, targets, method, batch_size)
     array = np.asarray(inputs, dtype=np.float32)
     expected = tuple(model.inputs[0].shape[1:])
     if array.ndim != len(expected) + 1:
@@ -259,14 +267,16 @@ def _targets(target: Any, n: int) -> list[int | None]:
     return targets
 
 
-def _class_name(model: Any, index: int) -> str | None:
+def class_name(model: Any, index: int) -> str | None:
+    """The stored name of class `index`, or None (shared with text)."""
     from aiservice_kit.models import get_class_names
 
     names = get_class_names(model)
     return None if names is None else names[index]
 
 
-def _check_target(target: int, num_outputs: int) -> int:
+def check_target(target: int, num_outputs: int) -> int:
+    """Returns `target` if it indexes an output; raises ValueError."""
     if not 0 <= target < num_outputs:
         raise ValueError(
             f"`target` must be a class index in [0, {num_outputs}). "
@@ -288,6 +298,7 @@ def _integrated_gradients(
 ) -> list[Attribution]:
     import tensorflow as tf
 
+    from aiservice_kit._integrated_gradients import integrated_gradients
     from aiservice_kit.models.vision import IMAGE_INPUT
 
     shape = array.shape[1:]
@@ -304,40 +315,30 @@ def _integrated_gradients(
             )
     name = model.inputs[0].name.split(":")[0]
     kind = "image" if name == IMAGE_INPUT or len(shape) == 3 else "sequence"
-    alphas = tf.linspace(0.0, 1.0, steps + 1)
-    # Trapezoid weights: half at both ends of the path.
-    weights = np.full(steps + 1, 1.0 / steps, np.float32)
-    weights[[0, -1]] /= 2
     base_t = tf.constant(base)
 
-    def output(x, target):
-        return tf.cast(model(x, training=False), tf.float32)[:, target]
+    def output(x):
+        return model(x, training=False)
 
     results = []
     for x, target in zip(array, targets, strict=True):
         x_t = tf.constant(x)
-        probabilities = model(tf.stack([x_t, base_t]), training=False)
+        ends = tf.cast(
+            model(tf.stack([x_t, base_t]), training=False), tf.float32
+        )
         if target is None:
-            target = int(tf.argmax(probabilities[0]))
-        num_outputs = int(probabilities.shape[-1])
-        target = _check_target(target, num_outputs)
-        ends = tf.cast(probabilities, tf.float32)[:, target]
-        total = tf.zeros(shape, tf.float32)
-        for start in range(0, steps + 1, batch_size):
-            a = alphas[start : start + batch_size]
-            a = tf.reshape(a, (-1,) + (1,) * len(shape))
-            path = base_t[None] + a * (x_t - base_t)[None]
-            with tf.GradientTape() as tape:
-                tape.watch(path)
-                values = output(path, target)
-            grads = tape.gradient(values, path)
-            w = tf.reshape(
-                weights[start : start + batch_size], (-1,) + (1,) * len(shape)
-            )
-            total += tf.reduce_sum(grads * w, axis=0)
-        attributions = ((x_t - base_t) * total).numpy()
-        prediction = float(ends[0])
-        base_prediction = float(ends[1])
+            target = int(tf.argmax(ends[0]))
+        target = check_target(target, int(ends.shape[-1]))
+        attributions = integrated_gradients(
+            output,
+            x_t[None],
+            base_t,
+            tf.constant([target]),
+            steps=steps,
+            points_per_pass=batch_size,
+        )[0].numpy()
+        prediction = float(ends[0, target])
+        base_prediction = float(ends[1, target])
         delta = float(attributions.sum()) - (prediction - base_prediction)
         results.append(
             Attribution(
@@ -346,221 +347,13 @@ def _integrated_gradients(
                 attributions=attributions,
                 baseline=base,
                 target=target,
-                target_name=_class_name(model, target),
+                target_name=class_name(model, target),
                 prediction=prediction,
                 baseline_prediction=base_prediction,
                 convergence_delta=delta,
             )
         )
     return results
-
-
-# ------------------------------------------------------------------- text
-
-
-def _standardize(vectorizer: Any, texts: list[str]) -> list[str]:
-    """Applies the vectorizer's own standardization (lower, punctuation)."""
-    import tensorflow as tf
-
-    mode = vectorizer.get_config().get("standardize")
-    values = tf.constant(texts)
-    if mode in ("lower", "lower_and_strip_punctuation"):
-        values = tf.strings.lower(values)
-    if mode == "lower_and_strip_punctuation":
-        values = tf.strings.regex_replace(
-            values, r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']', ""
-        )
-    return [v.decode("utf-8") for v in values.numpy().tolist()]
-
-
-def _explain_texts(
-    model: Any,
-    texts: list[str],
-    targets: list,
-    method: str,
-    batch_size: int,
-) -> list[TextAttribution]:
-    import tensorflow as tf
-
-    from aiservice_kit.models import split_text_model
-
-    vectorizer, numeric = split_text_model(model)
-    config = vectorizer.get_config()
-    multi_hot = config.get("output_mode") == "multi_hot"
-    if method == "auto":
-        method = "gradient" if multi_hot else "occlusion"
-    if method == "gradient" and not multi_hot:
-        raise ValueError(
-            "`method='gradient'` needs the n-gram (multi-hot) encoder; use "
-            "'occlusion' for sequence encoders. Received a vectorizer with "
-            f"output_mode={config.get('output_mode')!r}"
-        )
-    probabilities = model.predict(
-        tf.constant(texts), batch_size=batch_size, verbose=0
-    )
-    scorer = _log_probability_fn(model, vectorizer, numeric)
-    results = []
-    for text, target, probs in zip(texts, targets, probabilities, strict=True):
-        if target is None:
-            target = int(np.argmax(probs))
-        target = _check_target(target, len(probs))
-        if method == "gradient":
-            result = _ngram_gradient(vectorizer, scorer, text, target)
-        else:
-            result = _occlusion(model, vectorizer, text, target, batch_size)
-        tokens, spans, attributions, chars = result
-        results.append(
-            TextAttribution(
-                text=text,
-                tokens=tokens,
-                spans=spans,
-                attributions=attributions,
-                char_attributions=chars,
-                target=target,
-                target_name=_class_name(model, target),
-                prediction=float(probs[target]),
-                method=(
-                    "gradient_x_input" if method == "gradient" else "occlusion"
-                ),
-            )
-        )
-    return results
-
-
-def _word_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    import re
-
-    matches = list(re.finditer(r"\S+", text))
-    return [m.group() for m in matches], [m.span() for m in matches]
-
-
-def _ngram_gradient(
-    vectorizer: Any, log_probability: Any, text: str, target: int
-) -> tuple:
-    """Gradient x input on the multi-hot n-gram vector, shared out."""
-    import tensorflow as tf
-
-    config = vectorizer.get_config()
-    vector = tf.cast(vectorizer(tf.constant([text])), tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(vector)
-        value = log_probability(vector)[:, target]
-    grads = tape.gradient(value, vector)
-    per_ngram = (grads * vector).numpy()[0]
-    vocabulary = vectorizer.get_vocabulary()
-    index = {token: i for i, token in enumerate(vocabulary)}
-    ngrams = config.get("ngrams") or 1
-    widths = range(1, ngrams + 1) if isinstance(ngrams, int) else ngrams
-    standardized = _standardize(vectorizer, [text])[0]
-    words, spans = _word_spans(text)
-    chars = np.zeros(len(text), np.float64)
-    if config.get("split") == "character":
-        # Units are the characters of the standardized text; "lower" keeps
-        # ASCII positions, so unit i is text[i] when the lengths agree.
-        units = list(standardized)
-        unit_spans = (
-            [(i, i + 1) for i in range(len(text))]
-            if len(standardized) == len(text)
-            else None
-        )
-    else:
-        units, unit_spans = [], []
-        for word, span in zip(words, spans, strict=True):
-            form = _standardize(vectorizer, [word])[0]
-            for part in form.split():
-                units.append(part)
-                unit_spans.append(span)
-    unit_attr = np.zeros(len(units), np.float64)
-    occurrences: dict[int, list[int]] = {}
-    for n in widths:
-        for start in range(len(units) - n + 1):
-            key = " ".join(units[start : start + n])
-            position = index.get(key)
-            if position is not None and position > 0:  # 0 is [UNK]
-                occurrences.setdefault(position, []).append((start, n))
-    for position, places in occurrences.items():
-        share = per_ngram[position] / len(places)
-        for start, n in places:
-            unit_attr[start : start + n] += share / n
-    if unit_spans is None:  # lengths changed: spread evenly over the text
-        chars[:] = unit_attr.sum() / max(len(text), 1)
-    else:
-        for value, (start, end) in zip(unit_attr, unit_spans, strict=True):
-            chars[start:end] += value / (end - start)
-    token_attr = np.array(
-        [chars[start:end].sum() for start, end in spans], np.float64
-    )
-    return words, spans, token_attr, chars
-
-
-def _log_odds(logits: Any) -> Any:
-    """log(p / (1 - p)) per class, from logits, without saturating."""
-    import tensorflow as tf
-
-    n = logits.shape[-1]
-    others = tf.stack(
-        [
-            tf.reduce_logsumexp(
-                tf.concat([logits[:, :i], logits[:, i + 1 :]], axis=-1),
-                axis=-1,
-            )
-            for i in range(n)
-        ],
-        axis=-1,
-    )
-    return logits - others
-
-
-def _log_probability_fn(model: Any, vectorizer: Any, numeric: Any) -> Any:
-    """Log-odds of each class, from the logits when the head allows.
-
-    The gradient of a saturated probability (1.0 in float32 on obvious
-    spam) vanishes, as does that of its log-softmax; the log-odds
-    `logit_c - logsumexp(other logits)` does not.
-    """
-    import keras
-    import tensorflow as tf
-
-    head = model.layers[-1]
-    if (
-        isinstance(head, keras.layers.Dense)
-        and keras.activations.serialize(head.activation) == "softmax"
-    ):
-        features = keras.Model(vectorizer.output, head.input)
-
-        def log_probability(x):
-            h = tf.cast(features(x, training=False), tf.float32)
-            logits = tf.matmul(h, head.kernel) + head.bias
-            return _log_odds(logits)
-
-        return log_probability
-
-    def log_of_output(x):
-        p = tf.cast(numeric(x, training=False), tf.float32)
-        return tf.math.log(p + 1e-7) - tf.math.log(1.0 - p + 1e-7)
-
-    return log_of_output
-
-
-def _occlusion(
-    model: Any, vectorizer: Any, text: str, target: int, batch_size: int
-) -> tuple:
-    """Drop in the target probability when each word is removed."""
-    import tensorflow as tf
-
-    words, spans = _word_spans(text)
-    variants = [text]
-    for start, end in spans:
-        variants.append(text[:start] + text[end:])
-    probs = model.predict(
-        tf.constant(variants), batch_size=batch_size, verbose=0
-    )[:, target]
-    attributions = (probs[0] - probs[1:]).astype(np.float64)
-    chars = np.zeros(len(text), np.float64)
-    for value, (start, end) in zip(attributions, spans, strict=True):
-        chars[start:end] = value / (end - start)
-    del vectorizer
-    return words, spans, attributions, chars
 
 
 # ------------------------------------------------------------ recommender
@@ -661,179 +454,6 @@ def explain_recommendations(
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-# ------------------------------------------------------------------- plot
-
-
-def plot_explanation(
-    explanation: Any, *, ax: Any = None, max_items: int = 5
-) -> Any:
-    """Draws an explanation and returns the matplotlib Figure.
-
-    Images get a heat map of the attributions over the (grayscale) image;
-    texts get each word highlighted (red toward the class, blue against);
-    sequences get per-step bars under the signal; recommendations get, per
-    recommended item, bars of the liked items behind it. In a notebook the
-    returned Figure shows inline.
-
-    Args:
-        explanation: an `Attribution`, `TextAttribution` or
-            `RecommendationExplanation` (one element of `explain`'s list).
-        ax: matplotlib Axes or None. Draw there (a new figure otherwise;
-            sequences use it for the bars only).
-        max_items: int. Recommended items shown.
-
-    Returns:
-        matplotlib.figure.Figure.
-
-    Raises:
-        ImportError: if matplotlib is missing (`pip install
-            "aiservice_kit[plot]"`).
-        TypeError: on anything but the three explanation types.
-
-    Example:
-    ```python
-    from aiservice_kit import explain, plot_explanation
-    figure = plot_explanation(explain(model, ["free prize, call now"])[0])
-    figure.savefig("why.png")
-    ```
-    """
-    try:
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError as error:
-        raise ImportError(
-            'plot_explanation needs matplotlib: pip install "aiservice_kit'
-            '[plot]" (or matplotlib).'
-        ) from error
-    if isinstance(explanation, TextAttribution):
-        return _plot_text(plt, explanation, ax)
-    if isinstance(explanation, Attribution):
-        if explanation.kind == "image":
-            return _plot_image(plt, explanation, ax)
-        return _plot_sequence(plt, explanation, ax)
-    if isinstance(explanation, RecommendationExplanation):
-        return _plot_recommendation(plt, explanation, ax, max_items)
-    raise TypeError(
-        "`explanation` must be an Attribution, TextAttribution or "
-        "RecommendationExplanation. Received: explanation of type "
-        f"{type(explanation).__name__}"
-    )
-
-
-def _figure(plt: Any, ax: Any, size: tuple) -> tuple:
-    if ax is None:
-        figure, ax = plt.subplots(figsize=size)
-        return figure, ax
-    return ax.figure, ax
-
-
-def _title(e: Any) -> str:
-    label = e.target_name if e.target_name is not None else e.target
-    return f"class {label} (p={e.prediction:.2f})"
-
-
-def _plot_image(plt: Any, e: Attribution, ax: Any) -> Any:
-    figure, ax = _figure(plt, ax, (4, 4))
-    image = e.inputs.astype(np.float64)
-    if image.ndim == 3:
-        image = image.mean(axis=-1)
-    heat = e.attributions.astype(np.float64)
-    if heat.ndim == 3:
-        heat = heat.sum(axis=-1)
-    limit = float(np.abs(heat).max()) or 1.0
-    ax.imshow(image, cmap="gray")
-    ax.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.55)
-    ax.set_title(f"Integrated gradients: {_title(e)}")
-    ax.axis("off")
-    return figure
-
-
-def _plot_sequence(plt: Any, e: Attribution, ax: Any) -> Any:
-    if ax is None:
-        figure, (top, ax) = plt.subplots(
-            2, 1, figsize=(7, 4), sharex=True, height_ratios=(1, 1)
-        )
-        signal = e.inputs if e.inputs.ndim == 2 else e.inputs[:, None]
-        top.plot(signal, linewidth=1)
-        top.set_ylabel("input")
-        top.set_title(f"Integrated gradients per step: {_title(e)}")
-    else:
-        figure = ax.figure
-    steps = e.per_step()
-    colours = np.where(steps >= 0, "tab:red", "tab:blue")
-    ax.bar(np.arange(len(steps)), steps, color=colours, width=1.0)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_xlabel("time step")
-    ax.set_ylabel("attribution")
-    return figure
-
-
-def _plot_text(plt: Any, e: TextAttribution, ax: Any) -> Any:
-    lines = max(1, math.ceil(len(e.text) / 70))
-    figure, ax = _figure(plt, ax, (8, 0.5 + 0.45 * lines))
-    ax.axis("off")
-    limit = float(np.abs(e.attributions).max()) if len(e.tokens) else 0.0
-    limit = limit or 1.0
-    cmap = plt.get_cmap("bwr")
-    renderer = figure.canvas.get_renderer()
-    x, y = 0.0, 1.0
-    line_height = 1.0 / (lines + 1)
-    for token, value in zip(e.tokens, e.attributions, strict=True):
-        colour = cmap(0.5 + 0.5 * float(value) / limit)
-        text = ax.text(
-            x,
-            y,
-            token,
-            transform=ax.transAxes,
-            va="top",
-            fontsize=11,
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5},
-        )
-        width = text.get_window_extent(renderer).width
-        width /= ax.get_window_extent(renderer).width
-        if x > 0 and x + width > 1.0:  # wrap
-            x, y = 0.0, y - line_height
-            text.set_position((x, y))
-        x += width + 0.012
-    ax.set_title(f"{e.method}: {_title(e)}", fontsize=10, loc="left")
-    return figure
-
-
-def _plot_recommendation(
-    plt: Any, e: RecommendationExplanation, ax: Any, max_items: int
-) -> Any:
-    shown = [i for i, s in enumerate(e.scores[:max_items]) if e.contributors[i]]
-    figure, ax = _figure(plt, ax, (7, 0.6 + 0.9 * max(len(shown), 1)))
-    labels = []
-    cmap = plt.get_cmap("tab20")
-    for row, i in enumerate(shown):
-        left = 0.0
-        for k, (_, value) in enumerate(e.contributors[i][:8]):
-            ax.barh(row, value, left=left, color=cmap(k % 20))
-            left += value
-        rest = float(e.scores[i]) - left
-        if rest > 0:
-            ax.barh(row, rest, left=left, color="lightgray")
-        top = ", ".join(str(source) for source, _ in e.contributors[i][:3])
-        ax.text(
-            float(e.scores[i]) * 1.02,
-            row,
-            f"{len(e.contributors[i])} {e.contributor_kind}s; top {top}",
-            va="center",
-            fontsize=8,
-        )
-        labels.append(f"item {e.items[i]}")
-    ax.set_yticks(range(len(shown)), labels)
-    ax.invert_yaxis()
-    if shown:
-        ax.set_xlim(0, max(float(e.scores[i]) for i in shown) * 1.6)
-    ax.set_xlabel(
-        f"score: contributions of the top 8 {e.contributor_kind}s "
-        "(coloured) and the rest (grey)"
-    )
-    ax.set_title(f"Why these items for user {e.user}")
-    return figure
 
 
 __all__ = [

@@ -29,11 +29,16 @@ All three share one serving function: the model called with
 raw inputs cast inside, and outputs `probabilities` + `predicted_class` for
 classifiers, `predictions` for regressors (`models._contract`), or a tensor
 model's own output names.
+With `explain=True`, `export_saved_model` adds an `explain` signature
+(`explain.py`) to image and sequence models: integrated gradients beside
+the predictions, the same math as `aiservice_kit.explain`.
 `keras_file.py` saves and loads `.keras` files; `recommender.py` builds the
 TensorFlow graph of a fitted `CosineRecommender`.
 """
 
+from aiservice_kit._layout import ATTRIBUTIONS
 from aiservice_kit._layout import CLASSIFY_SIGNATURE
+from aiservice_kit._layout import EXPLAIN_SIGNATURE
 from aiservice_kit._layout import FORMAT_VERSION
 from aiservice_kit._layout import METADATA_DIR
 from aiservice_kit._layout import METADATA_FILE
@@ -68,6 +73,8 @@ from aiservice_kit.models._contract import PROBABILITIES
 
 __all__ = [
     "CLASSIFY_SIGNATURE",
+    "ATTRIBUTIONS",
+    "EXPLAIN_SIGNATURE",
     "DEFAULT_VERIFY_SAMPLES",
     "FLOAT_TOLERANCE",
     "FORMATS",

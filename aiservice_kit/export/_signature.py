@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from aiservice_kit._layout import CLASSES_OUTPUT
@@ -263,7 +262,7 @@ def _outputs(model: keras.Model) -> tuple[tuple[Output, ...], str]:
     return outputs, structure
 
 
-def _is_float(dtype: str) -> bool:
+def is_float(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat"))
 
 
@@ -274,7 +273,7 @@ def infer_task(outputs: Sequence[Output]) -> str:
     output = outputs[0]
     if output.name in _TASK_OF_OUTPUT:
         return _TASK_OF_OUTPUT[output.name]
-    if not _is_float(output.dtype):
+    if not is_float(output.dtype):
         return "tensor"
     rank = len(output.shape)
     if (
@@ -387,7 +386,7 @@ def signature_specs(plan: Plan) -> list[tf.TensorSpec]:
     ]
 
 
-def _call(
+def call(
     model: keras.Model, plan: Plan, args: Sequence[tf.Tensor]
 ) -> dict[str, tf.Tensor]:
     """Calls the model on signature inputs; its outputs by their own names."""
@@ -415,7 +414,7 @@ def _call(
     named = {}
     for output in plan.outputs:
         value = result[output.key]
-        if _is_float(output.dtype):  # mixed precision serves float32
+        if is_float(output.dtype):  # mixed precision serves float32
             value = tf.cast(value, tf.float32)
         named[output.name] = value
     return named
@@ -477,179 +476,9 @@ def serving_fn(
 
     @tf.autograph.experimental.do_not_convert
     def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-        return select(_call(model, plan, args), plan)
+        return select(call(model, plan, args), plan)
 
     return serve
-
-
-# ------------------------------------------------- TF Serving classify/regress
-
-
-def example_features(plan: Plan) -> dict[str, dict[str, Any]] | None:
-    """The `tf.Example` feature of each input, or None if one cannot be one.
-
-    Each input is one feature named like it: strings a `bytes_list`,
-    floats a `float_list`, integers and booleans an `int64_list`, holding
-    the example's values flattened in row-major order. One axis of unknown
-    length is allowed (its examples are padded with zeros to the longest
-    in a batch); two are not (the rows could not be told apart).
-
-    Args:
-        plan: Plan. The model's plan.
-
-    Returns:
-        `{name: {"dtype": "string"|"float"|"int64", "shape": [...]}}` (the
-        shape without the batch axis, None: any length), or None.
-    """
-    features = {}
-    for spec in plan.inputs:
-        shape = list(spec.shape[1:])
-        if shape.count(None) > 1:
-            return None
-        if spec.dtype == "string":
-            kind = "string"
-        elif _is_float(spec.dtype):
-            kind = "float"
-        else:
-            kind = "int64"
-        features[spec.name] = {"dtype": kind, "shape": shape}
-    return features
-
-
-_FEATURE_DTYPES = {"string": tf.string, "float": tf.float32, "int64": tf.int64}
-
-
-def _parse_examples(
-    serialized: tf.Tensor, plan: Plan, features: dict[str, dict[str, Any]]
-) -> list[tf.Tensor]:
-    spec_of = {}
-    for name, feature in features.items():
-        dtype = _FEATURE_DTYPES[feature["dtype"]]
-        if None in feature["shape"]:
-            spec_of[name] = tf.io.VarLenFeature(dtype)
-        else:
-            spec_of[name] = tf.io.FixedLenFeature(feature["shape"], dtype)
-    parsed = tf.io.parse_example(serialized, spec_of)
-    args = []
-    batch = tf.shape(serialized)[0]
-    for spec in plan.inputs:
-        value = parsed[spec.name]
-        shape = features[spec.name]["shape"]
-        if isinstance(value, tf.SparseTensor):
-            value = tf.sparse.to_dense(value)
-            value = tf.reshape(
-                value,
-                [batch, *(-1 if axis is None else axis for axis in shape)],
-            )
-        if spec.dtype != "string":
-            value = tf.cast(value, spec.dtype)
-        args.append(value)
-    return args
-
-
-def class_labels(plan: Plan, class_names: Sequence[str] | None) -> list[str]:
-    """The `classes` labels: the class names, or "0", "1", ... when None."""
-    if class_names is not None:
-        return [str(name) for name in class_names]
-    return [str(index) for index in range(plan.num_classes or 0)]
-
-
-def classify_fn(
-    model: keras.Model, plan: Plan, class_names: Sequence[str] | None
-) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """TF Serving's classify: serialized `tf.Example`s to classes + scores."""
-    features = example_features(plan)
-    labels = tf.constant([class_labels(plan, class_names)])
-
-    @tf.autograph.experimental.do_not_convert
-    def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        args = _parse_examples(inputs, plan, features)
-        value = _call(model, plan, args)[plan.output_name]
-        if plan.binary:
-            positive = tf.reshape(value, [-1, 1])
-            value = tf.concat([1.0 - positive, positive], axis=1)
-        classes = tf.tile(labels, [tf.shape(inputs)[0], 1])
-        return {CLASSES_OUTPUT: classes, SCORES_OUTPUT: value}
-
-    return classify
-
-
-def regress_fn(
-    model: keras.Model, plan: Plan
-) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """TF Serving's regress: serialized `tf.Example`s to one float each."""
-    features = example_features(plan)
-
-    @tf.autograph.experimental.do_not_convert
-    def regress(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        args = _parse_examples(inputs, plan, features)
-        value = _call(model, plan, args)[plan.output_name]
-        return {REGRESS_OUTPUT: tf.reshape(value, [-1])}
-
-    return regress
-
-
-def example_signature(plan: Plan) -> str | None:
-    """The classify or regress signature this plan offers, or None."""
-    if example_features(plan) is None:
-        return None
-    # TF Serving needs [batch, num_classes] scores and [batch] (or
-    # [batch, 1]) regression outputs.
-    if plan.task == "classification" and len(plan.outputs[0].shape) <= 2:
-        return CLASSIFY_SIGNATURE
-    if plan.task == "regression" and plan.one_per_example:
-        return REGRESS_SIGNATURE
-    return None
-
-
-def serialize_examples(
-    plan: Plan, samples: Mapping[str, np.ndarray]
-) -> np.ndarray:
-    """Rows of signature inputs as serialized `tf.Example`s (for classify).
-
-    Args:
-        plan: Plan. The model's plan.
-        samples: dict of arrays. One array per input name, rows first.
-
-    Returns:
-        A 1-D object array of serialized `tf.Example` bytes, one per row.
-
-    Raises:
-        ValueError: if the plan's inputs cannot be `tf.Example` features.
-    """
-    features = example_features(plan)
-    if features is None:
-        raise ValueError(
-            "The model's inputs cannot be tf.Example features (an input "
-            "has more than one axis of unknown length)."
-        )
-    rows = len(next(iter(samples.values())))
-    serialized = []
-    for row in range(rows):
-        feature = {}
-        for name, spec in features.items():
-            values = np.asarray(samples[name][row]).reshape(-1)
-            if spec["dtype"] == "string":
-                listed = [
-                    v if isinstance(v, bytes) else str(v).encode()
-                    for v in values
-                ]
-                feature[name] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=listed)
-                )
-            elif spec["dtype"] == "float":
-                feature[name] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=values.tolist())
-                )
-            else:
-                feature[name] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(
-                        value=values.astype(np.int64).tolist()
-                    )
-                )
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        serialized.append(example.SerializeToString())
-    return np.array(serialized, dtype=object)
 
 
 # ----------------------------------------------------------------- metadata
@@ -663,7 +492,7 @@ def _named_outputs(plan: Plan, kind: str) -> dict[str, dict[str, Any]]:
     if plan.task == "tensor":
         return {
             output.name: _spec(
-                "float32" if _is_float(output.dtype) else output.dtype,
+                "float32" if is_float(output.dtype) else output.dtype,
                 output.shape,
             )
             for output in plan.outputs
@@ -694,7 +523,9 @@ def signatures_metadata(plan: Plan) -> dict[str, dict[str, Any]]:
         },
     }
     examples = {EXAMPLES_INPUT: _spec("string", [None])}
-    which = example_signature(plan)
+    from aiservice_kit.export import _examples
+
+    which = _examples.example_signature(plan)
     if which == CLASSIFY_SIGNATURE:
         signatures[CLASSIFY_SIGNATURE] = {
             "api": "classify",
@@ -703,14 +534,14 @@ def signatures_metadata(plan: Plan) -> dict[str, dict[str, Any]]:
                 CLASSES_OUTPUT: _spec("string", [None, plan.num_classes]),
                 SCORES_OUTPUT: _spec("float32", [None, plan.num_classes]),
             },
-            "features": example_features(plan),
+            "features": _examples.example_features(plan),
         }
     elif which == REGRESS_SIGNATURE:
         signatures[REGRESS_SIGNATURE] = {
             "api": "regress",
             "inputs": examples,
             "outputs": {REGRESS_OUTPUT: _spec("float32", [None])},
-            "features": example_features(plan),
+            "features": _examples.example_features(plan),
         }
     return signatures
 
@@ -769,6 +600,7 @@ def write_saved_model(
     class_names: Sequence[str] | None = None,
     *,
     serving_only: bool = False,
+    explain: bool = False,
 ) -> None:
     """Writes the serving functions as a SavedModel (no version, no check).
 
@@ -779,7 +611,12 @@ def write_saved_model(
         class_names: list of str or None. The classify signature's labels.
         serving_only: bool. Write `serving_default` alone, with every
             named output (the LiteRT converter's input).
+        explain: bool. Also write the `explain` signature when the model
+            supports it (`export/explain.py`).
     """
+    # _examples builds on this module: imported here, not on top.
+    from aiservice_kit.export import _examples
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     specs = signature_specs(plan)
@@ -795,17 +632,23 @@ def write_saved_model(
             PREDICT_SIGNATURE, serving_fn(model, plan), input_signature=specs
         )
         examples = [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
-        which = example_signature(plan)
+        which = _examples.example_signature(plan)
         if which == CLASSIFY_SIGNATURE:
             archive.add_endpoint(
                 CLASSIFY_SIGNATURE,
-                classify_fn(model, plan, class_names),
+                _examples.classify_fn(model, plan, class_names),
                 input_signature=examples,
             )
         elif which == REGRESS_SIGNATURE:
             archive.add_endpoint(
                 REGRESS_SIGNATURE,
-                regress_fn(model, plan),
+                _examples.regress_fn(model, plan),
                 input_signature=examples,
             )
+    if explain:
+        # explain.py builds on this module: imported here, not on top.
+        from aiservice_kit.export import explain as explain_signature
+
+        if explain_signature.supports(plan):
+            explain_signature.add_endpoint(archive, model, plan)
     archive.write_out(str(directory), verbose=False)

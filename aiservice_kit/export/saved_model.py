@@ -13,6 +13,7 @@ import keras
 from aiservice_kit._layout import publish_version
 from aiservice_kit._validation import check_bool
 from aiservice_kit.export import _signature
+from aiservice_kit.export import explain as explain_signature
 from aiservice_kit.export.verify import verify_planned
 
 
@@ -26,6 +27,7 @@ def export_saved_model(
     class_names: Sequence[str] | None = None,
     task: str | None = None,
     input_dtypes: Mapping[str, str] | None = None,
+    explain: bool = False,
 ) -> Path:
     """Exports any Keras model as `base_path/<version>/`, ready for TF Serving.
 
@@ -59,6 +61,15 @@ def export_saved_model(
     published, the classify/regress signature included: a mismatch
     publishes nothing.
 
+    With `explain=True`, image and numeric-sequence models also get an
+    `explain` signature (`EXPLAIN_SIGNATURE`, `export/explain.py`): the
+    same inputs, the same outputs plus `attributions` shaped like the
+    input: integrated gradients of the predicted class (a regressor's
+    first output) from an all-zeros baseline in 64 steps, the defaults of
+    `aiservice_kit.explain`, so an exported model explains without the
+    Python object (the metadata's `explain` entry records the method).
+    Text models, models with several inputs and tabular models get none.
+
     Args:
         model: keras.Model. Any Functional or Sequential model with
             symbolic inputs, one or several inputs and outputs.
@@ -74,6 +85,10 @@ def export_saved_model(
             `"tensor"` to override the inferred task.
         input_dtypes: dict or None. Signature dtype per input name, to
             override the defaults (for example `{"image": "float32"}`).
+        explain: bool. Whether to add the `explain` signature (models it
+            does not apply to are exported without it either way). Off by
+            default: writing the gradient graph made exports about 2x
+            slower (a few seconds more per model).
 
     Returns:
         The published version directory `base_path/<version>`.
@@ -101,6 +116,9 @@ def export_saved_model(
     """
     plan = _signature.plan(model, task, input_dtypes)
     check_bool("verify", verify)
+    explained = check_bool("explain", explain) and explain_signature.supports(
+        plan
+    )
     names = _signature.class_names_of(model, plan, class_names)
     inputs, outputs = _signature.io_metadata(plan)
     metadata = {
@@ -111,9 +129,13 @@ def export_saved_model(
         "signatures": _signature.signatures_metadata(plan),
         "model_outputs": _signature.model_outputs_metadata(plan),
     }
+    if explained:
+        metadata["explain"] = explain_signature.metadata(plan)
 
     def write(tmp_dir: Path) -> None:
-        _signature.write_saved_model(model, plan, tmp_dir, names)
+        _signature.write_saved_model(
+            model, plan, tmp_dir, names, explain=explained
+        )
         if verify:
             verify_planned(
                 model, tmp_dir, sample_inputs, plan, format="saved_model"

@@ -34,6 +34,7 @@ from aiservice_kit._validation import check_bool
 from aiservice_kit._validation import check_choice
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import ExportMismatchError
+from aiservice_kit.export import _examples
 from aiservice_kit.export import _signature
 from aiservice_kit.export._signature import Plan
 from aiservice_kit.export._signature import iter_layers
@@ -283,11 +284,11 @@ def _run_example_signature(
     runner: Any, plan: Plan, samples: dict[str, np.ndarray]
 ) -> np.ndarray | None:
     """Scores (classify) or outputs (regress) of the rows as tf.Examples."""
-    which = _signature.example_signature(plan)
+    which = _examples.example_signature(plan)
     if which is None or which not in runner.signatures:
         return None
     fn = runner.signatures[which]
-    serialized = _signature.serialize_examples(plan, samples)
+    serialized = _examples.serialize_examples(plan, samples)
     chunks = []
     for start in range(0, len(serialized), 256):
         outputs = fn(inputs=tf.constant(serialized[start : start + 256]))

@@ -23,6 +23,7 @@ from aiservice_kit._layout import SCORES_OUTPUT
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import SIGNATURE_APIS
 from aiservice_kit._layout import TASKS
+from aiservice_kit.export import _examples
 from aiservice_kit.export import _signature
 from aiservice_kit.export import export_onnx
 from aiservice_kit.export import export_saved_model
@@ -443,7 +444,7 @@ def test_verification_catches_a_wrong_classify_signature(tmp_path):
     )
     archive.add_endpoint(
         CLASSIFY_SIGNATURE,
-        _signature.classify_fn(other, plan, None),
+        _examples.classify_fn(other, plan, None),
         input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
     )
     archive.write_out(str(tmp_path), verbose=False)

@@ -1,0 +1,393 @@
+"""The KerasTuner search behind `tune` for Keras builders.
+
+Each trial builds the model inside `strategy.scope()`, trains it with
+early stopping on a validation split or K folds, and records its seconds
+and best epoch count in the `Sidecar`; the best configuration is rebuilt
+and retrained on all of the data. The first trial runs every range's
+default (`_defaults_first`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from aiservice_kit._search_spaces import builder_arguments
+from aiservice_kit._search_spaces import sample
+from aiservice_kit._trials import Sidecar
+from aiservice_kit._trials import TuneResult
+from aiservice_kit._trials import progress
+
+
+def _kerastuner():
+    try:
+        import keras_tuner
+    except ModuleNotFoundError as error:
+        if error.name != "keras_tuner":
+            raise
+        raise ImportError(
+            "`tune` on a Keras builder needs KerasTuner: "
+            'pip install "aiservice_kit[tune]" (or keras-tuner).'
+        ) from error
+    return keras_tuner
+
+
+def _as_inputs(x: Any) -> Any:
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
+        return np.asarray(x, dtype=object)
+    array = np.asarray(x)
+    if array.dtype.kind == "U":  # fixed-width strings break fit (TF #65237)
+        return array.astype(object)
+    return array
+
+
+def _inferbuilder_arguments(
+    builder: Callable, kwargs: dict, x: np.ndarray, y: Any
+) -> dict:
+    import inspect
+
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if "train_texts" in parameters and "train_texts" not in kwargs:
+        kwargs["train_texts"] = x
+    elif "input_shape" in parameters and "input_shape" not in kwargs:
+        kwargs["input_shape"] = tuple(x.shape[1:])
+    if (
+        "num_classes" in parameters
+        and "num_classes" not in kwargs
+        and "class_names" not in kwargs
+        and y is not None
+    ):
+        labels = np.asarray(y)
+        if labels.ndim == 1 and labels.dtype.kind in "iu":
+            kwargs["num_classes"] = max(int(labels.max()) + 1, 2)
+        elif labels.ndim == 2:
+            kwargs["num_classes"] = labels.shape[1]
+    return kwargs
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(fraction * len(x))))
+    train, val = order[:-n_val], order[-n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def _fit(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    validation: tuple | None,
+    batch_size: int,
+    epochs: int,
+    callbacks: list,
+    strategy: Any,
+) -> Any:
+    """`model.fit`, vectorizing text in the pipeline under >1 replica."""
+    string_input = len(model.inputs) == 1 and model.inputs[0].dtype == "string"
+    if string_input and strategy.num_replicas_in_sync > 1:
+        # Keras cannot fit a string input under >1 replica (keras #21172):
+        # train the numeric part, which shares the model's weights.
+        import tensorflow as tf
+
+        from aiservice_kit.models import split_text_model
+
+        with strategy.scope():
+            vectorizer, numeric = split_text_model(model)
+
+        def pipeline(xs, ys, shuffle):
+            data = tf.data.Dataset.from_tensor_slices((xs, ys))
+            if shuffle:
+                data = data.shuffle(len(xs), seed=0)
+            return data.batch(batch_size).map(lambda a, b: (vectorizer(a), b))
+
+        return numeric.fit(
+            pipeline(x, y, True),
+            validation_data=(
+                None if validation is None else pipeline(*validation, False)
+            ),
+            epochs=epochs,
+            callbacks=callbacks,
+            shuffle=False,  # shuffled in the pipeline
+            verbose=0,
+        )
+    return model.fit(
+        x,
+        y,
+        validation_data=validation,
+        batch_size=batch_size,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def tune_keras(
+    builder: Any,
+    x: Any,
+    y: Any,
+    space: Any,
+    *,
+    name: str,
+    builder_kwargs: dict,
+    algorithm: str,
+    max_trials: int,
+    objective: str,
+    validation_data: tuple | None,
+    validation_split: float,
+    folds: int | None,
+    epochs: int,
+    patience: int,
+    directory: str,
+    project_name: str,
+    overwrite: bool,
+    strategy: Any,
+    seed: int,
+    verbose: int,
+) -> TuneResult:
+    kt = _kerastuner()
+    import keras
+
+    if isinstance(builder, str):
+        from aiservice_kit import models
+
+        builders = sorted(n for n in models.__all__ if n.startswith("build_"))
+        if builder not in builders:
+            raise ValueError(
+                f"`builder` named by a string must be one of {builders}. "
+                f"Received: builder={builder!r}"
+            )
+        builder = getattr(models, builder)
+    if strategy is None:
+        from aiservice_kit.distribute import get_strategy
+
+        strategy = get_strategy(log=False)
+    if y is None:
+        raise ValueError(
+            f"`y` (the labels) is required to tune {name}. Received: y=None"
+        )
+    x = _as_inputs(x)
+    y = np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            "`x` and `y` must have the same length. Received: "
+            f"{len(x)} inputs and {len(y)} labels"
+        )
+    builder_kwargs = _inferbuilder_arguments(builder, builder_kwargs, x, y)
+    if objective == "auto":
+        classifier = builder_kwargs.get("num_classes") or builder_kwargs.get(
+            "class_names"
+        )
+        objective = "val_accuracy" if classifier else "val_loss"
+    if validation_data is not None:
+        x_fit, y_fit = x, y
+        validation = (
+            _as_inputs(validation_data[0]),
+            np.asarray(validation_data[1]),
+        )
+    elif folds is None:
+        x_fit, y_fit, x_val, y_val = _split(x, y, validation_split, seed)
+        validation = (x_val, y_val)
+    else:
+        x_fit, y_fit, validation = x, y, None
+    project_dir = os.path.join(directory, project_name)
+    os.makedirs(project_dir, exist_ok=True)
+    sidecar_path = os.path.join(project_dir, "aiservice_kit_trials.json")
+    if overwrite and os.path.exists(sidecar_path):
+        os.remove(sidecar_path)
+    sidecar = Sidecar(sidecar_path)
+
+    def early_stopping():
+        return keras.callbacks.EarlyStopping(
+            monitor=objective, patience=patience, restore_best_weights=True
+        )
+
+    class HyperModel(kt.HyperModel):
+        last_epochs = None
+
+        def build(self, hp):
+            values = sample(space, hp)
+            return builder(**builder_kwargs, **builder_arguments(name, values))
+
+        def fit(self, hp, model, xs, ys, callbacks=None, **kwargs):
+            values = sample(space, hp)
+            batch_size = int(values.get("batch_size") or 32)
+            n_epochs = int(kwargs.get("epochs", epochs))
+            if folds is None:
+                stop = early_stopping()
+                history = _fit(
+                    model,
+                    xs,
+                    ys,
+                    validation=validation,
+                    batch_size=batch_size,
+                    epochs=n_epochs,
+                    callbacks=[*(callbacks or []), stop],
+                    strategy=strategy,
+                )
+                scores = history.history[objective]
+                best = (
+                    int(np.argmax(scores))
+                    if objective_direction == "max"
+                    else int(np.argmin(scores))
+                )
+                HyperModel.last_epochs = best + 1
+                return history
+            from sklearn.model_selection import KFold
+
+            fold_scores, fold_epochs = [], []
+            splitter = KFold(folds, shuffle=True, random_state=seed)
+            for index, (train, val) in enumerate(splitter.split(xs)):
+                if index:
+                    with strategy.scope():
+                        model = self.build(hp)
+                history = _fit(
+                    model,
+                    xs[train],
+                    ys[train],
+                    validation=(xs[val], ys[val]),
+                    batch_size=batch_size,
+                    epochs=n_epochs,
+                    callbacks=[early_stopping()],
+                    strategy=strategy,
+                )
+                scores = history.history[objective]
+                pick = np.argmax if objective_direction == "max" else np.argmin
+                fold_epochs.append(int(pick(scores)) + 1)
+                fold_scores.append(float(scores[int(pick(scores))]))
+            HyperModel.last_epochs = int(round(np.mean(fold_epochs)))
+            return {objective: float(np.mean(fold_scores))}
+
+    objective_direction = (
+        "min" if "loss" in objective or "error" in objective else "max"
+    )
+    kt_objective = kt.Objective(objective, direction=objective_direction)
+    state = {"new": 0, "start": 0.0}
+
+    class Progress:
+        def on_trial_begin(self, trial):
+            state["start"] = time.monotonic()
+            super().on_trial_begin(trial)
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            seconds = time.monotonic() - state["start"]
+            state["new"] += 1
+            sidecar.put(
+                trial.trial_id,
+                seconds=seconds,
+                epochs=HyperModel.last_epochs,
+            )
+            best = self.oracle.get_best_trials(1)
+            best_score = best[0].score if best else None
+            progress(
+                verbose,
+                int(trial.trial_id) + 1,
+                None if algorithm == "hyperband" else max_trials,
+                _visible(trial.hyperparameters.values),
+                objective,
+                trial.score,
+                seconds,
+                best_score,
+            )
+
+    common = dict(
+        objective=kt_objective,
+        seed=seed,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        distribution_strategy=strategy,
+    )
+    if algorithm == "hyperband":
+        base = kt.Hyperband
+        options = dict(max_epochs=epochs, factor=3, **common)
+    else:
+        base = {
+            "bayesian": kt.BayesianOptimization,
+            "random": kt.RandomSearch,
+            "grid": kt.GridSearch,
+        }[algorithm]
+        options = dict(max_trials=max_trials, **common)
+    tuner_class = type(f"_{base.__name__}", (Progress, base), {})
+    tuner = tuner_class(HyperModel(), **options)
+    if algorithm in ("bayesian", "random"):
+        _defaults_first(tuner.oracle)
+    tuner.search(x_fit, y_fit, epochs=epochs, verbose=0)
+
+    trials = []
+    # Ids are zero-padded to len(str(max_trials)): sort them as numbers.
+    for trial_id in sorted(tuner.oracle.trials, key=int):
+        trial = tuner.oracle.trials[trial_id]
+        if trial.status != "COMPLETED" or trial.score is None:
+            continue
+        extra = sidecar.data.get(trial_id, {})
+        trials.append(
+            {
+                "trial": trial_id,
+                **_visible(trial.hyperparameters.values),
+                "score": float(trial.score),
+                "seconds": extra.get("seconds"),
+                "epochs": extra.get("epochs"),
+            }
+        )
+    if not trials:
+        raise RuntimeError(
+            f"No trial of the search in {project_dir} completed; see the "
+            "errors KerasTuner logged above."
+        )
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    best_params = _visible(best_trial.hyperparameters.values)
+    best_epochs = sidecar.data.get(best_trial.trial_id, {}).get("epochs")
+    best_epochs = int(best_epochs or epochs)
+    values = sample(space, best_trial.hyperparameters)
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        model = builder(**builder_kwargs, **builder_arguments(name, values))
+    _fit(
+        model,
+        x,
+        y,
+        validation=None,
+        batch_size=int(values.get("batch_size") or 32),
+        epochs=best_epochs,
+        callbacks=[],
+        strategy=strategy,
+    )
+    result = TuneResult(
+        model=model,
+        trials=trials,
+        best_params=best_params,
+        best_score=float(best_trial.score),
+        objective=objective,
+        new_trials=state["new"],
+    )
+    if verbose:
+        print(result.table(), flush=True)
+    return result
+
+
+def _visible(values: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def _defaults_first(oracle: Any) -> None:
+    """Makes the oracle's first trial the defaults of every range."""
+    original = oracle.populate_space
+
+    def populate_space(trial_id):
+        if not oracle.trials:
+            values = oracle.hyperparameters.copy().values
+            oracle._tried_so_far.add(oracle._compute_values_hash(values))
+            return {"status": "RUNNING", "values": values}
+        return original(trial_id)
+
+    oracle.populate_space = populate_space
