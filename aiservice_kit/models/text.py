@@ -242,6 +242,7 @@ class TextClassifier(keras.Model):
             early_stopping = (
                 not args
                 and isinstance(x, np.ndarray)
+                and y is not None
                 and len(x) >= EARLY_STOPPING_MIN_SAMPLES
                 and not any(
                     kwargs.get(key)
