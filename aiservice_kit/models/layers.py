@@ -6,10 +6,12 @@ package, stores each `__init__` argument and chains `get_config()` to
 `custom_objects` (importing `aiservice_kit` registers them).
 """
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from aiservice_kit._validation import check_choice
@@ -454,3 +456,219 @@ def recurrent_layer(
     if bidirectional:
         return keras.layers.Bidirectional(layer, name=name)
     return layer
+
+
+#: Kernel length of `RandomConvolutionFeatures` (MiniRocket's).
+_ROCKET_LENGTH = 9
+#: Golden ratio: its multiples' fractional parts spread quantiles evenly.
+_PHI = (1 + 5**0.5) / 2
+
+
+def _rocket_kernels() -> np.ndarray:
+    """MiniRocket's 84 kernels: weight -1 everywhere, 2 at 3 of 9 places."""
+    kernels = []
+    for places in itertools.combinations(range(_ROCKET_LENGTH), 3):
+        kernel = -np.ones(_ROCKET_LENGTH, dtype=np.float32)
+        kernel[list(places)] = 2.0
+        kernels.append(kernel)
+    return np.stack(kernels, axis=-1)  # (9, 84)
+
+
+def rocket_dilations(timesteps: int | None, *, max_count: int = 8) -> list:
+    """Exponentially spaced dilations whose kernels span up to `timesteps`.
+
+    Args:
+        timesteps: int or None. The (longest) sequence length; None uses
+            256.
+        max_count: int. Most dilations returned.
+
+    Returns:
+        A list of distinct ints, starting at 1.
+    """
+    span = (timesteps or 256) - 1
+    largest = max(1.0, span / (_ROCKET_LENGTH - 1))
+    count = min(max_count, int(np.floor(np.log2(largest))) + 1)
+    values = np.floor(np.logspace(0, np.log2(largest), count, base=2))
+    return sorted({int(value) for value in values})
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomConvolutionFeatures(keras.layers.Layer):
+    """MiniRocket-style features of a (batch, timesteps, channels) series.
+
+    Fixed convolutions (MiniRocket's 84 kernels of length 9, weights -1
+    and 2, each at several dilations, each summing a random subset of the
+    channels) followed by the proportion of positive values (PPV) of each
+    convolution output minus each of `biases_per_kernel` thresholds. Nothing
+    here is trained: the thresholds are quantiles of the convolution
+    outputs on training data, set by `adapt`. A linear classifier on these
+    features is a strong time-series classifier (Dempster et al., 2021).
+
+    Masked (padded) steps are zeroed before the convolutions, like the
+    zeros a `"same"` convolution adds at the ends, and left out of the
+    proportions, so padding never changes the features.
+
+    Args:
+        dilations: list of int. Dilation of each convolution; see
+            `rocket_dilations`.
+        biases_per_kernel: int. Thresholds per kernel and dilation.
+        seed: int. Seed of the channel subsets (multivariate input).
+        **kwargs: Standard `keras.layers.Layer` arguments (`name`, ...).
+
+    Example:
+    ```python
+    import keras
+    from aiservice_kit.models.layers import RandomConvolutionFeatures
+    layer = RandomConvolutionFeatures(dilations=[1, 2, 4])
+    features = layer(keras.Input((150, 1)))
+    layer.adapt(x_train)  # thresholds from the training series
+    ```
+    """
+
+    def __init__(
+        self,
+        dilations: Sequence[int] = (1, 2, 4, 8, 16, 32),
+        biases_per_kernel: int = 4,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(dilations, int) or not dilations:
+            raise ValueError(
+                "`dilations` must be a non-empty list of ints >= 1. "
+                f"Received: dilations={dilations!r}"
+            )
+        self.dilations = [
+            check_positive_int("dilations", int(value)) for value in dilations
+        ]
+        self.biases_per_kernel = check_positive_int(
+            "biases_per_kernel", biases_per_kernel
+        )
+        self.seed = int(seed)
+        self.supports_masking = True
+        self.num_kernels = _rocket_kernels().shape[-1]
+
+    def build(self, input_shape: Any) -> None:
+        channels = int(input_shape[-1])
+        base = _rocket_kernels()
+        rng = np.random.default_rng(self.seed)
+        kernels = np.zeros(
+            (len(self.dilations), _ROCKET_LENGTH, channels, self.num_kernels),
+            dtype=np.float32,
+        )
+        for position in range(len(self.dilations)):
+            for kernel in range(self.num_kernels):
+                if channels == 1:
+                    chosen = [0]
+                else:
+                    limit = np.log2(min(channels, _ROCKET_LENGTH) + 1)
+                    size = int(2 ** rng.uniform(0, limit))
+                    size = min(max(size, 1), channels)
+                    chosen = rng.choice(channels, size, replace=False)
+                kernels[position, :, chosen, kernel] = base[:, kernel]
+        self.kernels = self.add_weight(
+            name="kernels",
+            shape=kernels.shape,
+            initializer=keras.initializers.Constant(kernels),
+            trainable=False,
+        )
+        self.biases = self.add_weight(
+            name="biases",
+            shape=(
+                len(self.dilations),
+                self.num_kernels,
+                self.biases_per_kernel,
+            ),
+            initializer="zeros",
+            trainable=False,
+        )
+
+    def _convolve(self, inputs: Any, mask: Any, position: int) -> Any:
+        return ops.conv(
+            inputs,
+            self.kernels[position],
+            strides=1,
+            padding="same",
+            dilation_rate=self.dilations[position],
+        )
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        inputs = ops.cast(inputs, self.compute_dtype)
+        keep = None
+        if mask is not None:
+            keep = ops.cast(mask, inputs.dtype)
+            inputs = inputs * ops.expand_dims(keep, -1)
+            length = ops.maximum(ops.sum(keep, axis=1, keepdims=True), 1.0)
+        features = []
+        for position in range(len(self.dilations)):
+            outputs = self._convolve(inputs, mask, position)
+            above = ops.cast(
+                ops.expand_dims(outputs, -1) > self.biases[position],
+                inputs.dtype,
+            )  # (batch, steps, kernels, biases)
+            if keep is None:
+                ppv = ops.mean(above, axis=1)
+            else:
+                weights = ops.reshape(keep, (-1, ops.shape(keep)[1], 1, 1))
+                ppv = ops.sum(above * weights, axis=1) / ops.reshape(
+                    length, (-1, 1, 1)
+                )
+            features.append(
+                ops.reshape(
+                    ppv, (-1, self.num_kernels * self.biases_per_kernel)
+                )
+            )
+        return ops.concatenate(features, axis=-1)
+
+    def adapt(self, data: Any, mask: Any = None, *, max_samples=256) -> None:
+        """Sets the thresholds from quantiles of the training outputs.
+
+        Args:
+            data: float array (samples, timesteps, channels), already
+                normalized as the layer's input will be.
+            mask: bool array (samples, timesteps) or None: False marks
+                padded steps.
+            max_samples: int. Series used (the first ones).
+        """
+        data = np.asarray(data, dtype=np.float32)[:max_samples]
+        if not self.built:
+            self.build(data.shape)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)[:max_samples]
+            data = data * mask[..., None]
+        levels = (
+            np.arange(1, self.num_kernels * self.biases_per_kernel + 1) * _PHI
+        ) % 1.0
+        levels = levels.reshape(self.num_kernels, self.biases_per_kernel)
+        biases = np.zeros(
+            (len(self.dilations), self.num_kernels, self.biases_per_kernel),
+            dtype=np.float32,
+        )
+        for position in range(len(self.dilations)):
+            outputs = np.asarray(
+                self._convolve(ops.convert_to_tensor(data), None, position)
+            )
+            outputs = outputs.reshape(-1, self.num_kernels)
+            if mask is not None:
+                outputs = outputs[mask.reshape(-1)]
+            for kernel in range(self.num_kernels):
+                biases[position, kernel] = np.quantile(
+                    outputs[:, kernel], levels[kernel]
+                )
+        self.biases.assign(biases)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        width = len(self.dilations) * self.num_kernels * self.biases_per_kernel
+        return (input_shape[0], width)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            dilations=list(self.dilations),
+            biases_per_kernel=self.biases_per_kernel,
+            seed=self.seed,
+        )
+        return config

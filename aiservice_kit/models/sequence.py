@@ -28,12 +28,19 @@ from aiservice_kit.models._heads import regression_head
 from aiservice_kit.models.layers import RNN_CELLS
 from aiservice_kit.models.layers import MaskedConv1D
 from aiservice_kit.models.layers import MaskedGlobalAveragePooling1D
+from aiservice_kit.models.layers import RandomConvolutionFeatures
 from aiservice_kit.models.layers import recurrent_layer
+from aiservice_kit.models.layers import rocket_dilations
 
 #: Name of the input of every model built by `build_lstm`.
 SEQUENCE_INPUT = "sequence"
 #: Accepted values of `pooling`: the last state, or the mean of all steps.
 POOLINGS = ("last", "avg")
+#: Accepted front ends. `"auto"`: `"random_conv"` for classifiers unless
+#: the recurrent stack is configured, `"recurrent"` for regressors.
+FRONTENDS = ("auto", "random_conv", "recurrent")
+#: Features of the random-convolution front end (MiniRocket's ~10k).
+RANDOM_CONV_FEATURES = 10_000
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -103,15 +110,15 @@ def build_lstm(
     num_classes: int | None = None,
     *,
     output_size: int = 1,
-    cell: str = "lstm",
-    units: int | Sequence[int] = 64,
+    cell: str | None = None,
+    units: int | Sequence[int] | None = None,
     bidirectional: bool = False,
     dropout: float = 0.2,
     conv_filters: Sequence[int] = (),
     conv_kernel_size: int = 5,
     conv_pool_size: int = 1,
     dense_units: int | None = None,
-    pooling: str = "last",
+    pooling: str | None = None,
     normalization_data: Any = None,
     masking: bool | None = None,
     mask_value: float = 0.0,
@@ -120,10 +127,23 @@ def build_lstm(
     optimizer: str | keras.optimizers.Optimizer = "adam",
     compile: bool = True,
     name: str = "lstm",
+    frontend: str = "auto",
 ) -> keras.Model:
-    """Builds a recurrent model for sequence classification or regression.
+    """Builds a sequence classifier or regressor (recurrent or random-conv).
 
-    The stack is: optional masking of padded steps, optional per-feature
+    Classifiers get, by default, a random-convolution front end
+    (`frontend="random_conv"`, MiniRocket style): fixed convolutions at
+    several dilations summarized as proportions of positive values
+    (`RandomConvolutionFeatures`), standardized, then the softmax. Nothing
+    but the softmax is trained. On GunPoint, ItalyPowerDemand, ArrowHead
+    and BasicMotions it beats 1-nearest-neighbour DTW and the recurrent
+    stack (see docs/sequence-classification.md); give `normalization_data`
+    (the training sequences): its thresholds and scales come from it.
+
+    The recurrent stack (`frontend="recurrent"`, the default for
+    regressors and whenever `units`, `cell`, `bidirectional`,
+    `conv_filters`, `pooling`, `dense_units` or `unroll` is given) is:
+    optional masking of padded steps, optional per-feature
     normalization (its mean and variance computed from `normalization_data`
     and stored in the model), an optional convolutional front end (`"same"`
     convolutions that respect the mask, useful on long or noisy signals),
@@ -147,9 +167,10 @@ def build_lstm(
         num_classes: int or None. Number of classes (>= 2); None builds a
             regressor.
         output_size: int. Number of regression outputs (regressor only).
-        cell: str. `"lstm"` or `"gru"` (GRU trains ~15% faster).
-        units: int or tuple of int. Units of each recurrent layer; a tuple
-            stacks one layer per entry.
+        cell: str or None. `"lstm"` or `"gru"` (GRU trains ~15% faster);
+            None: `"lstm"`.
+        units: int, tuple of int or None. Units of each recurrent layer; a
+            tuple stacks one layer per entry; None: 64.
         bidirectional: bool. Run each recurrent layer in both directions.
         dropout: float. Dropout rate in [0, 1) on the recurrent layers'
             inputs and before the head.
@@ -161,9 +182,9 @@ def build_lstm(
             train the recurrent layers faster and more reliably on long
             signals. Fixed lengths without masking only: pooling would
             mix padded and real steps.
-        pooling: str. How the last recurrent layer summarizes a
-            sequence: `"last"` (its final state) or `"avg"` (the mean of
-            its outputs over the unpadded steps).
+        pooling: str or None. How the last recurrent layer summarizes a
+            sequence: `"last"` (its final state, the default) or `"avg"`
+            (the mean of its outputs over the unpadded steps).
         dense_units: int or None. Width of a ReLU dense layer before the
             head; None for none.
         normalization_data: array-like or None. Training sequences, shape
@@ -182,6 +203,8 @@ def build_lstm(
         optimizer: str or keras.optimizers.Optimizer. Used when compiling.
         compile: bool. Whether to compile the model.
         name: str. The model's name.
+        frontend: str. `"auto"`, `"random_conv"` or `"recurrent"` (see
+            above). `"random_conv"` is for classifiers only.
 
     Returns:
         A Functional `keras.Model` with one float32 input named `sequence`
@@ -220,6 +243,31 @@ def build_lstm(
     if num_classes is not None:
         num_classes = check_num_classes(num_classes)
     output_size = check_positive_int("output_size", output_size)
+    check_choice("frontend", frontend, FRONTENDS)
+    recurrent_options = (
+        cell is not None
+        or units is not None
+        or pooling is not None
+        or bidirectional is not False
+        or bool(conv_filters)
+        or dense_units is not None
+        or unroll is not False
+    )
+    if frontend == "auto":
+        frontend = (
+            "random_conv"
+            if num_classes is not None and not recurrent_options
+            else "recurrent"
+        )
+    if frontend == "random_conv" and num_classes is None:
+        raise ValueError(
+            "`frontend='random_conv'` builds classifiers only: give "
+            "`num_classes`, or use frontend='recurrent' for regression. "
+            f"Received: frontend={frontend!r}, num_classes=None"
+        )
+    cell = "lstm" if cell is None else cell
+    units = 64 if units is None else units
+    pooling = "last" if pooling is None else pooling
     check_choice("cell", cell, RNN_CELLS)
     if isinstance(units, bool) or not isinstance(units, (int, Sequence)):
         raise TypeError(
@@ -284,6 +332,23 @@ def build_lstm(
             variance=variance.astype("float32"),
             name="normalize",
         )(x)
+    if frontend == "random_conv":
+        outputs = _random_conv_head(
+            x,
+            normalization_data,
+            stats,
+            timesteps,
+            features,
+            num_classes,
+            dropout=dropout,
+            mask_value=mask_value if masking else None,
+        )
+        model = keras.Model(inputs, outputs, name=name)
+        if compile:
+            compile_classifier(
+                model, optimizer=optimizer, label_mode=label_mode
+            )
+        return model
     for index, filters in enumerate(conv_filters):
         x = MaskedConv1D(
             filters,
@@ -322,3 +387,81 @@ def build_lstm(
     if compile:
         compile_classifier(model, optimizer=optimizer, label_mode=label_mode)
     return model
+
+
+def _padded(data: Any, features: int, mask_value: float | None):
+    """(samples, steps, features) float32 array and its step mask."""
+    if isinstance(data, np.ndarray) and data.dtype != object:
+        array = np.asarray(data, dtype=np.float32)
+    else:
+        array = keras.utils.pad_sequences(
+            [np.asarray(item, np.float32) for item in data],
+            dtype="float32",
+            padding="post",
+            value=0.0 if mask_value is None else mask_value,
+        )
+    array = array.reshape(len(array), -1, features)
+    if mask_value is None:
+        return array, None
+    return array, np.any(array != mask_value, axis=-1)
+
+
+def _random_conv_head(
+    x: Any,
+    data: Any,
+    stats: tuple[np.ndarray, np.ndarray] | None,
+    timesteps: int | None,
+    features: int,
+    num_classes: int,
+    *,
+    dropout: float,
+    mask_value: float | None,
+) -> Any:
+    """Random-convolution features, standardized, then the softmax."""
+    if data is not None:
+        train, mask = _padded(data, features, mask_value)
+        longest = train.shape[1]
+        if stats is not None:
+            mean, variance = stats
+            train = (train - mean) / np.sqrt(np.maximum(variance, 1e-7))
+            if mask is not None:
+                train = train * mask[..., None]
+        train = train.astype(np.float32)
+    else:
+        # No data: thresholds from white noise, the scale normalized
+        # inputs have. Give `normalization_data` for real thresholds.
+        longest = timesteps or 256
+        train = (
+            np.random.default_rng(0)
+            .normal(size=(32, longest, features))
+            .astype(np.float32)
+        )
+        mask = None
+    dilations = rocket_dilations(timesteps or longest)
+    per_kernel = max(
+        1, int(np.ceil(RANDOM_CONV_FEATURES / (84 * len(dilations))))
+    )
+    layer = RandomConvolutionFeatures(dilations, per_kernel, name="random_conv")
+    x = layer(x)
+    layer.adapt(train, mask)
+    if data is not None:
+        chunks = range(0, len(train), 64)
+        values = np.concatenate(
+            [
+                np.asarray(
+                    layer(
+                        train[start : start + 64],
+                        mask=None if mask is None else mask[start : start + 64],
+                    )
+                )
+                for start in chunks
+            ]
+        )
+        # The variance floor keeps near-constant features from exploding.
+        x = keras.layers.Normalization(
+            axis=-1,
+            mean=values.mean(axis=0),
+            variance=values.var(axis=0) + 1e-2,
+            name="feature_scale",
+        )(x)
+    return classification_head(x, num_classes, dropout=dropout)

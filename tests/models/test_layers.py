@@ -102,3 +102,28 @@ def test_masked_average_pooling_gives_zeros_not_nan_for_empty_rows():
     np.testing.assert_allclose(
         out[1], model(np.array([[1, 2]], dtype="int32")).numpy()[0], atol=1e-6
     )
+
+
+def test_random_convolution_features_thresholds_and_config():
+    from aiservice_kit.models.layers import RandomConvolutionFeatures
+    from aiservice_kit.models.layers import rocket_dilations
+
+    assert rocket_dilations(24) == [1, 2]
+    assert rocket_dilations(251)[-1] <= 31
+    rng = np.random.default_rng(0)
+    series = rng.normal(size=(6, 30, 3)).astype("float32")
+    layer = RandomConvolutionFeatures([1, 2], biases_per_kernel=3, seed=5)
+    features = layer(keras.Input((30, 3)))
+    assert tuple(features.shape) == (None, 2 * 84 * 3)
+    layer.adapt(series)
+    values = np.asarray(layer(series))
+    assert values.shape == (6, 2 * 84 * 3)
+    # Thresholds are training quantiles: proportions spread over (0, 1).
+    assert 0.2 < values.mean() < 0.8
+    assert not layer.trainable_weights
+    clone = RandomConvolutionFeatures.from_config(layer.get_config())
+    clone.build((None, 30, 3))
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(series)), values)
+    with pytest.raises(ValueError, match="dilations"):
+        RandomConvolutionFeatures([])

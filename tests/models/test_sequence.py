@@ -24,6 +24,40 @@ def test_classifier_shapes_names_and_one_step_fit():
     assert model.loss.__class__.__name__ == "SparseCategoricalCrossentropy"
 
 
+def test_classifier_defaults_to_random_conv_features():
+    x = _random_sequences(steps=40).astype("float32")
+    model = build_lstm((40, 3), num_classes=2, normalization_data=x)
+    assert model.get_layer("random_conv").count_params() > 0
+    assert not model.get_layer("random_conv").trainable_weights
+    configured = build_lstm((40, 3), num_classes=2, units=4)
+    assert configured.get_layer("lstm1")
+    with pytest.raises(ValueError, match="frontend"):
+        build_lstm((40, 3), frontend="random_conv")
+
+
+def test_random_conv_padding_and_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    raw = [rng.normal(size=(length, 2)) + 3.0 for length in (15, 30, 22)]
+    model = build_lstm((None, 2), num_classes=3, normalization_data=raw)
+    short = keras.utils.pad_sequences(raw, dtype="float32", padding="post")
+    long = keras.utils.pad_sequences(
+        raw, maxlen=40, dtype="float32", padding="post"
+    )
+    model.fit(short, np.arange(3), epochs=1, verbose=0)
+    expected = model.predict(short, verbose=0)
+    np.testing.assert_allclose(
+        model.predict(long, verbose=0), expected, atol=1e-5
+    )
+    for index, sequence in enumerate(raw):
+        alone = model.predict(sequence[None].astype("float32"), verbose=0)
+        np.testing.assert_allclose(alone[0], expected[index], atol=1e-5)
+    model.save(tmp_path / "rocket.keras")
+    loaded = keras.saving.load_model(tmp_path / "rocket.keras")
+    np.testing.assert_allclose(
+        loaded.predict(long, verbose=0), expected, atol=1e-5
+    )
+
+
 def test_regressor_has_linear_predictions_of_output_size():
     model = build_lstm((None, 2), output_size=3, cell="gru", units=(4, 4))
     assert model.layers[-1].name == "predictions"
@@ -160,3 +194,41 @@ def test_basicmotions_test_accuracy(data_dir):
     model.fit(x_train, y_train, epochs=60, batch_size=16, verbose=0)
     accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     assert accuracy >= 0.95, f"BasicMotions test accuracy {accuracy:.3f}"
+
+
+def _dtw_1nn(x_train, y_train, x_test):
+    """1-NN under dependent DTW (full window, squared Euclidean cost)."""
+    test = np.asarray(x_test, np.float64)[:, None]
+    train = np.asarray(x_train, np.float64)[None]
+    steps = train.shape[2]
+    shape = (test.shape[0], train.shape[1], steps + 1)
+    previous = np.full(shape, np.inf)
+    previous[:, :, 0] = 0.0
+    for i in range(steps):
+        cost = ((test[:, :, i : i + 1] - train) ** 2).sum(-1)
+        current = np.full(shape, np.inf)
+        for j in range(steps):
+            best = np.minimum(previous[:, :, j], previous[:, :, j + 1])
+            current[:, :, j + 1] = cost[:, :, j] + np.minimum(
+                best, current[:, :, j]
+            )
+        previous = current
+    return y_train[np.argmin(previous[:, :, steps], axis=1)]
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(
+    ("folder", "stem"),
+    [("gunpoint", "GunPoint"), ("italypowerdemand", "ItalyPowerDemand")],
+)
+def test_defaults_match_1nn_dtw(data_dir, folder, stem):
+    x_train, y_train, x_test, y_test, names = _load_split(
+        data_dir, folder, stem
+    )
+    dtw = np.mean(_dtw_1nn(x_train, y_train, x_test) == y_test)
+    model = build_lstm(
+        x_train.shape[1:], num_classes=len(names), normalization_data=x_train
+    )
+    model.fit(x_train, y_train, epochs=50, batch_size=16, verbose=0)
+    accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    assert accuracy >= dtw, f"{stem}: defaults {accuracy:.3f} < DTW {dtw:.3f}"

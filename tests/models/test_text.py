@@ -293,3 +293,72 @@ def test_texts_empty_after_standardization_do_not_poison_training():
     )
     model.fit(texts, np.array([1] * 4 + [0] * 6), batch_size=10, verbose=0)
     assert np.all(np.isfinite(model.predict(texts, verbose=0)))
+
+
+def _tfidf_lr_accuracy(x_train, y_train, x_test, y_test, analyzer, ngrams):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams)
+    model = LogisticRegression(max_iter=2000)
+    model.fit(vectorizer.fit_transform(x_train), y_train)
+    return np.mean(model.predict(vectorizer.transform(x_test)) == y_test)
+
+
+def _shopping(data_dir, column):
+    import csv
+    import gzip
+
+    path = data_dir / "online-shopping-zh" / "online_shopping_9_cats.csv.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    texts = np.asarray([row["review"] for row in rows], dtype=object)
+    return texts, np.asarray([row[column] for row in rows], dtype=object)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("data", ["sms", "shopping-sentiment"])
+def test_defaults_at_least_match_tfidf_logistic_regression(data_dir, data):
+    from sklearn.model_selection import train_test_split
+
+    if data == "sms":
+        texts, labels = load_labelled_text(
+            data_dir / "sms-spam-collection" / "SMSSpamCollection"
+        )
+    else:
+        # A stratified 10,000-review subset of the 52,773 keeps the test
+        # near a minute; benchmarks/text.py runs the full set.
+        texts, labels = _shopping(data_dir, "label")
+        texts, _, labels, _ = train_test_split(
+            texts, labels, train_size=10_000, stratify=labels, random_state=0
+        )
+    x_train, x_test, y_train, y_test = train_test_split(
+        texts, labels, test_size=0.2, stratify=labels, random_state=0
+    )
+    baseline = max(
+        _tfidf_lr_accuracy(x_train, y_train, x_test, y_test, "char", (1, 3)),
+        _tfidf_lr_accuracy(x_train, y_train, x_test, y_test, "word", (1, 2)),
+    )
+    model = build_text_classifier(
+        x_train, class_names=sorted(set(labels.tolist()))
+    )
+    history = model.fit(x_train, y_train, verbose=0)  # every default
+    assert "val_loss" in history.history  # early stopping was on
+    accuracy = np.mean(predict_labels(model, x_test) == y_test)
+    assert accuracy >= baseline, f"{accuracy:.4f} < TF-IDF+LR {baseline:.4f}"
+
+
+def test_fit_early_stopping_is_explicit_and_switchable():
+    texts = np.asarray(TEXTS * 30, dtype=object)
+    labels = LABELS * 30
+    model = build_text_classifier(texts, class_names=["ham", "spam"])
+    history = model.fit(texts, labels, epochs=3, verbose=0)
+    assert "val_loss" in history.history
+    assert len(history.history["loss"]) <= 3  # `epochs` is honoured
+    plain = model.fit(texts, labels, epochs=2, early_stopping=False, verbose=0)
+    assert "val_loss" not in plain.history
+    assert len(plain.history["loss"]) == 2
+    few = model.fit(texts[:20], labels[:20], epochs=1, verbose=0)
+    assert "val_loss" not in few.history  # too few samples to hold out
+    with pytest.raises(ValueError, match="early_stopping"):
+        model.fit(texts, labels, early_stopping="yes")
