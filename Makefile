@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Which TensorFlow build to install: cpu, gpu or tpu (see README).
 TF_EXTRA ?= cpu
+# TF Serving's gRPC protos, for `serve --grpc-port` (the grpc extra):
+# installed without dependencies, since they ask for the `tensorflow`
+# distribution and the TensorFlow build is chosen by TF_EXTRA.
+TF_SERVING_API ?= tensorflow-serving-api>=2.16,<3
 
 .PHONY: demo test lint docs bench install dist clean
 
@@ -15,7 +19,8 @@ $(BIN)/python:
 # setup.py compiles the recommender kernels: a changed .pyx reinstalls.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 		aiservice_kit/recommenders/_kernels.pyx
-	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,plot,onnx,tune]" --group dev
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,grpc,plot,onnx,tune]" --group dev
+	$(BIN)/python -m pip install --quiet --no-deps "$(TF_SERVING_API)"
 	touch $@
 
 install: $(VENV)/.installed

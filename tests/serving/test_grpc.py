@@ -9,6 +9,7 @@ ledger is read back from the SQLite file.
 """
 
 import json
+import subprocess
 import threading
 import time
 
@@ -18,7 +19,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import uvicorn
+from serving_helpers import CLI
 from serving_helpers import CONFIG
+from serving_helpers import REPO_ROOT
+from serving_helpers import Server
+from serving_helpers import export_half_plus_three
 from serving_helpers import export_recommender
 from serving_helpers import free_port
 from tensorflow_serving.apis import classification_pb2
@@ -27,6 +32,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import regression_pb2
 
 from aiservice_kit import build_cnn
 from aiservice_kit.serving import create_app
@@ -66,6 +72,10 @@ def served(tmp_path_factory):
     keras.utils.set_random_seed(1)
     cnn = build_cnn((12, 12), num_classes=3, filters=(4,), dense_units=8)
     text = _text_classifier()
+    inputs = keras.Input(shape=(3,), name="x")
+    regressor = keras.Model(
+        inputs, keras.layers.Dense(1, name="predictions")(inputs)
+    )
     export_recommender(root / "recommender")
     (root / "config.json").write_text(json.dumps(CONFIG))
     db = root / "service.db"
@@ -81,7 +91,12 @@ def served(tmp_path_factory):
     store.close()
     grpc_port = free_port()
     app = create_app(
-        {"cnn": cnn, "text": text, "recommender": root / "recommender"},
+        {
+            "cnn": cnn,
+            "text": text,
+            "regressor": regressor,
+            "recommender": root / "recommender",
+        },
         db=db,
         config=root / "config.json",
         grpc_port=grpc_port,
@@ -110,7 +125,7 @@ def served(tmp_path_factory):
         "db": db,
         "cnn": cnn,
         "text": text,
-        "root": root,
+        "regressor": regressor,
     }
     channel.close()
     server.should_exit = True
@@ -285,6 +300,33 @@ def test_classify_merges_the_context_into_each_example(served):
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
+def test_regress_answers_one_float_per_example(served):
+    rows = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    expected = served["regressor"].predict(rows, verbose=0).reshape(-1)
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "regressor"
+    for row in rows:
+        example = request.input.example_list.examples.add()
+        example.features.feature["x"].float_list.value.extend(row.tolist())
+
+    response = served["predict"].Regress(
+        request, metadata=_bearer(served["keys"]["pro"]), timeout=60
+    )
+
+    values = [r.value for r in response.result.regressions]
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+    assert response.model_spec.signature_name == "regression"
+    request.input.Clear()
+    assert (
+        _code(
+            lambda: served["predict"].Regress(
+                request, metadata=_bearer(served["keys"]["pro"]), timeout=60
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
 def test_metadata_and_status(served):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "cnn"
@@ -358,3 +400,64 @@ def test_a_spent_quota_is_resource_exhausted(served):
     assert int(trailing["retry-after"]) >= 1
     records = _records(served, "quota")
     assert [(r.status, r.instances) for r in records] == [(200, 2)]
+
+
+def test_serve_command_opens_the_grpc_port(tmp_path):
+    export_half_plus_three(tmp_path / "half")
+    grpc_port = free_port()
+    server = Server(
+        [
+            "--model",
+            f"half={tmp_path / 'half'}",
+            "--db",
+            str(tmp_path / "service.db"),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        tmp_path / "server.log",
+    ).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(
+                _predict_request(
+                    "half", x=np.array([1.0, 2.0, 5.0], "float32")
+                ),
+                timeout=60,
+            )
+    finally:
+        server.stop()
+
+    np.testing.assert_allclose(
+        tf.make_ndarray(response.outputs["y"]), [3.5, 4.0, 5.5]
+    )
+    assert response.model_spec.version.value == 123
+    meter = SQLiteMeter(tmp_path / "service.db")
+    records = meter.records()
+    meter.close()
+    assert [(r.key_id, r.model, r.instances) for r in records] == [
+        (None, "half", 3)
+    ]
+
+
+def test_the_grpc_port_must_differ_from_the_rest_port(tmp_path):
+    result = subprocess.run(
+        [
+            *CLI,
+            "serve",
+            "--model",
+            f"m={tmp_path}",
+            "--port",
+            "8501",
+            "--grpc-port",
+            "8501",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+
+    assert result.returncode == 2
+    assert "--grpc-port must differ from --port" in result.stderr
+    assert "Traceback" not in result.stderr
