@@ -350,6 +350,11 @@ class _Handlers:
             await _abort(
                 context, error.status_code, error.message, error.headers
             )
+        except Exception as error:  # as REST's 500: logged, not detailed
+            logger.exception("unexpected error in a gRPC call")
+            await _abort(
+                context, 500, f"Internal error: {type(error).__name__}", {}
+            )
         if reply.status != 200:
             message = json.loads(reply.content)["error"]
             await _abort(context, reply.status, message, reply.headers)
@@ -391,6 +396,11 @@ class _Handlers:
         except ServingError as error:
             await _abort(
                 context, error.status_code, error.message, error.headers
+            )
+        except Exception as error:  # as REST's 500: logged, not detailed
+            logger.exception("unexpected error in a gRPC call")
+            await _abort(
+                context, 500, f"Internal error: {type(error).__name__}", {}
             )
         return response.SerializeToString()
 
