@@ -85,6 +85,7 @@ def served(tmp_path_factory):
         for name, plan, models in (
             ("pro", "pro", None),
             ("quota", "quota", None),
+            ("limited", "limited", None),
             ("text-only", "pro", ["text"]),
         )
     }
@@ -201,6 +202,15 @@ def test_predict_by_version_with_an_output_filter(served):
 
     assert list(response.outputs) == ["probabilities"]
     assert response.model_spec.signature_name == "predict"
+    request.model_spec.version_label = "stable"  # no labels configured
+    with pytest.raises(grpc.RpcError) as caught:
+        served["predict"].Predict(
+            request, metadata=_bearer(served["keys"]["pro"]), timeout=60
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: stable" in (
+        caught.value.details()
+    )
     request.model_spec.version.value = 99
     assert (
         _code(
@@ -461,3 +471,21 @@ def test_the_grpc_port_must_differ_from_the_rest_port(tmp_path):
     assert result.returncode == 2
     assert "--grpc-port must differ from --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_rate_limit_is_resource_exhausted(served):
+    limited = _bearer(served["keys"]["limited"])  # 0.2/s, a burst of 2
+    images = np.zeros((1, 12, 12), "uint8")
+    request = _predict_request("cnn", **{_input_name(served["cnn"]): images})
+    codes = []
+    for _ in range(3):
+        try:
+            served["predict"].Predict(request, metadata=limited, timeout=60)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+
+    assert codes == [grpc.StatusCode.OK] * 2 + [
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    ]
+    assert len(_records(served, "limited")) == 2  # refused: not metered
