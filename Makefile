@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Which TensorFlow build to install: cpu, gpu or tpu (see README).
 TF_EXTRA ?= cpu
+# TF Serving's gRPC protos, for `serve --grpc-port` (the grpc extra):
+# installed without dependencies, since they ask for the `tensorflow`
+# distribution and the TensorFlow build is chosen by TF_EXTRA.
+TF_SERVING_API ?= tensorflow-serving-api>=2.16,<3
 
 .PHONY: demo test lint docs bench install dist clean
 
@@ -19,8 +23,9 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 	@echo "Installing aiservice_kit and its dependencies into $(VENV)" \
 		"(TensorFlow $(TF_EXTRA); about 2-5 minutes and 2 GB the first time," \
 		"seconds after that)..."
-	$(BIN)/python -m pip install -e ".[$(TF_EXTRA),serving,plot,onnx,tune]" \
-		--group dev
+	$(BIN)/python -m pip install \
+		-e ".[$(TF_EXTRA),serving,grpc,plot,onnx,tune]" --group dev
+	$(BIN)/python -m pip install --no-deps "$(TF_SERVING_API)"
 	@echo "Installed into $(VENV)."
 	touch $@
 

@@ -8,6 +8,10 @@ request, bounded request counts and time):
 - `aiservice_kit`: `aiservice-kit serve` with API keys ON and every call
   metered in the SQLite ledger before its response (the full product path),
   dynamic batching on the SavedModel signature.
+- `aiservice_kit_grpc`: the same server process, called over TF Serving's
+  gRPC API (`--grpc-port`, `PredictionServiceStub.Predict` from
+  `tensorflow-serving-api`, key as metadata, one channel per client);
+  skipped with the reason when `grpc`/`tensorflow_serving` are absent.
 - `baseline`: the tutorial server, FastAPI calling `model.predict` on the
   loaded `.keras` model per request.
 - `bentoml`: BentoML with adaptive batching (`batchable=True`) calling the
@@ -217,6 +221,89 @@ async def drive(url, body, headers, concurrency, requests, max_seconds):
     }
 
 
+async def drive_grpc(
+    address, request, metadata, concurrency, requests, seconds
+):
+    """`drive` for gRPC: `concurrency` clients, one channel each."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    deadline = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal remaining, errors
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            while remaining > 0 and time.perf_counter() < deadline:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    await stub.Predict(request, metadata=metadata, timeout=60)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                else:
+                    latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    lat = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+    }
+
+
+def bench_grpc(name, address, key, images, counts, max_seconds):
+    """`bench` over gRPC Predict (asyncio's loop: grpc.aio's own)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    request.inputs["image"].CopyFrom(
+        tf.make_tensor_proto(images.astype("uint8"))
+    )
+    metadata = (("authorization", f"Bearer {key}"),)
+    asyncio.run(drive_grpc(address, request, metadata, 4, 40, 30))  # warm-up
+    results = {}
+    for concurrency in CONCURRENCY:
+        results[concurrency] = r = asyncio.run(
+            drive_grpc(
+                address,
+                request,
+                metadata,
+                concurrency,
+                counts[concurrency],
+                max_seconds,
+            )
+        )
+        print(
+            f"  {name:14s} c={concurrency:<3d} {r['rps']:8.1f} req/s  "
+            f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",
+            flush=True,
+        )
+    return results
+
+
+def _grpc_missing() -> str | None:
+    try:
+        import grpc  # noqa: F401
+        from tensorflow_serving.apis import predict_pb2  # noqa: F401
+    except ImportError as error:
+        return (
+            f"skipped: {error}; install the grpc extra and "
+            "`pip install --no-deps tensorflow-serving-api`"
+        )
+    return None
+
+
 def _run(coroutine):
     try:
         import uvloop
@@ -310,6 +397,10 @@ def main() -> int:
         f"per request, {os.cpu_count()} CPUs, requests per level: {counts}"
     )
     results = {}
+    grpc_note = _grpc_missing()
+    grpc_args = (
+        [] if grpc_note else ["--grpc-port", str(grpc_port := free_port())]
+    )
 
     port = free_port()
     handle = start(
@@ -322,6 +413,7 @@ def main() -> int:
             f"mnist={work / 'mnist'}",
             "--port",
             str(port),
+            *grpc_args,
             "--db",
             str(work / "service.db"),
             "--auth",
@@ -345,6 +437,15 @@ def main() -> int:
             counts,
             max_seconds,
         )
+        if not grpc_note:
+            results["aiservice_kit_grpc"] = bench_grpc(
+                "aiservice_kit_grpc",
+                f"127.0.0.1:{grpc_port}",
+                key,
+                images,
+                counts,
+                max_seconds,
+            )
     finally:
         stop(handle)
 
@@ -438,6 +539,16 @@ def main() -> int:
             )
     if bento_note:
         print(f"\nBentoML: {bento_note}")
+    if grpc_note:
+        print(f"\ngRPC: {grpc_note}")
+    else:
+        print()
+        for concurrency in CONCURRENCY:
+            ratio = (
+                results["aiservice_kit_grpc"][concurrency]["rps"]
+                / results["aiservice_kit"][concurrency]["rps"]
+            )
+            print(f"gRPC / REST throughput at c={concurrency}: {ratio:.2f}x")
     ours = results["aiservice_kit"]
     speedup = ours[32]["rps"] / base[32]["rps"]
     checks = [
@@ -457,7 +568,10 @@ def main() -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     if args.json:
         args.json.write_text(
-            json.dumps({"results": results, "bentoml": bento_note}, indent=2)
+            json.dumps(
+                {"results": results, "bentoml": bento_note, "grpc": grpc_note},
+                indent=2,
+            )
         )
     return 0 if all(ok for _, ok in checks) else 1
 

@@ -16,6 +16,9 @@ import time
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
@@ -41,7 +44,8 @@ class PredictReply:
 
     Attributes:
         status: int. The HTTP status (200, or the error's).
-        content: bytes. The JSON body.
+        content: bytes. The body: the encoded outputs, or the error as
+            JSON `{"error": message}`.
         headers: dict of str. `X-Request-ID`, `X-Model-Version` when a
             version was found, and the error's headers.
         instances: int. Instances predicted (0 unless status is 200).
@@ -55,12 +59,45 @@ class PredictReply:
     request_id: str
 
 
+#: What a protocol's decoder returns: the signature to run, its input
+#: arrays, the number of instances and how to encode the outputs as the
+#: reply's bytes.
+Decoded = tuple[Any, dict[str, np.ndarray], int, Callable[[Any], bytes]]
+#: A protocol's decoder: `(servable, request bytes) -> Decoded`; raises
+#: ServingError for a bad request (answered and metered).
+Decoder = Callable[[Any, bytes], Awaitable[Decoded]]
+
+
 async def _read(body: Body) -> bytes:
     return body if isinstance(body, bytes) else await body()
 
 
+async def decode_json(servable: Any, data: bytes) -> Decoded:
+    """The REST decoder: a JSON Predict body, answered in JSON."""
+    large = len(data) > OFFLOAD_BYTES
+    document = (
+        await asyncio.to_thread(parse_json, data) if large else parse_json(data)
+    )
+    signature = servable.signature(signature_name_of(document))
+    if large:
+        arrays, fmt, count = await asyncio.to_thread(
+            decode_predict, document, signature.inputs
+        )
+    else:
+        arrays, fmt, count = decode_predict(document, signature.inputs)
+
+    def encode(outputs: dict[str, np.ndarray]) -> bytes:
+        return json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+
+    return signature, arrays, count, encode
+
+
 async def predict(
-    service: Service, key: ApiKey | None, spec: ModelSpec, body: Body
+    service: Service,
+    key: ApiKey | None,
+    spec: ModelSpec,
+    body: Body,
+    decode: Decoder | None = None,
 ) -> PredictReply:
     """Runs one Predict call and records it in the ledger.
 
@@ -70,7 +107,11 @@ async def predict(
             None for an anonymous call.
         spec: ModelSpec. The model and version asked for.
         body: bytes, or an async function returning them. The JSON
-            request (`instances` or `inputs`).
+            request (`instances` or `inputs`), or the request `decode`
+            reads.
+        decode: Decoder or None. How another protocol (gRPC) turns the
+            body into a signature's inputs and its outputs into the
+            reply's bytes; None: TF Serving's REST JSON (`decode_json`).
 
     Returns:
         The reply. Errors found after the call was accepted (unknown
@@ -103,22 +144,12 @@ async def predict(
         version_number = servable.version
         headers["X-Model-Version"] = str(servable.version)
         data = await _read(body)
-        large = len(data) > OFFLOAD_BYTES
-        document = (
-            await asyncio.to_thread(parse_json, data)
-            if large
-            else parse_json(data)
+        signature, arrays, count, encode = await (decode or decode_json)(
+            servable, data
         )
-        signature = servable.signature(signature_name_of(document))
-        if large:
-            arrays, fmt, count = await asyncio.to_thread(
-                decode_predict, document, signature.inputs
-            )
-        else:
-            arrays, fmt, count = decode_predict(document, signature.inputs)
         service.limiter.check_quota(key, count)
         outputs = await signature.predict(arrays)
-        content = json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+        content = encode(outputs)
         instances = count
     except ServingError as error:
         if error.status_code in (413, 429):

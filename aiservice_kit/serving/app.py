@@ -32,6 +32,8 @@ from aiservice_kit.serving._sources import model_configs
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.auth import KeyStore
 from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.config import DEFAULT_GRPC_PORT
+from aiservice_kit.serving.config import DEFAULT_HOST
 from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import ServerConfig
@@ -150,6 +152,30 @@ class _AccessLog:
                 )
 
 
+def _check_grpc(port: Any) -> None:
+    """Checks `grpc_port` and that the `grpc` extra is installed."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(
+            "`grpc_port` must be a port number (0-65535) or None. "
+            f"Received: grpc_port={port!r}"
+        )
+    if not 0 <= port <= 65535:
+        raise ValueError(
+            "`grpc_port` must be a port number (0-65535) or None. "
+            f"Received: grpc_port={port!r}"
+        )
+    try:
+        import aiservice_kit.serving._grpc  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"gRPC serving needs grpcio and tensorflow-serving-api ({error}): "
+            "pip install 'aiservice_kit[grpc]' and then "
+            "pip install --no-deps tensorflow-serving-api (it asks for the "
+            "`tensorflow` distribution, which would install a second "
+            "TensorFlow beside tensorflow-cpu)."
+        ) from error
+
+
 def create_app(
     models: Mapping[str, Any] | str | os.PathLike | Any = None,
     *,
@@ -161,6 +187,8 @@ def create_app(
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     meter: Meter | None = None,
     access_log: bool = True,
+    grpc_port: int | None = DEFAULT_GRPC_PORT,
+    grpc_host: str = DEFAULT_HOST,
 ) -> fastapi.FastAPI:
     """Builds the TF-Serving-compatible REST app (models load at startup).
 
@@ -188,6 +216,11 @@ def create_app(
             `db`.
         access_log: bool. Log one JSON line per request to the
             `aiservice_kit.serving.access` logger.
+        grpc_port: int or None. Also serve TF Serving's gRPC API
+            (PredictionService, ModelService) on this port (0: any free
+            one, see `app.state.grpc.port`), with the same keys, quotas
+            and ledger; None: REST only. Needs the `grpc` extra.
+        grpc_host: str. The address the gRPC server listens on.
 
     Returns:
         A FastAPI app; run it with uvicorn, or use it in a
@@ -196,6 +229,7 @@ def create_app(
     Raises:
         ValueError: for no models, a missing base path or a bad setting.
         TypeError: for arguments of the wrong type.
+        ImportError: for `grpc_port` without the `grpc` extra.
 
     Example:
     ```python
@@ -226,6 +260,8 @@ def create_app(
             "`max_body_bytes` must be a positive integer. "
             f"Received: max_body_bytes={max_body_bytes!r}"
         )
+    if grpc_port is not None:
+        _check_grpc(grpc_port)
     db_path = sqlite_path(db) if db is not None else default_db_path()
     metrics = Metrics()
 
@@ -256,9 +292,18 @@ def create_app(
             "on" if auth else "off",
             db_path,
         )
+        app.state.grpc = None
+        if grpc_port is not None:
+            from aiservice_kit.serving._grpc import start_grpc_server
+
+            app.state.grpc = await start_grpc_server(
+                app.state.service, grpc_host, grpc_port, max_body_bytes
+            )
         try:
             yield
         finally:
+            if app.state.grpc is not None:
+                await app.state.grpc.stop()
             committer.close()
             await asyncio.to_thread(registry.stop)
             if meter is None:

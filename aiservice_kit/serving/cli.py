@@ -21,6 +21,7 @@ from aiservice_kit.cli import UsageError
 from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
+from aiservice_kit.serving.config import DEFAULT_GRPC_PORT
 from aiservice_kit.serving.config import DEFAULT_HOST
 from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
 from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
@@ -28,6 +29,7 @@ from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
 from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import DEFAULT_PORT
+from aiservice_kit.serving.config import GRPC_PORT
 from aiservice_kit.serving.config import default_db_path
 from aiservice_kit.serving.config import load_config
 
@@ -145,6 +147,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "--model NAME=BASE_PATH is required (or models in --config)"
         )
+    if args.grpc_port is not None and args.grpc_port == args.port:
+        raise UsageError(
+            "--grpc-port must differ from --port (REST). "
+            f"Received: --grpc-port {args.grpc_port} --port {args.port}"
+        )
     auth = {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
     import uvicorn
 
@@ -167,8 +174,10 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             poll_interval_s=args.poll_interval,
             access_log=args.access_log == "on",
+            grpc_port=args.grpc_port,
+            grpc_host=args.host,
         )
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         raise UsageError(str(error)) from None
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -349,6 +358,13 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
     )
     serve.add_argument("--host", default=DEFAULT_HOST)
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=DEFAULT_GRPC_PORT,
+        help="also serve TF Serving's gRPC API on this port (TF Serving "
+        f"uses {GRPC_PORT}; off by default; needs the grpc extra)",
+    )
     _add_db(serve)
     _add_config(serve)
     serve.add_argument(

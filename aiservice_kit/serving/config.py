@@ -54,6 +54,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 #: The name a single model gets, as in TensorFlow Serving's --model_name.
 DEFAULT_MODEL_NAME = "default"
+#: Port of TF Serving's gRPC API (`--grpc-port`): None, off by default;
+#: TF Serving's own is `GRPC_PORT`. Needs the `grpc` extra.
+DEFAULT_GRPC_PORT = None
+#: TF Serving's gRPC port, the one its clients expect.
+GRPC_PORT = 8500
+#: Seconds running gRPC calls get to finish when the server stops.
+GRPC_GRACE_S = 5.0
 
 # -- Models -----------------------------------------------------------------
 
