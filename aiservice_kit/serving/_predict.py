@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
 
+from aiservice_kit.serving import _explain
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
 from aiservice_kit.serving._codec import parse_json
@@ -25,6 +26,7 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._service import Service
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.config import OFFLOAD_BYTES
+from aiservice_kit.serving.metering import DEFAULT_API
 from aiservice_kit.serving.metering import UsageRecord
 from aiservice_kit.serving.registry import ModelSpec
 
@@ -60,7 +62,11 @@ async def _read(body: Body) -> bytes:
 
 
 async def predict(
-    service: Service, key: ApiKey | None, spec: ModelSpec, body: Body
+    service: Service,
+    key: ApiKey | None,
+    spec: ModelSpec,
+    body: Body,
+    api: str = DEFAULT_API,
 ) -> PredictReply:
     """Runs one Predict call and records it in the ledger.
 
@@ -71,6 +77,8 @@ async def predict(
         spec: ModelSpec. The model and version asked for.
         body: bytes, or an async function returning them. The JSON
             request (`instances` or `inputs`).
+        api: str. `"predict"`, or `"explain"` (`_explain`: the `explain`
+            signature, attributions in the reply); recorded in the ledger.
 
     Returns:
         The reply. Errors found after the call was accepted (unknown
@@ -109,7 +117,10 @@ async def predict(
             if large
             else parse_json(data)
         )
-        signature = servable.signature(signature_name_of(document))
+        if api == _explain.EXPLAIN_API:
+            signature = _explain.signature_of(servable, document)
+        else:
+            signature = servable.signature(signature_name_of(document))
         if large:
             arrays, fmt, count = await asyncio.to_thread(
                 decode_predict, document, signature.inputs
@@ -118,7 +129,11 @@ async def predict(
             arrays, fmt, count = decode_predict(document, signature.inputs)
         service.limiter.check_quota(key, count)
         outputs = await signature.predict(arrays)
-        content = json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+        if api == _explain.EXPLAIN_API:
+            answer = _explain.encode(outputs, fmt)
+        else:
+            answer = encode_predict(outputs, fmt)
+        content = json.dumps(answer).encode("utf-8")
         instances = count
     except ServingError as error:
         if error.status_code in (413, 429):
@@ -139,6 +154,7 @@ async def predict(
         response_bytes=len(content),
         latency_ms=round(latency * 1000, 3),
         status=status,
+        api=api,
     )
     try:
         await service.committer.record(record)
