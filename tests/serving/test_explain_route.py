@@ -19,6 +19,7 @@ from serving_helpers import free_port
 from aiservice_kit import build_cnn
 from aiservice_kit import explain
 from aiservice_kit.export import export_saved_model
+from aiservice_kit.serving import Client
 from aiservice_kit.serving import KeyStore
 from aiservice_kit.serving import create_app
 from aiservice_kit.serving.config import parse_config
@@ -70,7 +71,7 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         {
             "currency": "USD",
             "prices": {"*": 1.0, "*:explain": 50.0},
-            "plans": {"small": {"monthly_instances": 6}},
+            "plans": {"small": {"monthly_instances": 7}},
         }
     )
     app = create_app(
@@ -87,6 +88,8 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
             "/v1/models/img/versions/1:explain",
             json={"inputs": images[:1].tolist()},
         )
+        with Client(url, secret) as client:
+            by_client = client.explain("img", images[:1], version=1)
         predicted = http.post(
             "/v1/models/img:predict", json={"instances": images[:1].tolist()}
         )
@@ -130,6 +133,9 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
     np.testing.assert_allclose(
         columns.json()["attributions"], served[:1], atol=1e-5 * scale
     )
+    np.testing.assert_array_equal(
+        by_client["attributions"], columns.json()["attributions"]
+    )
     assert predicted.status_code == 200
     assert "attributions" not in predicted.json()
 
@@ -138,7 +144,7 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
     assert "explain=True" in refused.json()["error"]
     assert "export_saved_model" in refused.json()["error"]
     assert unknown.status_code == 404
-    # 3 + 1 + 1 instances used of 6: 2 more are over the quota.
+    # 3 + 1 + 1 + 1 instances used of 7: 2 more are over the quota.
     assert over_quota.status_code == 429
     assert anonymous.status_code == 401
 
@@ -147,6 +153,7 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
     meter.close()
     assert [(r.model, r.api, r.status, r.instances) for r in records] == [
         ("img", "explain", 200, 3),
+        ("img", "explain", 200, 1),
         ("img", "explain", 200, 1),
         ("img", "predict", 200, 1),
         ("plain", "explain", 400, 0),
@@ -160,14 +167,14 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         ("nope", "explain"),
     }
     explained = lines["img", "explain"]
-    assert (explained["requests"], explained["instances"]) == (2, 4)
+    assert (explained["requests"], explained["instances"]) == (3, 5)
     assert decimal.Decimal(explained["price_per_1000"]) == 50
-    assert decimal.Decimal(explained["amount"]) == decimal.Decimal("0.2")
+    assert decimal.Decimal(explained["amount"]) == decimal.Decimal("0.25")
     assert decimal.Decimal(lines["img", "predict"]["amount"]) == (
         decimal.Decimal("0.001")
     )
-    assert decimal.Decimal(usage["total"]) == decimal.Decimal("0.201")
-    assert usage["used_this_month"] == 5
+    assert decimal.Decimal(usage["total"]) == decimal.Decimal("0.251")
+    assert usage["used_this_month"] == 6
 
 
 def test_an_older_ledger_gains_the_api_column(tmp_path):
