@@ -78,6 +78,9 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         {"img": model, "plain": plain}, db=db, config=config, auth=True
     )
     url = serve(app)
+    paths = app.openapi()["paths"]
+    for tail in ("", "/versions/{version}", "/labels/{label}"):
+        assert "post" in paths["/v1/models/{model_name}" + tail + ":explain"]
     headers = {"Authorization": f"Bearer {secret}"}
 
     with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
