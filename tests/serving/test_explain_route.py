@@ -102,6 +102,10 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         unknown = http.post(
             "/v1/models/nope:explain", json={"instances": images.tolist()}
         )
+        other_signature = http.post(
+            "/v1/models/img:explain",
+            json={"instances": images.tolist(), "signature_name": "classify"},
+        )
         over_quota = http.post(
             "/v1/models/img:explain", json={"instances": images[:2].tolist()}
         )
@@ -147,6 +151,8 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
     assert "explain=True" in refused.json()["error"]
     assert "export_saved_model" in refused.json()["error"]
     assert unknown.status_code == 404
+    assert other_signature.status_code == 400
+    assert "signature_name='classify'" in other_signature.json()["error"]
     # 3 + 1 + 1 + 1 instances used of 7: 2 more are over the quota.
     assert over_quota.status_code == 429
     assert anonymous.status_code == 401
@@ -161,6 +167,7 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         ("img", "predict", 200, 1),
         ("plain", "explain", 400, 0),
         ("nope", "explain", 404, 0),
+        ("img", "explain", 400, 0),
     ]
     lines = {(line["model"], line["api"]): line for line in usage["lines"]}
     assert set(lines) == {
@@ -170,7 +177,8 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         ("nope", "explain"),
     }
     explained = lines["img", "explain"]
-    assert (explained["requests"], explained["instances"]) == (3, 5)
+    assert (explained["requests"], explained["instances"]) == (4, 5)
+    assert explained["errors"] == 1
     assert decimal.Decimal(explained["price_per_1000"]) == 50
     assert decimal.Decimal(explained["amount"]) == decimal.Decimal("0.25")
     assert decimal.Decimal(lines["img", "predict"]["amount"]) == (
