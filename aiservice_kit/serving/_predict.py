@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from aiservice_kit.serving import _explain
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
 from aiservice_kit.serving._codec import parse_json
@@ -28,6 +29,7 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._service import Service
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.config import OFFLOAD_BYTES
+from aiservice_kit.serving.metering import DEFAULT_API
 from aiservice_kit.serving.metering import UsageRecord
 from aiservice_kit.serving.registry import ModelSpec
 
@@ -74,11 +76,24 @@ async def _read(body: Body) -> bytes:
 
 async def decode_json(servable: Any, data: bytes) -> Decoded:
     """The REST decoder: a JSON Predict body, answered in JSON."""
+    return await _decode_rest(servable, data, explain=False)
+
+
+async def decode_explain_json(servable: Any, data: bytes) -> Decoded:
+    """The REST `:explain` decoder: the `explain` signature, attributions
+    beside the predictions in the JSON answer (`_explain`)."""
+    return await _decode_rest(servable, data, explain=True)
+
+
+async def _decode_rest(servable: Any, data: bytes, *, explain: bool) -> Decoded:
     large = len(data) > OFFLOAD_BYTES
     document = (
         await asyncio.to_thread(parse_json, data) if large else parse_json(data)
     )
-    signature = servable.signature(signature_name_of(document))
+    if explain:
+        signature = _explain.signature_of(servable, document)
+    else:
+        signature = servable.signature(signature_name_of(document))
     if large:
         arrays, fmt, count = await asyncio.to_thread(
             decode_predict, document, signature.inputs
@@ -87,7 +102,12 @@ async def decode_json(servable: Any, data: bytes) -> Decoded:
         arrays, fmt, count = decode_predict(document, signature.inputs)
 
     def encode(outputs: dict[str, np.ndarray]) -> bytes:
-        return json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+        answer = (
+            _explain.encode(outputs, fmt)
+            if explain
+            else encode_predict(outputs, fmt)
+        )
+        return json.dumps(answer).encode("utf-8")
 
     return signature, arrays, count, encode
 
@@ -98,6 +118,7 @@ async def predict(
     spec: ModelSpec,
     body: Body,
     decode: Decoder | None = None,
+    api: str = DEFAULT_API,
 ) -> PredictReply:
     """Runs one Predict call and records it in the ledger.
 
@@ -112,6 +133,8 @@ async def predict(
         decode: Decoder or None. How another protocol (gRPC) turns the
             body into a signature's inputs and its outputs into the
             reply's bytes; None: TF Serving's REST JSON (`decode_json`).
+        api: str. `"predict"`, or `"explain"` (`_explain`: the `explain`
+            signature, attributions in the reply); recorded in the ledger.
 
     Returns:
         The reply. Errors found after the call was accepted (unknown
@@ -144,9 +167,13 @@ async def predict(
         version_number = servable.version
         headers["X-Model-Version"] = str(servable.version)
         data = await _read(body)
-        signature, arrays, count, encode = await (decode or decode_json)(
-            servable, data
-        )
+        if decode is None:
+            decode = (
+                decode_explain_json
+                if api == _explain.EXPLAIN_API
+                else decode_json
+            )
+        signature, arrays, count, encode = await decode(servable, data)
         service.limiter.check_quota(key, count)
         outputs = await signature.predict(arrays)
         content = encode(outputs)
@@ -170,6 +197,7 @@ async def predict(
         response_bytes=len(content),
         latency_ms=round(latency * 1000, 3),
         status=status,
+        api=api,
     )
     try:
         await service.committer.record(record)

@@ -4,7 +4,9 @@ A served model can be named by a base path, a `ModelConfig`, or a
 `keras.Model` held in memory (a notebook serving what it just trained).
 This is the one serving module that knows Keras: an in-memory model is
 exported (and verified) with `export_saved_model` into a temporary
-directory that lives as long as the app.
+directory that lives as long as the app, with the `explain` signature
+where the model supports one (images, numeric sequences), so
+`:explain` works for it too.
 """
 
 import os
@@ -32,7 +34,10 @@ class InMemoryExports:
 
     Each is exported (and verified) with `export_saved_model` into one
     temporary directory, removed when the app is garbage-collected or the
-    interpreter exits.
+    interpreter exits. Image and numeric-sequence models get the
+    `explain` signature (`explain=True`), so `:explain` answers for them;
+    it adds about 1.5-2.5 s to the export of a small CNN (measured on 2
+    shared cores: 3.0 -> 4.9 s at 12x12, 2.0 -> 3.3-4.4 s at 28x28).
     """
 
     def __init__(self) -> None:
@@ -44,7 +49,7 @@ class InMemoryExports:
 
         if self.root is None:
             self.root = Path(tempfile.mkdtemp(prefix="aiservice_kit-serve-"))
-        export_saved_model(model, self.root / name)
+        export_saved_model(model, self.root / name, explain=True)
         return self.root / name
 
     def remove_with(self, owner: Any) -> None:

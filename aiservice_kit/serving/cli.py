@@ -318,6 +318,7 @@ def _usage(args: argparse.Namespace) -> int:
             [
                 line.key_name or "(anonymous)",
                 line.model,
+                line.api,
                 str(line.requests),
                 str(line.errors),
                 str(line.instances),
@@ -326,8 +327,17 @@ def _usage(args: argparse.Namespace) -> int:
             ]
             for line in bill.lines
         ]
-        + [["TOTAL", "", "", "", "", bill.currency, f"{bill.total:.4f}"]],
-        ["KEY", "MODEL", "REQUESTS", "ERRORS", "INSTANCES", "PER 1K", "AMOUNT"],
+        + [["TOTAL", "", "", "", "", "", bill.currency, f"{bill.total:.4f}"]],
+        [
+            "KEY",
+            "MODEL",
+            "API",
+            "REQUESTS",
+            "ERRORS",
+            "INSTANCES",
+            "PER 1K",
+            "AMOUNT",
+        ],
     )
     return 0
 

@@ -162,6 +162,45 @@ class Client:
             COLUMNAR_RESULT_KEY
         ]
 
+    def explain(
+        self,
+        model: str,
+        instances: Any,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """Row-format `:explain`: predictions and their attributions.
+
+        Args:
+            model: str. Model name (exported with `explain=True`).
+            instances: list or numpy array. Images or sequences.
+            version: int or None. A given version; None for the latest.
+            label: str or None. The version a label names; not with
+                `version`.
+
+        Returns:
+            dict: `predictions` (as `predict` returns them) and
+            `attributions` (one per instance, shaped like it).
+
+        Raises:
+            ServingClientError: for any non-200 answer (400 when the
+                model has no `explain` signature).
+            ValueError: when both `version` and `label` are given.
+
+        Example:
+        ```python
+        answer = client.explain("mnist", images[:2])
+        np.asarray(answer["attributions"]).shape  # images[:2].shape
+        ```
+        """
+        return self._call(
+            "POST",
+            self._path(model, version, label, ":explain"),
+            content=json.dumps({"instances": _plain(instances)}),
+            headers={"Content-Type": "application/json"},
+        )
+
     def _predict(
         self,
         model: str,

@@ -15,6 +15,7 @@ currency = "USD"
 [prices]            # per 1,000 instances of a successful call
 mnist = 0.40
 "*" = 0.10          # any other model
+"*:explain" = 5.0   # `:explain` calls, priced apart ("mnist:explain": one)
 
 [plans.free]
 requests_per_second = 5

@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import os
 import queue
+import sqlite3
 import threading
 from collections.abc import Sequence
 
@@ -36,10 +37,19 @@ CREATE TABLE IF NOT EXISTS usage (
     request_bytes INTEGER NOT NULL,
     response_bytes INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
-    status INTEGER NOT NULL
+    status INTEGER NOT NULL,
+    api TEXT NOT NULL DEFAULT 'predict'
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, time);
 """
+
+#: The API a call used when a record does not say (ledgers written before
+#: the `api` column, other `Meter` implementations).
+DEFAULT_API = "predict"
+
+#: Columns added to `usage` after its first release: (name, declaration).
+#: A ledger file from before gets them with `ALTER TABLE` on open.
+_ADDED_COLUMNS = (("api", f"TEXT NOT NULL DEFAULT '{DEFAULT_API}'"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,8 @@ class UsageRecord:
         response_bytes: int. Response body size.
         latency_ms: float. Time spent in the server.
         status: int. HTTP status returned.
+        api: str. The API called: `"predict"` or `"explain"` (priced
+            separately, see `PriceList`).
     """
 
     request_id: str
@@ -71,6 +83,7 @@ class UsageRecord:
     response_bytes: int
     latency_ms: float
     status: int
+    api: str = DEFAULT_API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +99,7 @@ class UsageSummary:
         errors: int. Calls that did not return 200.
         request_bytes: int. Bytes received.
         response_bytes: int. Bytes sent.
+        api: str. The API called (one summary per key, model and API).
     """
 
     key_id: str | None
@@ -96,6 +110,7 @@ class UsageSummary:
     errors: int
     request_bytes: int
     response_bytes: int
+    api: str = DEFAULT_API
 
 
 def _epoch(value: datetime.datetime | float | None) -> float | None:
@@ -120,7 +135,7 @@ class Meter(abc.ABC):
         since: datetime.datetime | float | None = None,
         until: datetime.datetime | float | None = None,
     ) -> list[UsageSummary]:
-        """Usage per key and model in `[since, until)` (all keys if None)."""
+        """Usage per key, model and API in `[since, until)` (None: all)."""
 
     @abc.abstractmethod
     def records(
@@ -169,7 +184,21 @@ class SQLiteMeter(Meter):
         self.path = sqlite_path(path)
         self._db = connect(path, synchronous=synchronous)
         self._db.executescript(_SCHEMA)
+        self._add_columns()
         self._lock = threading.Lock()
+
+    def _add_columns(self) -> None:
+        """Brings a ledger written by an older release up to the schema."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(usage)")}
+        for name, declaration in _ADDED_COLUMNS:
+            if name not in have:
+                try:
+                    self._db.execute(
+                        f"ALTER TABLE usage ADD COLUMN {name} {declaration}"
+                    )
+                except sqlite3.OperationalError as error:
+                    if "duplicate column" not in str(error):
+                        raise  # not just another process adding it first
 
     def record_many(self, records: Sequence[UsageRecord]) -> None:
         """Inserts the records in one committed transaction."""
@@ -182,8 +211,8 @@ class SQLiteMeter(Meter):
                 self._db.executemany(
                     "INSERT INTO usage (request_id, time, key_id, key_name, "
                     "model, version, instances, request_bytes, "
-                    "response_bytes, latency_ms, status) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "response_bytes, latency_ms, status, api) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except BaseException:
@@ -207,16 +236,16 @@ class SQLiteMeter(Meter):
         return where, params
 
     def summarize(self, key_id=None, since=None, until=None):
-        """Usage per key and model in `[since, until)`."""
+        """Usage per key, model and API in `[since, until)`."""
         where, params = self._where(key_id, since, until)
         with self._lock:
             rows = self._db.execute(
                 "SELECT key_id, MAX(key_name), model, COUNT(*), "
                 "COALESCE(SUM(CASE WHEN status = 200 THEN instances END), 0), "
                 "SUM(CASE WHEN status != 200 THEN 1 ELSE 0 END), "
-                "SUM(request_bytes), SUM(response_bytes) "
-                f"FROM usage {where} GROUP BY key_id, model "
-                "ORDER BY key_id, model",
+                "SUM(request_bytes), SUM(response_bytes), api "
+                f"FROM usage {where} GROUP BY key_id, model, api "
+                "ORDER BY key_id, model, api",
                 params,
             ).fetchall()
         return [UsageSummary(*row) for row in rows]
@@ -227,8 +256,8 @@ class SQLiteMeter(Meter):
         with self._lock:
             rows = self._db.execute(
                 "SELECT request_id, time, key_id, key_name, model, version, "
-                "instances, request_bytes, response_bytes, latency_ms, status "
-                f"FROM usage {where} ORDER BY seq",
+                "instances, request_bytes, response_bytes, latency_ms, status, "
+                f"api FROM usage {where} ORDER BY seq",
                 params,
             ).fetchall()
         return [UsageRecord(*row) for row in rows]

@@ -20,6 +20,7 @@ from fastapi import Depends
 from fastapi import Request
 from fastapi import Response
 
+from aiservice_kit.serving import _explain
 from aiservice_kit.serving import _predict
 from aiservice_kit.serving import schemas
 from aiservice_kit.serving._errors import ServingError
@@ -116,14 +117,16 @@ ModelCaller = Annotated[ApiKey | None, Depends(model_caller)]
 # -- Predict, status and metadata: one handler each, three URL forms --------
 
 
-def _predict_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+def _predict_handler(
+    selector: Callable[..., Any], api: str = "predict"
+) -> Callable[..., Any]:
     async def handler(
         request: Request,
         service: ServiceDep,
         key: ModelCaller,
         spec: Annotated[ModelSpec, Depends(selector)],
     ) -> Response:
-        reply = await _predict.predict(service, key, spec, request.body)
+        reply = await _predict.predict(service, key, spec, request.body, api)
         return Response(
             reply.content,
             status_code=reply.status,
@@ -132,6 +135,10 @@ def _predict_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
         )
 
     return handler
+
+
+def _explain_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    return _predict_handler(selector, api=_explain.EXPLAIN_API)
 
 
 def _status_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,6 +207,21 @@ _MODEL_ROUTES = (
      "predict_label", schemas.PredictResponse,
      "Predict with the version a label names",
      "TF Serving's Predict on the version labelled `label`."),
+    *(
+        (predict_router, "POST", _explain_handler, selector, ":explain",
+         "explain" + suffix, schemas.ExplainResponse,
+         "Predict and explain" + text,
+         "KServe V1's `:explain` verb on the Predict request: the answer "
+         "of `:predict` plus `attributions` (integrated gradients, shaped "
+         "like each input) from the model's `explain` signature "
+         "(`export_saved_model(..., explain=True)`). Metered and priced "
+         "as API `explain`.")
+        for selector, suffix, text in (
+            ("latest", "", " with the latest version"),
+            ("version", "_version", " with a given version"),
+            ("label", "_label", " with the version a label names"),
+        )
+    ),
     (models_router, "GET", _status_handler, "latest", "",
      "model_status", schemas.ModelStatusResponse,
      "Status of every version",

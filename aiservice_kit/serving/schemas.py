@@ -35,6 +35,15 @@ class PredictResponse(pydantic.BaseModel):
     outputs: Any = None
 
 
+class ExplainResponse(pydantic.BaseModel):
+    """`:predict`'s answer, plus `attributions`: one per instance (rows)
+    or one tensor (columns), each shaped like the input."""
+
+    predictions: Any = None
+    outputs: Any = None
+    attributions: Any = None
+
+
 class ErrorResponse(pydantic.BaseModel):
     """Every error, as TF Serving returns it."""
 
@@ -78,9 +87,10 @@ class ModelMetadataResponse(pydantic.BaseModel):
 
 
 class UsageLine(pydantic.BaseModel):
-    """Usage and charge of one model."""
+    """Usage and charge of one model through one API."""
 
     model: str
+    api: str = "predict"
     requests: int
     errors: int
     instances: int
