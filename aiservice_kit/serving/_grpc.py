@@ -344,7 +344,7 @@ class _Handlers:
             spec = _spec_of(request.model_spec)
             key = _caller(self.service, context, spec.name)
             reply = await _predict.predict(
-                self.service, key, spec, data, decoder(request)
+                self.service, key, spec, data, decode=decoder(request)
             )
         except ServingError as error:
             await _abort(

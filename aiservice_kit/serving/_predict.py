@@ -117,6 +117,7 @@ async def predict(
     key: ApiKey | None,
     spec: ModelSpec,
     body: Body,
+    *,
     decode: Decoder | None = None,
     api: str = DEFAULT_API,
 ) -> PredictReply:

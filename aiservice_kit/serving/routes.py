@@ -126,7 +126,9 @@ def _predict_handler(
         key: ModelCaller,
         spec: Annotated[ModelSpec, Depends(selector)],
     ) -> Response:
-        reply = await _predict.predict(service, key, spec, request.body, api)
+        reply = await _predict.predict(
+            service, key, spec, request.body, api=api
+        )
         return Response(
             reply.content,
             status_code=reply.status,
