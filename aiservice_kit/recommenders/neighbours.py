@@ -30,11 +30,9 @@ import scipy.sparse as sp
 from aiservice_kit import _validation
 from aiservice_kit.exceptions import NotFittedError
 from aiservice_kit.recommenders import _blocks
+from aiservice_kit.recommenders import _neighbours
 from aiservice_kit.recommenders import _rating_data
 from aiservice_kit.recommenders._params import ParamsMixin
-from aiservice_kit.recommenders.cosine import _dense_to_csr
-from aiservice_kit.recommenders.cosine import _normalised_space
-from aiservice_kit.recommenders.cosine import _topk_neighbours
 
 _CENTERINGS = ("none", "mean", "baseline")
 #: Pairs predicted per step: bounds the sparse temporaries.
@@ -206,8 +204,8 @@ class KNNRatingPredictor(ParamsMixin):
         self._columns.sum_duplicates()
         candidates = min(n_rows - 1, self.n_candidates or 1000)
         if candidates >= 1:
-            queries, targets = _normalised_space(matrix, "user")
-            idx, val, count = _topk_neighbours(
+            queries, targets = _neighbours.normalised_space(matrix, "user")
+            idx, val, count = _neighbours.topk_neighbours(
                 queries,
                 np.arange(n_rows),
                 targets,
@@ -215,7 +213,7 @@ class KNNRatingPredictor(ParamsMixin):
                 np.arange(n_rows, dtype=np.int64),
                 self.num_threads or _blocks.default_num_threads(),
             )
-            self.similarity_ = _dense_to_csr(idx, val, count, n_rows)
+            self.similarity_ = _neighbours.dense_to_csr(idx, val, count, n_rows)
         else:
             self.similarity_ = sp.csr_matrix((n_rows, n_rows), dtype=np.float32)
         return self
