@@ -30,7 +30,8 @@ raw inputs cast inside, and outputs `probabilities` + `predicted_class` for
 classifiers, `predictions` for regressors (`models._contract`), or a tensor
 model's own output names.
 `keras_file.py` saves and loads `.keras` files; `recommender.py` builds the
-TensorFlow graph of a fitted `CosineRecommender`.
+TensorFlow graph of a fitted `CosineRecommender`, `factorization.py` that of
+a `MatrixFactorization`.
 """
 
 from aiservice_kit._layout import CLASSIFY_SIGNATURE

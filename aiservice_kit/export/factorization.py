@@ -91,9 +91,14 @@ class FactorModule(tf.Module):
 
     Example:
     ```python
-    module = FactorModule(users, items, p, q, bu, bi, 3.5, (1, 5), seen,
-                          popular, top_k=10)
+    m = fitted_matrix_factorization
+    module = FactorModule(
+        m.user_ids_, m.item_ids_, m.user_factors_, m.item_factors_,
+        m.user_bias_, m.item_bias_, m.global_mean_, m.rating_range_,
+        m.user_items_, popular_positions, top_k=10,
+    )
     out = module.serve(tf.constant(["ann"]), tf.constant([[""]]))
+    rated = module.rate(tf.constant(["ann"]), tf.constant(["x"]))
     ```
     """
 
