@@ -17,6 +17,11 @@ in `StaticHashTable`s):
 - `rating` (`RATING_SIGNATURE`): `user_ids` and `item_ids` [batch] in,
   `ratings` [batch] out: `predict(user_ids, item_ids,
   unknown="baseline")`, clipped to the rating range.
+- `fold_in` (`FOLD_IN_SIGNATURE`, implicit objectives only): `item_ids`
+  [batch, None] (padded) in, `item_ids` and `scores` [batch, top_k] out:
+  `recommend(None, top_k, user_items=...)`, the user's factors solved from
+  their items by the ALS equation (`tf.linalg.solve`, one [k, k] system
+  per row); a row with no known item is back-filled by popularity.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from aiservice_kit._layout import FOLD_IN_SIGNATURE
 from aiservice_kit._layout import RATING_SIGNATURE
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import publish_version
@@ -88,6 +94,9 @@ class FactorModule(tf.Module):
             excluded from each user's recommendations.
         popular: np.ndarray. Item positions, most popular first.
         top_k: int >= 1. Items returned per request row.
+        fold_in: (regularization, alpha) or None. Implicit models: adds
+            the `fold_in` signature, which solves a user's factors from
+            their item ids by the ALS equation.
 
     Example:
     ```python
@@ -115,6 +124,7 @@ class FactorModule(tf.Module):
         history: sp.csr_matrix,
         popular: np.ndarray,
         top_k: int,
+        fold_in: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(name="matrix_factorization")
         user_vocab = _check_vocab("user_vocab", user_vocab)
@@ -177,6 +187,18 @@ class FactorModule(tf.Module):
                 tf.TensorSpec([None, None], self.item_dtype, name=ITEM_IDS),
             ],
         )
+        self.fold_in = None
+        if fold_in is not None:
+            self._fold_reg, self._fold_alpha = map(float, fold_in)
+            y = item_factors.astype(np.float64)
+            base = y.T @ y + self._fold_reg * np.eye(y.shape[1])
+            self.fold_in_base = tf.Variable(base, False, name="fold_in_base")
+            self.fold_in = tf.function(
+                self._fold_in,
+                input_signature=[
+                    tf.TensorSpec([None, None], self.item_dtype, name=ITEM_IDS)
+                ],
+            )
         self.rate = tf.function(
             self._rate,
             input_signature=[
@@ -194,12 +216,9 @@ class FactorModule(tf.Module):
     def _serve(
         self, user_ids: tf.Tensor, item_ids: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        n_items, top_k = self._n_items, self._top_k
-        k_eff = min(top_k, n_items)
+        n_items = self._n_items
         users, known = self._positions(self.user_table, user_ids, self._n_users)
         vectors = tf.gather(self.user_factors, users)
-        scores = tf.matmul(vectors, self.item_factors, transpose_b=True)
-        scores = scores + self.item_bias[:n_items]
         # Excluded: the user's fitted history and the request's item ids
         # (unknown ids and padding land on the dummy column n_items).
         history = tf.RaggedTensor.from_row_splits(
@@ -208,15 +227,44 @@ class FactorModule(tf.Module):
         seen = tf.gather(history, users).to_tensor(default_value=n_items)
         asked, _ = self._positions(self.item_table, item_ids, n_items)
         excluded = tf.concat([seen, asked], axis=1)
-        batch = tf.shape(excluded, out_type=tf.int64)[0]
+        return self._rank(vectors, known, excluded)
+
+    def _fold_in(self, item_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        n_items = self._n_items
+        asked, _ = self._positions(self.item_table, item_ids, n_items)
+        weights = self._scatter(asked, tf.ones_like(asked, tf.float64))
+        # `als_solve`: (Y^T Y + reg I + Y^T diag(alpha w) Y) x = Y^T (1 +
+        # alpha w) over the rated items, in float64 as numpy solves it.
+        y = tf.cast(self.item_factors, tf.float64)
+        confidence = self._fold_alpha * weights
+        gram = self.fold_in_base + tf.einsum("bi,ik,il->bkl", confidence, y, y)
+        preference = tf.where(weights > 0, 1.0 + confidence, 0.0)
+        rhs = tf.matmul(preference, y)[:, :, None]
+        vectors = tf.cast(tf.linalg.solve(gram, rhs)[:, :, 0], tf.float32)
+        known = tf.reduce_any(weights > 0, axis=1)
+        return self._rank(vectors, known, asked)
+
+    def _scatter(self, positions: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+        """Sums `values` into [batch, n_items] at `positions` per row."""
+        n_items = self._n_items
+        batch = tf.shape(positions, out_type=tf.int64)[0]
         rows = tf.range(batch, dtype=tf.int64)[:, None]
-        segments = tf.reshape(rows * (n_items + 1) + excluded, [-1])
-        liked = tf.math.unsorted_segment_max(
-            tf.ones_like(segments, tf.float32),
-            segments,
-            batch * (n_items + 1),
+        segments = tf.reshape(rows * (n_items + 1) + positions, [-1])
+        summed = tf.math.unsorted_segment_sum(
+            tf.reshape(values, [-1]), segments, batch * (n_items + 1)
         )
-        liked = tf.reshape(liked, [batch, n_items + 1])[:, :n_items] > 0
+        return tf.reshape(summed, [batch, n_items + 1])[:, :n_items]
+
+    def _rank(
+        self, vectors: tf.Tensor, known: tf.Tensor, excluded: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """`recommend`'s top-k: exclusions, popularity back-fill, pads."""
+        n_items, top_k = self._n_items, self._top_k
+        k_eff = min(top_k, n_items)
+        scores = tf.matmul(vectors, self.item_factors, transpose_b=True)
+        scores = scores + self.item_bias[:n_items]
+        batch = tf.shape(excluded, out_type=tf.int64)[0]
+        liked = self._scatter(excluded, tf.ones_like(excluded, tf.float32)) > 0
         key = tf.where(
             known[:, None],
             scores,
@@ -283,14 +331,18 @@ def export_factor_model(
     items = "string" if module.item_dtype == tf.string else "int64"
     top_k = module._top_k
 
+    signatures = {
+        SERVING_SIGNATURE: module.serve,
+        RATING_SIGNATURE: module.rate,
+    }
+    if module.fold_in is not None:
+        signatures[FOLD_IN_SIGNATURE] = module.fold_in
+
     def write(tmp_dir: Path) -> None:
         tf.saved_model.save(
             module,
             os.fspath(tmp_dir),
-            signatures={
-                SERVING_SIGNATURE: module.serve,
-                RATING_SIGNATURE: module.rate,
-            },
+            signatures=signatures,
         )
 
     inputs = {
@@ -322,4 +374,10 @@ def export_factor_model(
             },
         },
     }
+    if module.fold_in is not None:
+        metadata["signatures"][FOLD_IN_SIGNATURE] = {
+            "api": "predict",
+            "inputs": {ITEM_IDS: inputs[ITEM_IDS]},
+            "outputs": outputs,
+        }
     return publish_version(base_path, version, write, metadata)

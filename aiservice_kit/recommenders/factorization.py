@@ -622,11 +622,14 @@ class MatrixFactorization(ParamsMixin):
           None] (padded with -1 or "": items to exclude besides the
           user's fitted history) in; `item_ids` and `scores` (float32)
           [batch, top_k] out, as `recommend(user_ids, top_k)` answers
-          (NaN marks back-filled and empty slots). Fold-in of a user
-          known only by their items is not exported: an explicit model
-          needs their ratings.
+          (NaN marks back-filled and empty slots).
         - `rating`: `user_ids` and `item_ids` [batch] in, `ratings`
           [batch] out, as `predict(..., unknown="baseline")`.
+        - `fold_in` (`"als"` and `"bpr"` only): `item_ids` [batch, None]
+          in, top-k out, as `recommend(None, user_items=...)`: the
+          user's factors are solved from their items by the ALS
+          equation. Explicit fold-in needs ratings, so it is not
+          exported.
 
         TensorFlow is imported here, not before (the graph lives in
         `aiservice_kit.export.factorization`).
@@ -672,6 +675,9 @@ class MatrixFactorization(ParamsMixin):
             self.user_items_,
             self._popular,
             top_k,
+            fold_in=None
+            if self.objective == "explicit"
+            else (max(self._setting("regularization"), 1e-3), self.alpha),
         )
         return factorization.export_factor_model(base_path, version, module)
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from aiservice_kit import ExportError
 from aiservice_kit import MatrixFactorization
+from aiservice_kit._layout import FOLD_IN_SIGNATURE
 from aiservice_kit._layout import RATING_SIGNATURE
 from aiservice_kit._layout import read_metadata
 from aiservice_kit.recommenders import interactions
@@ -65,6 +66,8 @@ def test_explicit_export_matches_recommend_and_predict(
         "ratings": {"dtype": "float32", "shape": [None]}
     }
     served = signatures(version_dir)
+    # Explicit fold-in needs ratings: no fold_in signature.
+    assert set(served) == {"serving_default", RATING_SIGNATURE}
 
     users = np.array(list(model.user_ids_[:6]) + ["never-seen"])
     extra = [[], ["item-1", "item-2"], ["nope"], [], [], [], ["item-1"]]
@@ -124,6 +127,25 @@ def test_als_export_on_movielens_matches_recommend(movielens_likes, tmp_path):
         out["scores"].numpy(), want_scores, rtol=1e-4, atol=1e-6
     )
 
+    # fold_in: a user given only by item ids, factors solved in the graph.
+    histories = [
+        likes.item_ids[likes.user_ids == user][:30].tolist()
+        for user in np.unique(likes.user_ids)[::40]
+    ]
+    histories[0] = histories[0] + histories[0][:3]  # repeats weigh more
+    histories[1] = []  # nothing known: popularity back-fill
+    folded = signatures(version_dir)[FOLD_IN_SIGNATURE](
+        item_ids=tf.constant(padded(histories, -1, np.int64))
+    )
+    want_ids, want_scores = model.recommend(
+        None, top_k=20, user_items=histories
+    )
+    np.testing.assert_array_equal(folded["item_ids"].numpy(), want_ids)
+    np.testing.assert_allclose(
+        folded["scores"].numpy(), want_scores, rtol=1e-4, atol=1e-5
+    )
+    assert np.isnan(folded["scores"].numpy()[1]).all()
+
 
 def test_export_pads_when_items_run_out_and_refuses_mixed_ids(tmp_path):
     model = MatrixFactorization("als", n_factors=2, epochs=2).fit(
@@ -143,3 +165,21 @@ def test_export_pads_when_items_run_out_and_refuses_mixed_ids(tmp_path):
     )
     with pytest.raises(ExportError, match="user ids that are all integers"):
         mixed.export(tmp_path / "mixed")
+
+
+def test_bpr_fold_in_on_string_ids_matches_recommend(string_ratings, tmp_path):
+    model = MatrixFactorization(
+        "bpr", n_factors=4, epochs=3, batch_size=128
+    ).fit(string_ratings)
+    assert np.abs(model.item_bias_).max() > 0  # the bias term is exercised
+    histories = [["item-1", "item-5"], ["item-2"], [], ["item-0", "item-3"]]
+    folded = signatures(model.export(tmp_path, top_k=6))[FOLD_IN_SIGNATURE](
+        item_ids=tf.constant(padded(histories, "", object))
+    )
+    want_ids, want_scores = model.recommend(None, top_k=6, user_items=histories)
+    np.testing.assert_array_equal(
+        folded["item_ids"].numpy().astype(str), want_ids
+    )
+    np.testing.assert_allclose(
+        folded["scores"].numpy(), want_scores, rtol=1e-4, atol=1e-5
+    )
