@@ -20,8 +20,9 @@ base_path/
   signatures, and its `format_version`; `read_metadata` refuses a newer
   format by name.
 - Signature names (`SERVING_SIGNATURE`, `PREDICT_SIGNATURE`,
-  `CLASSIFY_SIGNATURE`, `REGRESS_SIGNATURE`) and TF Serving's tensor keys
-  for classify/regress live here only.
+  `CLASSIFY_SIGNATURE`, `REGRESS_SIGNATURE`, `RATING_SIGNATURE`,
+  `FOLD_IN_SIGNATURE`) and TF Serving's tensor keys for classify/regress
+  live here only.
 
 Export, the recommender export and the server all import these names; no
 other module spells them.
@@ -59,6 +60,12 @@ CLASSIFY_SIGNATURE = "classification"
 #: A regressor's signature for TF Serving's Regress API (gRPC `Regress`,
 #: REST `:regress`): serialized `tf.Example`s in, `outputs` out.
 REGRESS_SIGNATURE = "regression"
+#: A rating model's signature (`MatrixFactorization.export`): user and item
+#: ids in, one predicted rating per pair out.
+RATING_SIGNATURE = "rating"
+#: An implicit factor model's signature that recommends for a user given
+#: only by their item ids (their factors solved at serving time).
+FOLD_IN_SIGNATURE = "fold_in"
 #: The TF Serving API each signature serves, as the metadata records it
 #: (TF2 SavedModels record every SignatureDef with the predict method
 #: name; TF Serving's `--enable_signature_method_name_check`, off by

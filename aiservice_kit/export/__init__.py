@@ -33,7 +33,8 @@ With `explain=True`, `export_saved_model` adds an `explain` signature
 (`explain.py`) to image and sequence models: integrated gradients beside
 the predictions, the same math as `aiservice_kit.explain`.
 `keras_file.py` saves and loads `.keras` files; `recommender.py` builds the
-TensorFlow graph of a fitted `CosineRecommender`.
+TensorFlow graph of a fitted `CosineRecommender`, `factorization.py` that of
+a `MatrixFactorization`.
 """
 
 from aiservice_kit._layout import ATTRIBUTIONS

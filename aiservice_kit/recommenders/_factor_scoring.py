@@ -2,8 +2,9 @@
 
 Everything a fitted `MatrixFactorization` answers is computed here from
 its arrays (user and item factors, biases, global mean), so the same
-functions serve `predict`, `recommend`, fold-in of unknown users and, later,
-a trivial export graph: a rating is `mean + b_u + b_i + p_u . q_i`, a
+functions serve `predict`, `recommend` and explicit fold-in of unknown
+users (the export graph, `aiservice_kit.export.factorization`, computes
+the same in TensorFlow ops): a rating is `mean + b_u + b_i + p_u . q_i`, a
 ranking score the same without the constant terms.
 """
 
@@ -150,108 +151,3 @@ def fold_in_explicit(
     gram = design.T @ design + penalty * np.eye(design.shape[1])
     solution = np.linalg.solve(gram, design.T @ target)
     return solution[:-1].astype(np.float32), float(solution[-1])
-
-
-def als_solve(
-    matrix: sp.csr_matrix,
-    fixed: np.ndarray,
-    regularization: float,
-    alpha: float,
-) -> np.ndarray:
-    """One weighted-least-squares half step of implicit ALS.
-
-    For each row `u` of `matrix` (weights `r_ui`, confidence
-    `c_ui = 1 + alpha * r_ui`, preference 1 where `r_ui > 0`), solves
-    `(Y^T Y + Y_u^T (C_u - I) Y_u + reg I) x_u = Y_u^T C_u p_u`, exactly
-    (Hu, Koren and Volinsky 2008), rows in stacked batches.
-
-    Args:
-        matrix: CSR (n_rows, n_fixed) of non-negative weights.
-        fixed: float array (n_fixed, k): the other side's factors.
-        regularization: float > 0.
-        alpha: float > 0.
-
-    Returns:
-        float32 (n_rows, k): the solved factors.
-    """
-    n_rows = matrix.shape[0]
-    k = fixed.shape[1]
-    y = fixed.astype(np.float64)
-    base = y.T @ y + regularization * np.eye(k)
-    out = np.zeros((n_rows, k), dtype=np.float32)
-    # Rows per batch: the stacked (rows, k, k) systems stay near 32 MB.
-    step = max(1, (1 << 22) // (k * k))
-    for start in range(0, n_rows, step):
-        stop = min(n_rows, start + step)
-        grams = np.broadcast_to(base, (stop - start, k, k)).copy()
-        rhs = np.zeros((stop - start, k))
-        for r in range(start, stop):
-            lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
-            if hi == lo:
-                continue
-            yu = y[matrix.indices[lo:hi]]
-            conf = alpha * matrix.data[lo:hi].astype(np.float64)
-            grams[r - start] += (yu.T * conf) @ yu
-            rhs[r - start] = yu.T @ (1.0 + conf)
-        out[start:stop] = np.linalg.solve(grams, rhs[:, :, None])[:, :, 0]
-    return out
-
-
-def als_solve_cg(
-    matrix: sp.csr_matrix,
-    fixed: np.ndarray,
-    start: np.ndarray,
-    regularization: float,
-    alpha: float,
-    steps: int = 3,
-) -> np.ndarray:
-    """The `als_solve` systems, by a few conjugate-gradient steps.
-
-    All rows at once and warm-started from `start` (the previous sweep's
-    factors), as implicit's `AlternatingLeastSquares` does: each step is
-    two sparse-times-dense products, O(nnz * k), with no (k, k) system
-    per row. Three steps per sweep are what implicit uses.
-
-    Args:
-        matrix: CSR (n_rows, n_fixed) of non-negative weights.
-        fixed: float array (n_fixed, k): the other side's factors.
-        start: float array (n_rows, k): the initial guess.
-        regularization: float > 0.
-        alpha: float > 0.
-        steps: int >= 1. Conjugate-gradient steps.
-
-    Returns:
-        float32 (n_rows, k): the updated factors.
-    """
-    y = fixed.astype(np.float32)
-    gram = (y.T @ y + regularization * np.eye(y.shape[1])).astype(np.float32)
-    coo = matrix.tocoo()
-    rows, cols = coo.row, coo.col
-    extra = (alpha * coo.data).astype(np.float32)
-    weights = sp.csr_matrix((1.0 + extra, (rows, cols)), shape=matrix.shape)
-    rhs = weights @ y
-
-    def times_a(v: np.ndarray) -> np.ndarray:
-        dots = np.einsum("ij,ij->i", y[cols], v[rows]) * extra
-        scattered = sp.csr_matrix((dots, (rows, cols)), shape=matrix.shape)
-        return v @ gram + scattered @ y
-
-    x = start.astype(np.float32)
-    residual = rhs - times_a(x)
-    direction = residual.copy()
-    rs_old = np.einsum("ij,ij->i", residual, residual)
-    for _ in range(steps):
-        a_dir = times_a(direction)
-        denom = np.einsum("ij,ij->i", direction, a_dir)
-        step = np.divide(
-            rs_old, denom, out=np.zeros_like(rs_old), where=denom > 0
-        )
-        x += step[:, None] * direction
-        residual -= step[:, None] * a_dir
-        rs_new = np.einsum("ij,ij->i", residual, residual)
-        ratio = np.divide(
-            rs_new, rs_old, out=np.zeros_like(rs_new), where=rs_old > 0
-        )
-        direction = residual + ratio[:, None] * direction
-        rs_old = rs_new
-    return x.astype(np.float32)

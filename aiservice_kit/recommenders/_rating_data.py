@@ -5,6 +5,8 @@ The rating models (`MatrixFactorization`, `KNNRatingPredictor`) take
 module validates them and maps ids to positions, once for both.
 """
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -172,3 +174,89 @@ def to_ids(vocab: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if not valid.all():
         out[~valid] = -1 if vocab.dtype.kind in "iu" else ""
     return out
+
+
+def histories_matrix(
+    item_vocab: np.ndarray,
+    user_items: Any,
+    n_rows: int | None,
+    rating_range: tuple[float, float] | None,
+    *,
+    explicit: bool,
+) -> sp.csr_matrix:
+    """The users x fitted items CSR of `recommend`'s `user_items`.
+
+    Args:
+        item_vocab: np.ndarray. The fitted item ids (column order).
+        user_items: a scipy sparse matrix (one column per fitted item) or
+            a sequence with one history per user: {item_id: rating}
+            mappings, or item-id sequences (weight 1) when not explicit.
+        n_rows: int or None. The rows expected (one per user id).
+        rating_range: (low, high) or None. Explicit ratings must lie in it.
+        explicit: bool. Histories must carry ratings.
+
+    Returns:
+        float32 CSR (n_histories, n_items), duplicates summed.
+
+    Raises:
+        TypeError: on wrongly typed histories.
+        ValueError: on shape mismatches, unknown ids or bad ratings.
+    """
+    n_items = len(item_vocab)
+    if sp.issparse(user_items):
+        liked = sp.csr_matrix(user_items, dtype=np.float32)
+        if liked.shape[1] != n_items:
+            raise ValueError(
+                "`user_items` must have one column per fitted item "
+                f"({n_items}). Received: shape {liked.shape}"
+            )
+    elif isinstance(user_items, Sequence) and not isinstance(
+        user_items, (str, bytes)
+    ):
+        rows, cols, vals = [], [], []
+        for row, entry in enumerate(user_items):
+            if isinstance(entry, Mapping):
+                keys, values = list(entry.keys()), list(entry.values())
+            elif isinstance(entry, (str, bytes)) or not hasattr(
+                entry, "__len__"
+            ):
+                raise TypeError(
+                    "`user_items` must hold one item-id sequence or "
+                    "{item_id: rating} mapping per user. Received an "
+                    f"entry of type {type(entry).__name__}"
+                )
+            elif explicit:
+                raise TypeError(
+                    "`user_items` must hold {item_id: rating} mappings "
+                    "for objective='explicit' (fold-in needs the "
+                    "ratings). Received an item-id sequence"
+                )
+            else:
+                keys, values = list(entry), [1.0] * len(entry)
+            positions = (
+                _interactions.lookup(item_vocab, keys, name="user_items")
+                if keys
+                else np.empty(0, np.int64)
+            )
+            rows.extend([row] * len(positions))
+            cols.extend(positions.tolist())
+            vals.extend(values)
+        values = check_ratings(
+            vals, len(vals), rating_range, non_negative=not explicit
+        )
+        liked = sp.csr_matrix(
+            (values, (rows, cols)), shape=(len(user_items), n_items)
+        )
+        liked.sum_duplicates()
+    else:
+        raise TypeError(
+            "`user_items` must be a scipy sparse matrix (users x fitted "
+            "items) or a sequence of histories. "
+            f"Received: user_items of type {type(user_items).__name__}"
+        )
+    if n_rows is not None and liked.shape[0] != n_rows:
+        raise ValueError(
+            "`user_items` must have one row per entry of `user_ids`. "
+            f"Received: {liked.shape[0]} rows for {n_rows} users"
+        )
+    return liked

@@ -23,18 +23,17 @@ model answers every query from numpy arrays (`_factor_scoring`).
 import os
 import pathlib
 import time
-from collections.abc import Mapping
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from aiservice_kit import _validation
+from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
+from aiservice_kit.recommenders import _factor_als
 from aiservice_kit.recommenders import _factor_scoring
 from aiservice_kit.recommenders import _rating_data
-from aiservice_kit.recommenders import interactions as _interactions
 from aiservice_kit.recommenders._params import ParamsMixin
 
 _SAVE_FORMAT = 1
@@ -281,7 +280,7 @@ class MatrixFactorization(ParamsMixin):
         )
         started = time.perf_counter()
         if self.objective == "als":
-            arrays, losses = self._fit_als(matrix, settings, show)
+            arrays, losses = _factor_als.fit(matrix, settings, show)
         else:
             arrays, losses = self._fit_keras(
                 users, items, ratings, n_users, n_items, settings, show
@@ -306,40 +305,6 @@ class MatrixFactorization(ParamsMixin):
         ).astype(np.int64)
         self.item_popularity_ = counts
         self._popular = np.argsort(-counts, kind="stable")
-
-    def _fit_als(
-        self, matrix: sp.csr_matrix, settings: dict, show: bool
-    ) -> tuple[tuple[np.ndarray, ...], list[float]]:
-        rng = np.random.default_rng(settings["seed"])
-        k = settings["n_factors"]
-        n_users, n_items = matrix.shape
-        scale = settings["init_std"] / np.sqrt(k)
-        user_f = (rng.standard_normal((n_users, k)) * scale).astype(np.float32)
-        item_f = (rng.standard_normal((n_items, k)) * scale).astype(np.float32)
-        item_users = matrix.T.tocsr()
-        reg, alpha = settings["regularization"], settings["alpha"]
-        sweeps = range(settings["epochs"])
-        progress = None
-        if show:
-            from tqdm import tqdm
-
-            progress = sweeps = tqdm(sweeps, desc="MatrixFactorization (als)")
-        losses = []
-        try:
-            for _ in sweeps:
-                user_f = _factor_scoring.als_solve_cg(
-                    matrix, item_f, user_f, reg, alpha
-                )
-                item_f = _factor_scoring.als_solve_cg(
-                    item_users, user_f, item_f, reg, alpha
-                )
-                losses.append(_als_loss(matrix, user_f, item_f, reg, alpha))
-        finally:
-            if progress is not None:
-                progress.close()
-        zeros_u = np.zeros(n_users, np.float32)
-        zeros_i = np.zeros(n_items, np.float32)
-        return (user_f, item_f, zeros_u, zeros_i), losses
 
     def _fit_keras(
         self,
@@ -440,66 +405,13 @@ class MatrixFactorization(ParamsMixin):
 
     def _fold_in(self, user_items: Any, n_users: int | None) -> tuple:
         """(factors, liked CSR) of new users from their histories."""
-        n_items = len(self.item_ids_)
-        if sp.issparse(user_items):
-            liked = sp.csr_matrix(user_items, dtype=np.float32)
-            if liked.shape[1] != n_items:
-                raise ValueError(
-                    "`user_items` must have one column per fitted item "
-                    f"({n_items}). Received: shape {liked.shape}"
-                )
-        elif isinstance(user_items, Sequence) and not isinstance(
-            user_items, (str, bytes)
-        ):
-            rows, cols, vals = [], [], []
-            for row, entry in enumerate(user_items):
-                if isinstance(entry, Mapping):
-                    keys, values = list(entry.keys()), list(entry.values())
-                elif isinstance(entry, (str, bytes)) or not hasattr(
-                    entry, "__len__"
-                ):
-                    raise TypeError(
-                        "`user_items` must hold one item-id sequence or "
-                        "{item_id: rating} mapping per user. Received an "
-                        f"entry of type {type(entry).__name__}"
-                    )
-                elif self.objective == "explicit":
-                    raise TypeError(
-                        "`user_items` must hold {item_id: rating} mappings "
-                        "for objective='explicit' (fold-in needs the "
-                        "ratings). Received an item-id sequence"
-                    )
-                else:
-                    keys, values = list(entry), [1.0] * len(entry)
-                positions = (
-                    _interactions.lookup(
-                        self.item_ids_, keys, name="user_items"
-                    )
-                    if keys
-                    else np.empty(0, np.int64)
-                )
-                rows.extend([row] * len(positions))
-                cols.extend(positions.tolist())
-                vals.extend(values)
-            scale = self.rating_range_ if self.objective == "explicit" else None
-            values = _rating_data.check_ratings(
-                vals, len(vals), scale, non_negative=scale is None
-            )
-            liked = sp.csr_matrix(
-                (values, (rows, cols)), shape=(len(user_items), n_items)
-            )
-            liked.sum_duplicates()
-        else:
-            raise TypeError(
-                "`user_items` must be a scipy sparse matrix (users x fitted "
-                "items) or a sequence of histories. "
-                f"Received: user_items of type {type(user_items).__name__}"
-            )
-        if n_users is not None and liked.shape[0] != n_users:
-            raise ValueError(
-                "`user_items` must have one row per entry of `user_ids`. "
-                f"Received: {liked.shape[0]} rows for {n_users} users"
-            )
+        liked = _rating_data.histories_matrix(
+            self.item_ids_,
+            user_items,
+            n_users,
+            self.rating_range_ if self.objective == "explicit" else None,
+            explicit=self.objective == "explicit",
+        )
         reg = self._setting("regularization")
         if self.objective == "explicit":
             factors = np.zeros((liked.shape[0], self.item_factors_.shape[1]))
@@ -515,7 +427,7 @@ class MatrixFactorization(ParamsMixin):
                         reg,
                     )
         else:
-            factors = _factor_scoring.als_solve(
+            factors = _factor_als.als_solve(
                 liked, self.item_factors_, max(reg, 1e-3), float(self.alpha)
             )
         return factors.astype(np.float32), liked
@@ -696,6 +608,79 @@ class MatrixFactorization(ParamsMixin):
             top_k,
         )
 
+    def export(
+        self,
+        base_path: str | os.PathLike,
+        version: int | None = None,
+        top_k: int = 10,
+    ) -> pathlib.Path:
+        """Writes a servable SavedModel of TensorFlow ops (`base/<N>/`).
+
+        Signatures (ids int64 or string, as fitted):
+
+        - `serving_default`: `user_ids` [batch] and `item_ids` [batch,
+          None] (padded with -1 or "": items to exclude besides the
+          user's fitted history) in; `item_ids` and `scores` (float32)
+          [batch, top_k] out, as `recommend(user_ids, top_k)` answers
+          (NaN marks back-filled and empty slots).
+        - `rating`: `user_ids` and `item_ids` [batch] in, `ratings`
+          [batch] out, as `predict(..., unknown="baseline")`.
+        - `fold_in` (`"als"` and `"bpr"` only): `item_ids` [batch, None]
+          in, top-k out, as `recommend(None, user_items=...)`: the
+          user's factors are solved from their items by the ALS
+          equation. Explicit fold-in needs ratings, so it is not
+          exported.
+
+        TensorFlow is imported here, not before (the graph lives in
+        `aiservice_kit.export.factorization`).
+
+        Args:
+            base_path: str or path-like. The model's base directory.
+            version: int or None. The version (None: latest + 1).
+            top_k: int >= 1. Items returned per request row.
+
+        Returns:
+            pathlib.Path of the published version directory.
+
+        Raises:
+            NotFittedError: before `fit`.
+            ExportError: for ids that are neither all integers nor all
+                strings.
+
+        Example:
+        ```python
+        version_dir = model.export("models/mf", top_k=10)
+        ```
+        """
+        self._check_fitted()
+        top_k = _validation.check_positive_int("top_k", top_k)
+        for name, vocab in (("user", self.user_ids_), ("item", self.item_ids_)):
+            if vocab.dtype.kind not in "iuU":
+                raise ExportError(
+                    f"`export` needs {name} ids that are all integers or "
+                    f"all strings. Received {name} ids of types "
+                    f"{sorted({type(v).__name__ for v in vocab})}"
+                )
+        from aiservice_kit.export import factorization
+
+        module = factorization.FactorModule(
+            self.user_ids_,
+            self.item_ids_,
+            self.user_factors_,
+            self.item_factors_,
+            self.user_bias_,
+            self.item_bias_,
+            self.global_mean_,
+            self.rating_range_,
+            self.user_items_,
+            self._popular,
+            top_k,
+            fold_in=None
+            if self.objective == "explicit"
+            else (max(self._setting("regularization"), 1e-3), self.alpha),
+        )
+        return factorization.export_factor_model(base_path, version, module)
+
     # ------------------------------------------------------------ storage
 
     def save(self, path: str | os.PathLike) -> None:
@@ -804,27 +789,3 @@ class MatrixFactorization(ParamsMixin):
             model.history_ = {"loss": stored["loss"].tolist()}
         model._popular = np.argsort(-model.item_popularity_, kind="stable")
         return model
-
-
-def _als_loss(
-    matrix: sp.csr_matrix,
-    user_f: np.ndarray,
-    item_f: np.ndarray,
-    reg: float,
-    alpha: float,
-) -> float:
-    """Mean confidence-weighted squared error plus the L2 term.
-
-    Uses the identity sum_{all u,i} (x_u . y_i)^2 = trace(X^T X Y^T Y), so
-    no users x items matrix is formed.
-    """
-    x = user_f.astype(np.float64)
-    y = item_f.astype(np.float64)
-    coo = matrix.tocoo()
-    pred = np.einsum("ij,ij->i", x[coo.row], y[coo.col])
-    conf = 1.0 + alpha * coo.data
-    observed = (conf * (1.0 - pred) ** 2).sum() - (pred**2).sum()
-    everything = float(np.sum((x.T @ x) * (y.T @ y)))
-    penalty = reg * (np.sum(x * x) + np.sum(y * y))
-    total = observed + everything + penalty
-    return total / (matrix.shape[0] * matrix.shape[1])

@@ -49,5 +49,7 @@ def test_rating_prediction_example_runs_small(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "MF 2-fold CV" in printed and "top 5 for user" in printed
     assert results["reload_identical"] == 1.0
+    assert results["export_identical"] == 1.0
     assert 0.5 < results["rmse"] < 1.5
     assert (tmp_path / "movielens_mf.npz").is_file()
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
