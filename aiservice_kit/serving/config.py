@@ -80,6 +80,9 @@ STALE_TMP_S = STALE_TMP_SECONDS
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Predict bodies larger than this are decoded off the event loop.
 OFFLOAD_BYTES = 64 * 1024
+#: Most nested lists (axes) an input may have; numpy holds 64, and deeper
+#: JSON only costs recursion.
+MAX_INPUT_AXES = 32
 
 # -- Keys and ledger ----------------------------------------------------------
 
