@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
 
+from aiservice_kit.serving._admission import count_instances
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
 from aiservice_kit.serving._codec import parse_json
@@ -97,6 +98,7 @@ async def predict(
     status, instances, version_number = 200, 0, None
     data = b""
     headers = {"X-Request-ID": request_id}
+    admission, admitted = None, 0
     try:
         model, version = spec.resolve(service.registry)
         servable = model.get(version)
@@ -110,6 +112,11 @@ async def predict(
             else parse_json(data)
         )
         signature = servable.signature(signature_name_of(document))
+        # Counted with len() before any tensor is built: 413/429 here.
+        admission = model.admission
+        asked = count_instances(document)
+        admission.reserve_instances(asked)
+        admitted = asked
         if large:
             arrays, fmt, count = await asyncio.to_thread(
                 decode_predict, document, signature.inputs
@@ -126,6 +133,9 @@ async def predict(
         status = error.status_code
         content = json.dumps({"error": error.message}).encode("utf-8")
         headers.update(error.headers)
+    finally:
+        if admission is not None and admitted:
+            admission.release_instances(admitted)
     latency = time.perf_counter() - started
     record = UsageRecord(
         request_id=request_id,
