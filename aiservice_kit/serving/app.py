@@ -103,7 +103,11 @@ class _BodyLimit:
         reserved = 0
         if admission is not None:
             declared = next(
-                (int(v) for k, v in scope["headers"] if k == b"content-length"),
+                (
+                    max(0, int(v))
+                    for k, v in scope["headers"]
+                    if k == b"content-length"
+                ),
                 0,
             )
             try:
