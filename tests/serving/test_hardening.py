@@ -388,3 +388,22 @@ def test_start_up_warns_when_auth_is_required_and_no_key_exists(
     with caplog.at_level("WARNING"):
         asyncio.run(start_and_stop())
     assert "holds no active key" in caplog.text
+
+
+def test_admission_limits_come_from_the_config_and_are_checked():
+    from aiservice_kit.serving.config import DEFAULT_MAX_INFLIGHT_BYTES
+    from aiservice_kit.serving.config import parse_config
+
+    config = parse_config(
+        {"models": {"m": {"base_path": "x", "max_instances_per_request": 8}}}
+    )
+    limits = config.models["m"].limits
+    assert limits.max_instances_per_request == 8
+    assert limits.max_inflight_bytes == DEFAULT_MAX_INFLIGHT_BYTES
+    for bad in (
+        {"max_instances_per_request": 0},
+        {"max_inflight_bytes": "big"},
+        {"max_instances_per_request": 10, "max_inflight_instances": 5},
+    ):
+        with pytest.raises(ValueError, match="models.m"):
+            parse_config({"models": {"m": {"base_path": "x", **bad}}})
