@@ -16,6 +16,7 @@ import numpy as np
 
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.config import MAX_INPUT_AXES
 
 #: The response key of a row-format answer (TF Serving's REST API).
 ROW_RESULT_KEY = "predictions"
@@ -69,8 +70,10 @@ def _shape_text(shape: tuple[int | None, ...] | None) -> str:
 def _snippet(value: Any) -> str:
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        # Lone surrogates are dumped escaped; only a value nested beyond
+        # the recursion limit gets here: name its type and first items.
+        text = f"<a deeply nested {_json_type(value)}>"
     if len(text) > _MAX_JSON_SNIPPET:
         text = text[:_MAX_JSON_SNIPPET] + "..."
     return text
@@ -137,7 +140,14 @@ def signature_name_of(document: dict[str, Any]) -> str:
 def _string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:
     """Flattens a nested list of strings / b64 objects; returns its shape."""
     if isinstance(value, str):
-        return [value.encode("utf-8")], []
+        try:
+            return [value.encode("utf-8")], []
+        except UnicodeEncodeError:
+            raise ServingError(
+                f"Input '{name}': the string {_snippet(value)} is not valid "
+                "Unicode text (it holds a lone surrogate, e.g. \\ud800); "
+                'send binary data as {"b64": "<base64>"}.'
+            ) from None
     if isinstance(value, dict):
         if not _is_b64(value):
             raise ServingError(
@@ -182,6 +192,8 @@ def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
             f"{_snippet(value)} (lists of unequal length or mixed types)."
         ) from None
     kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(target)  # `[]` parses as float64: no values
     if kind == "b":
         if target.kind != "b":
             raise ServingError(f"{expected}; received true/false values.")
@@ -204,7 +216,8 @@ def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
             raise ServingError(
                 f"{expected} (whole numbers); received decimal numbers."
             )
-        converted = array.astype(target)
+        with np.errstate(over="ignore"):  # overflow is refused below
+            converted = array.astype(target)
         lossy = np.isfinite(array) & ~np.isfinite(converted)
         if lossy.any():
             raise ServingError(
@@ -230,33 +243,72 @@ def to_tensor(name: str, value: Any, info: TensorInfo) -> np.ndarray:
     Raises:
         ServingError: 400 naming the input and what was expected.
     """
-    if info.dtype == "string":
-        flat, shape = _string_leaves(name, value)
-        array = np.empty(len(flat), dtype=object)
-        array[:] = flat
-        array = array.reshape(shape)
-    else:
-        array = _numeric_array(name, value, info.dtype)
+    axes = _leading_axes(value)
+    if axes > MAX_INPUT_AXES:
+        raise ServingError(
+            f"Input '{name}' is nested {axes} lists deep; at most "
+            f"{MAX_INPUT_AXES} axes are accepted"
+            + ("" if info.shape is None else f" (it expects {info.describe()})")
+            + "."
+        )
+    try:
+        if info.dtype == "string":
+            flat, shape = _string_leaves(name, value)
+            array = np.empty(len(flat), dtype=object)
+            array[:] = flat
+            array = array.reshape(shape)
+        else:
+            array = _numeric_array(name, value, info.dtype)
+    except (RecursionError, ValueError) as error:
+        # A ragged value nested deeper further in than its first item, or
+        # more axes than numpy holds: a bad input, never a server error.
+        raise ServingError(
+            f"Input '{name}' expects {info.describe()}; received a value "
+            f"numpy cannot hold as one array ({_first_line(error)})."
+        ) from None
     check_shape(name, array, info)
     return array
 
 
+def _leading_axes(value: Any) -> int:
+    """How deep the first items nest (the rank of a rectangular value)."""
+    axes = 0
+    while isinstance(value, list):
+        axes += 1
+        if not value:
+            break
+        value = value[0]
+    return axes
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def check_shape(name: str, array: np.ndarray, info: TensorInfo) -> None:
     """Checks an array against a signature shape (None axes match any)."""
-    if info.shape is None:
-        return
-    wrong = array.ndim != len(info.shape) or any(
-        want is not None and want != got
-        for want, got in zip(info.shape, array.shape, strict=False)
+    wrong = info.shape is not None and (
+        array.ndim != len(info.shape)
+        or any(
+            want is not None and want != got
+            for want, got in zip(info.shape, array.shape, strict=False)
+        )
     )
+    if array.size == 0 and (
+        wrong or info.shape is None or not array.ndim or not array.shape[0]
+    ):
+        raise ServingError(
+            f"Input '{name}' is empty (received shape {list(array.shape)}, "
+            f"no values); it expects {info.describe()} with at least one "
+            "instance."
+        )
     if wrong:
         raise ServingError(
             f"Input '{name}' expects shape {_shape_text(info.shape)} "
             f"(-1 = any size; the first axis is the batch) and dtype "
             f"{info.dtype}; received shape {list(array.shape)}."
         )
-    if info.shape and array.shape[0] == 0:
-        raise ServingError(f"Input '{name}' has no instances (batch of 0).")
 
 
 def decode_predict(

@@ -254,8 +254,19 @@ def _classification_result(
 # -- The pipeline's decoders --------------------------------------------------
 
 
+def _declared_batch(request: Any) -> int:
+    """Instances a PredictRequest declares (its inputs' first axis), read
+    from the shapes before any tensor is built, for admission control."""
+    for proto in request.inputs.values():
+        dims = proto.tensor_shape.dim
+        return int(dims[0].size) if dims else 1
+    return 0
+
+
 def _predict_decoder(request: Any) -> _predict.Decoder:
-    async def decode(servable: Any, data: bytes) -> _predict.Decoded:
+    async def decode(
+        servable: Any, data: bytes, admit: _predict.Admit
+    ) -> _predict.Decoded:
         name = request.model_spec.signature_name or SERVING_SIGNATURE
         signature = servable.signature(name)
         wanted = list(request.output_filter)
@@ -266,6 +277,7 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
                 f"Outputs expected to be in the set "
                 f"{{{', '.join(sorted(signature.outputs))}}}."
             )
+        admit(_declared_batch(request))
         arrays = await _off_loop(
             data, lambda: _input_arrays(request, signature)
         )
@@ -292,12 +304,19 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
 def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
     default = CLASSIFY_SIGNATURE if api == "classify" else REGRESS_SIGNATURE
 
-    async def decode(servable: Any, data: bytes) -> _predict.Decoded:
+    async def decode(
+        servable: Any, data: bytes, admit: _predict.Admit
+    ) -> _predict.Decoded:
         signature = _example_signature(
             servable, request.model_spec.signature_name, default, api
         )
+        examples = request.input
+        admit(
+            len(examples.example_list.examples)
+            or len(examples.example_list_with_context.examples)
+        )
         serialized = await _off_loop(
-            data, lambda: _serialized_examples(request.input)
+            data, lambda: _serialized_examples(examples)
         )
         batch = len(serialized)
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from aiservice_kit.serving import _explain
+from aiservice_kit.serving._admission import count_instances
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
 from aiservice_kit.serving._codec import parse_json
@@ -65,27 +66,35 @@ class PredictReply:
 #: arrays, the number of instances and how to encode the outputs as the
 #: reply's bytes.
 Decoded = tuple[Any, dict[str, np.ndarray], int, Callable[[Any], bytes]]
-#: A protocol's decoder: `(servable, request bytes) -> Decoded`; raises
-#: ServingError for a bad request (answered and metered).
-Decoder = Callable[[Any, bytes], Awaitable[Decoded]]
+#: Reserves a call's instances against the model's admission limits (raises
+#: ServingError 413/429); a decoder calls it once it knows the count and
+#: before it builds tensors. The pipeline releases them when the call ends.
+Admit = Callable[[int], None]
+#: A protocol's decoder: `(servable, request bytes, admit) -> Decoded`;
+#: raises ServingError for a bad request (answered and metered).
+Decoder = Callable[[Any, bytes, Admit], Awaitable[Decoded]]
 
 
 async def _read(body: Body) -> bytes:
     return body if isinstance(body, bytes) else await body()
 
 
-async def decode_json(servable: Any, data: bytes) -> Decoded:
+async def decode_json(servable: Any, data: bytes, admit: Admit) -> Decoded:
     """The REST decoder: a JSON Predict body, answered in JSON."""
-    return await _decode_rest(servable, data, explain=False)
+    return await _decode_rest(servable, data, admit, explain=False)
 
 
-async def decode_explain_json(servable: Any, data: bytes) -> Decoded:
+async def decode_explain_json(
+    servable: Any, data: bytes, admit: Admit
+) -> Decoded:
     """The REST `:explain` decoder: the `explain` signature, attributions
     beside the predictions in the JSON answer (`_explain`)."""
-    return await _decode_rest(servable, data, explain=True)
+    return await _decode_rest(servable, data, admit, explain=True)
 
 
-async def _decode_rest(servable: Any, data: bytes, *, explain: bool) -> Decoded:
+async def _decode_rest(
+    servable: Any, data: bytes, admit: Admit, *, explain: bool
+) -> Decoded:
     large = len(data) > OFFLOAD_BYTES
     document = (
         await asyncio.to_thread(parse_json, data) if large else parse_json(data)
@@ -94,6 +103,7 @@ async def _decode_rest(servable: Any, data: bytes, *, explain: bool) -> Decoded:
         signature = _explain.signature_of(servable, document)
     else:
         signature = servable.signature(signature_name_of(document))
+    admit(count_instances(document))
     if large:
         arrays, fmt, count = await asyncio.to_thread(
             decode_predict, document, signature.inputs
@@ -162,6 +172,7 @@ async def predict(
     status, instances, version_number = 200, 0, None
     data = b""
     headers = {"X-Request-ID": request_id}
+    admission, admitted = None, 0
     try:
         model, version = spec.resolve(service.registry)
         servable = model.get(version)
@@ -174,7 +185,15 @@ async def predict(
                 if api == _explain.EXPLAIN_API
                 else decode_json
             )
-        signature, arrays, count, encode = await decode(servable, data)
+        admission = model.admission
+
+        def admit(asked: int) -> None:
+            # Counted before any tensor is built: 413/429 here.
+            nonlocal admitted
+            admission.reserve_instances(asked)
+            admitted += asked
+
+        signature, arrays, count, encode = await decode(servable, data, admit)
         service.limiter.check_quota(key, count)
         outputs = await signature.predict(arrays)
         content = encode(outputs)
@@ -185,6 +204,9 @@ async def predict(
         status = error.status_code
         content = json.dumps({"error": error.message}).encode("utf-8")
         headers.update(error.headers)
+    finally:
+        if admission is not None and admitted:
+            admission.release_instances(admitted)
     latency = time.perf_counter() - started
     record = UsageRecord(
         request_id=request_id,

@@ -10,12 +10,15 @@ importing the app stays light).
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import read_metadata
 from aiservice_kit.serving._codec import TensorInfo
 from aiservice_kit.serving._errors import ServingError
@@ -23,6 +26,10 @@ from aiservice_kit.serving.batching import Batcher
 from aiservice_kit.serving.batching import BatchingConfig
 
 logger = logging.getLogger("aiservice_kit.serving")
+#: The signatures whose failed warm-up keeps a version from serving.
+_DECISIVE_SIGNATURES = (SERVING_SIGNATURE, "predict")
+#: Longest model error message returned to a client.
+_MAX_ERROR_CHARS = 500
 
 
 def _tensor_info(name: str, spec: Any) -> TensorInfo:
@@ -34,11 +41,38 @@ def _tensor_info(name: str, spec: Any) -> TensorInfo:
     return TensorInfo(name=name, dtype=dtype, shape=dims)
 
 
-def _tf_error(error: Exception) -> ServingError:
+_NODE = re.compile(r"\{\{node ([^}]+)\}\}")
+_SKIPPED = ("Graph execution error:", "Detected at node", "<stack traces")
+
+
+def _error_text(error: Exception, inputs: Sequence[str]) -> str:
+    """TensorFlow's error without its stack: the message, op and inputs.
+
+    `Graph execution error:` is only a heading; the cause is on the lines
+    after it, and the failing op in `{{node NAME}}`.
+    """
+    raw = getattr(error, "message", str(error))
+    lines = [
+        line.strip()
+        for line in raw.splitlines()
+        if line.strip()
+        and not line.startswith((" ", "\t"))
+        and not line.strip().startswith(_SKIPPED)
+        and not line.strip().startswith("File ")
+    ]
+    text = " ".join(lines)[:_MAX_ERROR_CHARS] or type(error).__name__
+    nodes = _NODE.findall(raw)
+    if nodes:
+        text += f" (op: {nodes[-1]})"
+    if inputs:
+        text += f" (inputs: {', '.join(inputs)})"
+    return text
+
+
+def _tf_error(error: Exception, inputs: Sequence[str] = ()) -> ServingError:
     import tensorflow as tf
 
-    message = getattr(error, "message", str(error)).strip().splitlines()
-    text = message[0] if message else type(error).__name__
+    text = _error_text(error, inputs)
     bad_input = (
         tf.errors.InvalidArgumentError,
         tf.errors.OutOfRangeError,
@@ -78,12 +112,40 @@ class Signature:
             key: _tensor_info(key, spec)
             for key, spec in fn.structured_outputs.items()
         }
+        self._max_rows = batching.max_batch_size
+        self._sliceable = bool(self.inputs) and all(
+            info.shape is not None and len(info.shape) >= 1
+            for info in (*self.inputs.values(), *self.outputs.values())
+        )
         self._batcher = Batcher(
             self.run, batching, name=f"{label}-{name}", on_batch=on_batch
         )
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the signature once (no batching) on numpy inputs."""
+        """Runs the signature on numpy inputs, `max_batch_size` rows a call.
+
+        A request larger than `max_batch_size` runs alone (the batcher
+        does not split it); here it runs in slices of that size, so a
+        graph whose memory grows with the batch (the recommender's
+        `[batch, items]` scores) never sees more rows than a full batch.
+        Signatures whose outputs lack a batch axis run whole.
+        """
+        rows = {len(v) if np.ndim(v) else -1 for v in inputs.values()}
+        size = self._max_rows
+        if len(rows) != 1 or not self._sliceable or max(rows) <= size:
+            return self._run_once(inputs)
+        parts = [
+            self._run_once(
+                {k: v[start : start + size] for k, v in inputs.items()}
+            )
+            for start in range(0, max(rows), size)
+        ]
+        return {
+            name: np.concatenate([part[name] for part in parts])
+            for name in parts[0]
+        }
+
+    def _run_once(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
         try:
@@ -91,7 +153,7 @@ class Signature:
                 **{name: tf.convert_to_tensor(v) for name, v in inputs.items()}
             )
         except tf.errors.OpError as error:
-            raise _tf_error(error) from None
+            raise _tf_error(error, sorted(inputs)) from None
         except (TypeError, ValueError) as error:
             raise ServingError(f"Invalid input: {error}", 400) from None
         return {name: tensor.numpy() for name, tensor in result.items()}
@@ -102,8 +164,21 @@ class Signature:
         """Runs the inputs in the next batch and waits for their outputs."""
         return await asyncio.wrap_future(self._batcher.submit(inputs))
 
-    def warm_up(self) -> None:
-        """Runs one dummy instance so the first request is not slow."""
+    def warm_up(self, decisive: bool = False) -> None:
+        """Runs one zero instance so the first request is not slow.
+
+        Args:
+            decisive: bool. When True (the `serving_default` and `predict`
+                signatures), a failed warm-up means the version cannot
+                serve: the error is raised and the version is not swapped
+                in. Other signatures (`classify`, `regress` parse
+                serialized `tf.Example`s that an empty string cannot fill)
+                only log it. A refusal of an empty string as input (e.g. an
+                image decoder) is inconclusive and only logged too.
+
+        Raises:
+            RuntimeError: for a decisive warm-up that failed.
+        """
         dummy = {}
         for name, info in self.inputs.items():
             if info.shape is None:
@@ -116,8 +191,20 @@ class Signature:
             dummy[name] = np.full(shape, fill, dtype=dtype)
         try:
             self.run(dummy)
-        except Exception:  # a model may refuse zeros; serving still works
-            logger.debug("warm-up of %s failed", self.name, exc_info=True)
+        except Exception as error:
+            message = getattr(error, "message", None) or repr(error)
+            status = getattr(error, "status_code", 500)
+            strings = any(i.dtype == "string" for i in self.inputs.values())
+            if decisive and not (strings and status == 400):
+                raise RuntimeError(
+                    f"warm-up inference of signature '{self.name}' on a zero "
+                    f"instance failed: {message}"
+                ) from None
+            logger.warning(
+                "warm-up of signature '%s' failed (serving it anyway): %s",
+                self.name,
+                message,
+            )
 
     def close(self) -> None:
         """Stops the batcher after the queued requests."""
@@ -182,8 +269,12 @@ class ServableVersion:
             for name, fn in signatures.items()
         }
         self.metadata = self._read_metadata()
-        for signature in self.signatures.values():
-            signature.warm_up()
+        try:
+            for name, signature in self.signatures.items():
+                signature.warm_up(decisive=name in _DECISIVE_SIGNATURES)
+        except BaseException:
+            self.close()
+            raise
 
     def _read_metadata(self) -> dict[str, Any] | None:
         try:

@@ -18,7 +18,9 @@ from typing import Any
 
 import fastapi
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from aiservice_kit._version import __version__
@@ -54,8 +56,25 @@ def _error_response(message: str, status: int, headers=None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+_PREDICT_PREFIX = "/v1/models/"
+
+
+def _predict_model(scope) -> Any:
+    """The served model a POST `...:predict` names, else None."""
+    path = scope.get("path", "")
+    if scope.get("method") != "POST" or not path.startswith(_PREDICT_PREFIX):
+        return None
+    if not path.endswith(":predict"):
+        return None
+    name = path[len(_PREDICT_PREFIX) :].split("/")[0].split(":")[0]
+    service = getattr(scope["app"].state, "service", None)
+    return None if service is None else service.registry.models.get(name)
+
+
 class _BodyLimit:
-    """413 for bodies over the limit (declared or streamed)."""
+    """413 for bodies over the limit (declared or streamed); predict bodies
+    also hold their bytes against the model's `max_inflight_bytes` until
+    the reply (429 when the model has no room)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -80,18 +99,81 @@ class _BodyLimit:
                 if declared > self.max_bytes:
                     await _error_response(message, 413)(scope, receive, send)
                     return
+        model = _predict_model(scope)
+        admission = None if model is None else model.admission
         received = 0
+        reserved = 0
+        if admission is not None:
+            declared = next(
+                (
+                    max(0, int(v))
+                    for k, v in scope["headers"]
+                    if k == b"content-length"
+                ),
+                0,
+            )
+            try:
+                admission.reserve_bytes(declared)
+            except ServingError as error:
+                await _error_response(
+                    error.message, error.status_code, error.headers
+                )(scope, receive, send)
+                return
+            reserved = declared
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, reserved
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
                 if received > self.max_bytes:
                     raise ServingError(message, 413)
+                if admission is not None and received > reserved:
+                    admission.reserve_bytes(received - reserved)
+                    reserved = received
             return event
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            if admission is not None:
+                admission.release_bytes(reserved)
+
+
+#: Pages that describe or watch the server rather than serve models: with
+#: auth on, they need an API key allowed every model.
+PROTECTED_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json")
+
+
+class _OperatorOnly:
+    """With auth required, `PROTECTED_PATHS` need an unrestricted key."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path in PROTECTED_PATHS or path.startswith("/docs/")
+        ):
+            service = getattr(scope["app"].state, "service", None)
+            if service is not None and service.auth.required:
+                try:
+                    key = service.auth.authenticate(Headers(scope=scope))
+                except ServingError as error:
+                    await _error_response(
+                        error.message, error.status_code, error.headers
+                    )(scope, receive, send)
+                    return
+                if key is not None and key.models is not None:
+                    await _error_response(
+                        f"API key '{key.name}' may not read {path}: it is "
+                        "limited to some models; use a key allowed every "
+                        "model.",
+                        403,
+                    )(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def _route_family(path: str) -> str:
@@ -126,9 +208,19 @@ class _AccessLog:
             await self.app(scope, receive, watched_send)
         finally:
             path = scope.get("path", "")
-            self.metrics.http.labels(
-                _route_family(path), str(status["code"])
-            ).inc()
+            family = _route_family(path)
+            self.metrics.http.labels(family, str(status["code"])).inc()
+            if family == "predict" and not scope.get("state", {}).get(
+                "predict_counted"
+            ):
+                # Refused before or outside the pipeline (401, 403, 413,
+                # 429, 499, 500): still a predict call with a status.
+                model = _predict_model(scope)
+                self.metrics.observe(
+                    "_unknown" if model is None else model.name,
+                    status["code"],
+                    time.perf_counter() - started,
+                )
             if self.enabled and access_logger.isEnabledFor(logging.INFO):
                 key = scope.get("state", {}).get("key")
                 client = scope.get("client") or ("", 0)
@@ -286,6 +378,13 @@ def create_app(
             prices=config.prices,
             metrics=metrics,
         )
+        if auth and not store.list():
+            logger.warning(
+                "API keys are required but the key store %s holds no "
+                "active key: every call will get 401. Create one with "
+                "`aiservice-kit keys create --name NAME --plan PLAN`.",
+                db_path,
+            )
         logger.info(
             "serving %s (auth %s, ledger %s)",
             ", ".join(f"{n}: {m.versions}" for n, m in registry.models.items()),
@@ -341,12 +440,23 @@ def create_app(
         )
         return _error_response(f"Invalid request: {problems}", 400)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnect(request, error: ClientDisconnect):
+        # The client left before sending the body it announced: nothing
+        # failed here, and nobody reads the answer. 499 as nginx logs it.
+        logger.info(
+            "client disconnected before sending its whole body on %s",
+            request.url.path,
+        )
+        return _error_response("Client closed the request.", 499)
+
     @app.exception_handler(Exception)
     async def unexpected_error(request, error: Exception):
         logger.exception("unexpected error on %s", request.url.path)
         return _error_response(f"Internal error: {type(error).__name__}", 500)
 
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(_OperatorOnly)
     app.add_middleware(_AccessLog, metrics=metrics, enabled=access_log)
     exports.remove_with(app)
     return app

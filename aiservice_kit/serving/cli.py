@@ -19,13 +19,20 @@ from typing import Any
 
 from aiservice_kit.cli import UsageError
 from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving.config import DEFAULT_BODY_TIMEOUT_S
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
 from aiservice_kit.serving.config import DEFAULT_GRPC_PORT
+from aiservice_kit.serving.config import DEFAULT_HEADER_TIMEOUT_S
 from aiservice_kit.serving.config import DEFAULT_HOST
+from aiservice_kit.serving.config import DEFAULT_KEEP_ALIVE_S
 from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
 from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
 from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
+from aiservice_kit.serving.config import DEFAULT_MAX_CONNECTIONS
+from aiservice_kit.serving.config import DEFAULT_MAX_HEADER_BYTES
+from aiservice_kit.serving.config import DEFAULT_MAX_HEADER_COUNT
+from aiservice_kit.serving.config import DEFAULT_MAX_INSTANCES_PER_REQUEST
 from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import DEFAULT_PORT
@@ -155,14 +162,25 @@ def _serve(args: argparse.Namespace) -> int:
     auth = {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
     import uvicorn
 
+    from aiservice_kit.serving._admission import AdmissionLimits
+    from aiservice_kit.serving._http import guarded_http
     from aiservice_kit.serving.app import create_app
     from aiservice_kit.serving.batching import BatchingConfig
     from aiservice_kit.serving.registry import ModelConfig
 
     try:
         batching = BatchingConfig(args.max_batch_size, args.max_wait_ms)
+        per_request = args.max_instances_per_request
+        limits = AdmissionLimits(
+            max_instances_per_request=per_request,
+            max_inflight_instances=max(
+                per_request, AdmissionLimits().max_inflight_instances
+            ),
+        )
         models = {
-            name: ModelConfig(Path(path), batching, args.keep_versions)
+            name: ModelConfig(
+                Path(path), batching, args.keep_versions, limits=limits
+            )
             for name, path in args.model
         }
         app = create_app(
@@ -199,6 +217,15 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=guarded_http(
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            max_header_count=DEFAULT_MAX_HEADER_COUNT,
+            max_header_bytes=DEFAULT_MAX_HEADER_BYTES,
+        ),
+        limit_concurrency=DEFAULT_MAX_CONNECTIONS,
+        timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=DEFAULT_MAX_HEADER_BYTES,
     )
     return 0
 
@@ -402,6 +429,27 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
     )
     serve.add_argument(
         "--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES
+    )
+    serve.add_argument(
+        "--max-instances-per-request",
+        type=_positive_int,
+        default=DEFAULT_MAX_INSTANCES_PER_REQUEST,
+        help="more instances in one predict call get 413 (default "
+        f"{DEFAULT_MAX_INSTANCES_PER_REQUEST}; per model in --config)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_non_negative_float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds for a request's line and headers, then 408 "
+        f"(default {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_non_negative_float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="seconds for a request's body after its headers, then 408 "
+        f"(default {DEFAULT_BODY_TIMEOUT_S:g})",
     )
     serve.add_argument(
         "--poll-interval",

@@ -28,6 +28,9 @@ max_batch_size = 64
 max_wait_ms = 0
 keep_versions = 2
 version_labels = { stable = 1, canary = 2 }   # /labels/stable:predict
+max_instances_per_request = 1024   # admission limits (docs/serving.md)
+max_inflight_instances = 4096
+max_inflight_bytes = 33554432
 ```
 """
 
@@ -88,6 +91,37 @@ STALE_TMP_S = STALE_TMP_SECONDS
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Predict bodies larger than this are decoded off the event loop.
 OFFLOAD_BYTES = 64 * 1024
+# -- Admission (per model; see `_admission` and docs/serving.md) -----------
+# Sized for a 2-core, 4 GB box: decoding JSON costs ~30-50x its bytes in
+# Python objects, so 32 MiB in flight per model stays near 1.5 GB.
+
+#: Most instances in one predict call; more get 413.
+DEFAULT_MAX_INSTANCES_PER_REQUEST = 1024
+#: Most instances of one model's calls being decoded or run at once; more
+#: get 429.
+DEFAULT_MAX_INFLIGHT_INSTANCES = 4096
+#: Most request bytes of one model's predict calls being read or decoded
+#: at once; more get 429 (one body over it alone: 413).
+DEFAULT_MAX_INFLIGHT_BYTES = 32 * 1024 * 1024
+#: Most nested lists (axes) an input may have; numpy holds 64, and deeper
+#: JSON only costs recursion.
+MAX_INPUT_AXES = 32
+
+# -- Connections (`_http.guarded_http`) -------------------------------------
+
+#: Seconds a client has for the request line and headers (from the
+#: connection or the request's first byte); then 408 and closed.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Seconds a client has for the body once the headers are in; then 408.
+DEFAULT_BODY_TIMEOUT_S = 60.0
+#: Most headers in one request; more get 431.
+DEFAULT_MAX_HEADER_COUNT = 100
+#: Most bytes of request line and headers; more get 431.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+#: Most open connections; uvicorn answers 503 beyond.
+DEFAULT_MAX_CONNECTIONS = 1000
+#: Seconds an idle keep-alive connection stays open.
+DEFAULT_KEEP_ALIVE_S = 5
 
 # -- Keys and ledger ----------------------------------------------------------
 
@@ -179,6 +213,9 @@ _MODEL_FIELDS = (
     "max_wait_ms",
     "keep_versions",
     "version_labels",
+    "max_instances_per_request",
+    "max_inflight_instances",
+    "max_inflight_bytes",
 )
 
 
@@ -208,6 +245,8 @@ def parse_config(
     parse_config({"prices": {"mnist": 0.4}}).prices.price_per_1000("mnist")
     ```
     """
+    from aiservice_kit.serving._admission import LIMIT_FIELDS
+    from aiservice_kit.serving._admission import AdmissionLimits
     from aiservice_kit.serving.batching import BatchingConfig
     from aiservice_kit.serving.pricing import PriceList
     from aiservice_kit.serving.ratelimit import Plan
@@ -260,6 +299,9 @@ def parse_config(
                 batching,
                 fields.get("keep_versions", DEFAULT_KEEP_VERSIONS),
                 fields.get("version_labels", {}),
+                AdmissionLimits(
+                    **{k: fields[k] for k in LIMIT_FIELDS if k in fields}
+                ),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"`models.{name}`: {error}") from None

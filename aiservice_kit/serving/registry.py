@@ -30,6 +30,8 @@ from typing import Protocol
 
 from aiservice_kit._layout import list_versions
 from aiservice_kit._layout import remove_stale_temporaries
+from aiservice_kit.serving._admission import Admission
+from aiservice_kit.serving._admission import AdmissionLimits
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.batching import BatchingConfig
 from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
@@ -53,6 +55,8 @@ class ModelConfig:
             in TF Serving's `version_labels` (`{"stable": 1, "canary":
             2}`), callable by `/labels/NAME`. Moving a label is a config
             change; clients keep their URL.
+        limits: AdmissionLimits. Instances per request, and bytes and
+            instances in flight (`_admission`).
     """
 
     base_path: str | Path
@@ -61,6 +65,7 @@ class ModelConfig:
     version_labels: Mapping[str, int] = dataclasses.field(
         default_factory=dict, hash=False
     )
+    limits: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_path, (str, os.PathLike)):
@@ -213,13 +218,25 @@ class VersionSource:
     ) -> None:
         self.base_path = Path(base_path)
         self.stale_tmp_s = stale_tmp_s
+        #: Why the last poll saw no directory (None when it did).
+        self.problem: str | None = None
 
-    def poll(self) -> dict[int, Path]:
+    def poll(self) -> dict[int, Path] | None:
         """Version number -> directory, for what is published now.
 
         Only names of ASCII digits count (`²` or `٩` do not), as in
         `aiservice_kit._layout.list_versions`.
+
+        Returns:
+            The versions, or None when the base directory is missing or
+            unreadable: that says nothing about the versions (a `mv` swap
+            of the directory, a lost mount), so the caller keeps what it
+            has. `problem` then says why.
         """
+        self.problem = None
+        if not self.base_path.is_dir():
+            self.problem = f"base path {self.base_path} is missing"
+            return None
         try:
             if self.stale_tmp_s is not None:
                 for path in remove_stale_temporaries(
@@ -227,8 +244,9 @@ class VersionSource:
                 ):
                     logger.warning("removed abandoned export %s", path)
             versions = list_versions(self.base_path)
-        except OSError:
-            return {}
+        except OSError as error:
+            self.problem = f"base path {self.base_path} is unreadable: {error}"
+            return None
         return {number: self.base_path / str(number) for number in versions}
 
 
@@ -269,12 +287,14 @@ class ModelRegistry:
         self.config = config
         self.base_path = Path(config.base_path)
         self.source = VersionSource(self.base_path, stale_tmp_s)
+        self.admission = Admission(name, config.limits)
         self._loader = loader
         self._on_batch = on_batch
         self._versions: dict[int, Servable] = {}
         self._status: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}
         self._retiring: list[tuple[float, Servable]] = []
+        self._reported = False  # a base path problem was logged
         self._lock = threading.Lock()
 
     @property
@@ -334,8 +354,26 @@ class ModelRegistry:
         with self._lock:
             self._scan()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the base path could not be read on the last scan, or None."""
+        return self.source.problem
+
     def _scan(self) -> None:
         on_disk = self.source.poll()
+        if on_disk is None:
+            if not self._reported:
+                logger.warning(
+                    "model %s: %s; keeping the loaded versions %s",
+                    self.name,
+                    self.source.problem,
+                    self.versions or "(none)",
+                )
+            self._reported = True
+            return
+        if self._reported:
+            logger.warning("model %s: base path readable again", self.name)
+            self._reported = False
         keep = self.config.keep_versions
         versions = dict(self._versions)
         kept: list[int] = []

@@ -126,9 +126,16 @@ def _predict_handler(
         key: ModelCaller,
         spec: Annotated[ModelSpec, Depends(selector)],
     ) -> Response:
-        reply = await _predict.predict(
-            service, key, spec, request.body, api=api
-        )
+        try:
+            reply = await _predict.predict(
+                service, key, spec, request.body, api=api
+            )
+        except ServingError as error:
+            # `predict` counts what it answers or fails to meter (503);
+            # the access log counts every other refusal (`app._AccessLog`).
+            request.state.predict_counted = error.status_code == 503
+            raise
+        request.state.predict_counted = True
         return Response(
             reply.content,
             status_code=reply.status,
@@ -351,8 +358,16 @@ def readyz(service: ServiceDep) -> Response:
     """200 when every configured model serves a version, else 503."""
     registry = service.registry
     models = {name: model.versions for name, model in registry.models.items()}
+    problems = {
+        name: model.problem
+        for name, model in registry.models.items()
+        if model.problem
+    }
     if registry.ready:
-        return _json({"status": "ready", "models": models})
+        payload: dict[str, Any] = {"status": "ready", "models": models}
+        if problems:  # still serving what is loaded
+            payload["problems"] = problems
+        return _json(payload)
     missing = sorted(name for name, versions in models.items() if not versions)
     return _json(
         {

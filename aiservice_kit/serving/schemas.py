@@ -116,3 +116,4 @@ class HealthResponse(pydantic.BaseModel):
 
     status: str
     models: dict[str, list[int]] | None = None
+    problems: dict[str, str] | None = None

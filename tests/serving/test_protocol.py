@@ -537,7 +537,9 @@ def test_health_readiness_metrics_and_openapi(server, http):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(server.url + "/readyz").json()
     assert ready["models"]["mnist"] == [2, 1]
-    metrics = httpx.get(server.url + "/metrics").text
+    # With auth on, the operator pages need a key allowed every model.
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    metrics = http.get("/metrics").text
     assert 'aiservice_kit_predict_requests_total{model="half_plus_three"' in (
         metrics
     )
@@ -546,9 +548,9 @@ def test_health_readiness_metrics_and_openapi(server, http):
     assert 'aiservice_kit_predict_errors_total{model="mnist",status="400"}' in (
         metrics
     )
-    spec = httpx.get(server.url + "/openapi.json").json()
+    spec = http.get("/openapi.json").json()
     assert "/v1/models/{model_name}:predict" in spec["paths"]
-    assert httpx.get(server.url + "/docs").status_code == 200
+    assert http.get("/docs").status_code == 200
 
 
 def test_access_log_is_json_and_never_holds_a_key(server, keys, http):
