@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aiservice_kit._version import __version__
+
 PROG = "aiservice-kit"
 
 #: Registered subcommands: (name, "module:add_parser_function"), in the
@@ -65,6 +67,50 @@ class UsageError(ValueError):
     """
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help, when it has one.
+
+    Unlike `argparse.ArgumentDefaultsHelpFormatter`, it leaves out
+    defaults that say nothing (None, False, an empty list) and help texts
+    that already state theirs.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if (
+            "default" in help_text
+            or action.default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return help_text
+        return super()._get_help_string(action)
+
+
+def iter_parsers(
+    parser: argparse.ArgumentParser,
+) -> list[argparse.ArgumentParser]:
+    """Returns `parser` and every (nested) subcommand parser under it.
+
+    Args:
+        parser: argparse.ArgumentParser. A parser, e.g. `build_parser()`.
+
+    Returns:
+        The parsers, `parser` first.
+
+    Example:
+    ```python
+    from aiservice_kit.cli import build_parser, iter_parsers
+    [p.prog for p in iter_parsers(build_parser())]
+    ```
+    """
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(iter_parsers(sub))
+    return found
+
+
 def _resolve(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
@@ -88,11 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
             "aiservice_kit: export trained Keras models and serve them."
         ),
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
+    )
     subparsers = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help="what to do; aiservice-kit COMMAND --help lists its options",
     )
     for name, target in COMMANDS:
         _resolve(target)(subparsers, name)
+    for each in iter_parsers(parser):  # subcommands others add, too
+        each.formatter_class = HelpFormatter
     return parser
 
 

@@ -3,6 +3,7 @@ callbacks of a resumable run, and history plots."""
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -184,6 +185,29 @@ def default_callbacks(
         tensorboard=tensorboard,
         csv_log=csv_log,
     )
+
+
+def epochs_done(run_dir: str | os.PathLike) -> int:
+    """Epochs a resumable run has finished, read from its backup.
+
+    Args:
+        run_dir: str or PathLike. The run's directory (as given to `train`
+            or `default_callbacks`).
+
+    Returns:
+        The number of finished epochs `BackupAndRestore` recorded; 0 when
+        the run has no backup (a new run).
+
+    Example:
+    ```python
+    epochs_done("runs/mnist")  # 5
+    ```
+    """
+    path = Path(run_dir) / BACKUP_DIR / "training_metadata.json"
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _callbacks(
@@ -646,6 +670,21 @@ def train(
         if run_dir is not None
         else []
     ) + list(callbacks or [])
+    done = epochs_done(run_dir) if run_dir is not None else 0
+    if done >= epochs:
+        # BackupAndRestore would start at epoch `done` and train nothing,
+        # without a word: say so, and how to train more.
+        logger.warning(
+            "%s already trained %d epochs (its backup/ says so); "
+            "`epochs=%d` trains none. Pass epochs > %d (--epochs M > %d "
+            "on a command line) to train more, or a new run_dir to start "
+            "over.",
+            run_dir,
+            done,
+            epochs,
+            done,
+            done,
+        )
     fit_steps = plan.steps_per_execution_for(fit_model.steps_per_execution)
     if fit_steps is not None:
         fit_model.steps_per_execution = fit_steps

@@ -203,3 +203,40 @@ def test_int8_tflite_export_prints_only_its_own_lines(workdir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines()[0].startswith("tflite: wrote")
+
+
+def test_every_option_of_every_command_has_help():
+    # Parses the real parsers, so commands and options others add are held
+    # to it too.
+    parsers = cli.iter_parsers(cli.build_parser())
+    progs = {parser.prog for parser in parsers}
+    for command in ("export", "serve", "keys create", "keys list", "usage"):
+        assert f"aiservice-kit {command}" in progs
+    missing = [
+        f"{parser.prog} {action.option_strings or action.dest}"
+        for parser in parsers
+        for action in parser._actions
+        if not (action.help or "").strip()
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["export"], ["serve"], ["keys"], ["keys", "create"], ["usage"]],
+)
+def test_help_shows_the_defaults(argv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option
+    status, out, _ = run([*argv, "--help"], capsys)
+    assert status == 0
+    if argv == ["serve"]:
+        assert "(default: 8501)" in out  # --port
+        assert "(default: info)" in out  # --log-level
+        assert "(default: None)" not in out
+
+
+def test_version_prints_the_package_version(capsys):
+    from aiservice_kit import __version__
+
+    status, out, _ = run(["--version"], capsys)
+    assert (status, out) == (0, f"aiservice-kit {__version__}\n")

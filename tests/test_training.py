@@ -279,6 +279,36 @@ def test_train_with_run_dir_writes_the_run_and_validation_split(
     assert _csv_epochs(tmp_path / LOG_FILE) == ["0", "1"]
 
 
+def test_rerun_of_a_finished_resume_says_how_to_train_more(
+    data_dir, tmp_path, caplog
+):
+    x, y = _small_images(data_dir, count=64)
+
+    def run(epochs):
+        return train(
+            lambda: build_cnn(x.shape[1:], num_classes=10, filters=(4,)),
+            x,
+            y,
+            epochs=epochs,
+            batch_size=32,
+            run_dir=tmp_path,
+            verbose=0,
+        )[1]
+
+    run(1)
+    assert aiservice_kit.training.epochs_done(tmp_path) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aiservice_kit"):
+        assert run(1).history == {}
+    assert "already trained 1 epochs" in caplog.text
+    assert "Pass epochs > 1 (--epochs M > 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aiservice_kit"):
+        assert len(run(2).history["loss"]) == 1  # resumes: epoch 2 only
+    assert "already trained" not in caplog.text
+    assert aiservice_kit.training.epochs_done(tmp_path / "none") == 0
+
+
 def test_default_callbacks_are_keras_own_in_a_safe_order(tmp_path):
     callbacks = default_callbacks(tmp_path / "run", monitor="val_accuracy")
     kinds = [type(callback) for callback in callbacks]

@@ -4,9 +4,11 @@ Every builder ends in one of these heads, so a classifier built by any
 builder has the same output name, dtype and loss conventions.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aiservice_kit._validation import check_choice
@@ -50,6 +52,45 @@ def _steps_per_execution(value: Any) -> int:
 def check_num_classes(num_classes: Any) -> int:
     """Checks a classifier's `num_classes` (an integer >= 2)."""
     return check_positive_int("num_classes", num_classes, minimum=2)
+
+
+def check_class_names(
+    num_classes: Any, class_names: Any
+) -> tuple[int, list[str] | None]:
+    """Checks `num_classes` and `class_names`; returns (count, names).
+
+    One of them is required; given both, they must agree. Names are
+    stored as str.
+    """
+    if class_names is None:
+        if num_classes is None:
+            raise ValueError(
+                "Give `num_classes` (an integer >= 2) or `class_names` (a "
+                "list of at least 2 distinct labels). Received: "
+                "num_classes=None, class_names=None"
+            )
+        return check_num_classes(num_classes), None
+    if isinstance(class_names, str) or not isinstance(
+        class_names, (Sequence, np.ndarray)
+    ):
+        raise TypeError(
+            "`class_names` must be a list of str, one per class in the "
+            f"order of the integer labels. Received: class_names="
+            f"{class_names!r}"
+        )
+    names = [str(label) for label in class_names]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(
+            "`class_names` must hold at least 2 distinct labels. "
+            f"Received: class_names={class_names!r}"
+        )
+    if num_classes is not None and check_num_classes(num_classes) != len(names):
+        raise ValueError(
+            f"`num_classes` ({num_classes}) disagrees with the "
+            f"{len(names)} `class_names`. Give one of them. Received: "
+            f"num_classes={num_classes!r}, class_names={class_names!r}"
+        )
+    return len(names), names
 
 
 def check_optimizer(optimizer: Any) -> Any:

@@ -19,6 +19,8 @@ from aiservice_kit._validation import check_input_shape
 from aiservice_kit._validation import check_int_sequence
 from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit._validation import check_positive_int
+from aiservice_kit.models._checks import CheckedModel
+from aiservice_kit.models._heads import check_class_names
 from aiservice_kit.models._heads import check_num_classes
 from aiservice_kit.models._heads import check_optimizer
 from aiservice_kit.models._heads import classification_head
@@ -26,6 +28,7 @@ from aiservice_kit.models._heads import compile_classifier
 from aiservice_kit.models._heads import compile_regressor
 from aiservice_kit.models._heads import regression_head
 from aiservice_kit.models.layers import RNN_CELLS
+from aiservice_kit.models.layers import ClassNames
 from aiservice_kit.models.layers import MaskedConv1D
 from aiservice_kit.models.layers import MaskedGlobalAveragePooling1D
 from aiservice_kit.models.layers import RandomConvolutionFeatures
@@ -109,6 +112,7 @@ def build_lstm(
     input_shape: Sequence[int | None],
     num_classes: int | None = None,
     *,
+    class_names: Sequence[str] | None = None,
     output_size: int = 1,
     cell: str | None = None,
     units: int | Sequence[int] | None = None,
@@ -164,8 +168,12 @@ def build_lstm(
     Args:
         input_shape: tuple. `(timesteps, features)`; `timesteps` may be
             None for variable-length sequences.
-        num_classes: int or None. Number of classes (>= 2); None builds a
-            regressor.
+        num_classes: int or None. Number of classes (>= 2); None (and no
+            `class_names`) builds a regressor.
+        class_names: list of str or None. The label of each class, in the
+            order of the integer labels (implies `num_classes`). Stored in
+            the model (`get_class_names`), so `fit` and `evaluate` also
+            take these string labels, as the text classifier does.
         output_size: int. Number of regression outputs (regressor only).
         cell: str or None. `"lstm"` or `"gru"` (GRU trains ~15% faster);
             None: `"lstm"`.
@@ -240,7 +248,10 @@ def build_lstm(
             "features) with only timesteps allowed to be None. "
             f"Received: input_shape={input_shape!r}"
         )
-    if num_classes is not None:
+    names = None
+    if class_names is not None:
+        num_classes, names = check_class_names(num_classes, class_names)
+    elif num_classes is not None:
         num_classes = check_num_classes(num_classes)
     output_size = check_positive_int("output_size", output_size)
     check_choice("frontend", frontend, FRONTENDS)
@@ -342,8 +353,9 @@ def build_lstm(
             num_classes,
             dropout=dropout,
             mask_value=mask_value if masking else None,
+            class_names=names,
         )
-        model = keras.Model(inputs, outputs, name=name)
+        model = CheckedModel(inputs, outputs, name=name)
         if compile:
             compile_classifier(
                 model, optimizer=optimizer, label_mode=label_mode
@@ -378,12 +390,14 @@ def build_lstm(
         if dropout:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         outputs = regression_head(x, output_size)
-        model = keras.Model(inputs, outputs, name=name)
+        model = CheckedModel(inputs, outputs, name=name)
         if compile:
             compile_regressor(model, optimizer=optimizer)
         return model
+    if names is not None:
+        x = ClassNames(names, name="class_names")(x)
     outputs = classification_head(x, num_classes, dropout=dropout)
-    model = keras.Model(inputs, outputs, name=name)
+    model = CheckedModel(inputs, outputs, name=name)
     if compile:
         compile_classifier(model, optimizer=optimizer, label_mode=label_mode)
     return model
@@ -416,6 +430,7 @@ def _random_conv_head(
     *,
     dropout: float,
     mask_value: float | None,
+    class_names: list[str] | None = None,
 ) -> Any:
     """Random-convolution features, standardized, then the softmax."""
     if data is not None:
@@ -464,4 +479,6 @@ def _random_conv_head(
             variance=values.var(axis=0) + 1e-2,
             name="feature_scale",
         )(x)
+    if class_names is not None:
+        x = ClassNames(class_names, name="class_names")(x)
     return classification_head(x, num_classes, dropout=dropout)

@@ -20,9 +20,10 @@ from aiservice_kit._validation import check_choice
 from aiservice_kit._validation import check_fraction
 from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit._validation import check_positive_int
+from aiservice_kit.models._checks import check_labels
 from aiservice_kit.models._contract import get_class_names
 from aiservice_kit.models._contract import split_text_model  # noqa: F401
-from aiservice_kit.models._heads import check_num_classes
+from aiservice_kit.models._heads import check_class_names
 from aiservice_kit.models._heads import check_optimizer
 from aiservice_kit.models._heads import classification_head
 from aiservice_kit.models._heads import compile_classifier
@@ -177,7 +178,9 @@ class TextClassifier(keras.Model):
             return encode_labels(self, y)
         if isinstance(y, np.ndarray) and y.dtype.kind in "USO":
             return encode_labels(self, y)
-        return y
+        # One-hot labels for integer ones (or the reverse), class indices
+        # out of range: refused naming the fix, not blamed on the texts.
+        return check_labels(self, y)
 
     def _validation(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         data = kwargs.get("validation_data")
@@ -299,7 +302,14 @@ class TextClassifier(keras.Model):
         )
 
     def predict(self, x: Any, *args: Any, **kwargs: Any):
-        """Keras `predict`, also accepting lists and numpy strings."""
+        """Keras `predict`, also accepting lists and numpy strings.
+
+        A single string is a batch of one: `predict("free prize")`
+        returns probabilities of shape (1, num_classes), as
+        `predict(["free prize"])` does.
+        """
+        if isinstance(x, (str, bytes)):
+            x = [x]
         return super().predict(_as_text_input(x), *args, **kwargs)
 
 
@@ -353,40 +363,6 @@ def _auto_sequence_length(texts: np.ndarray, tokenize: str) -> int:
     ]
     length = int(np.ceil(np.percentile(counts, 95))) if counts else 16
     return int(min(max(length, 16), 512))
-
-
-def _check_class_names(
-    num_classes: Any, class_names: Any
-) -> tuple[int, list[str] | None]:
-    if class_names is None:
-        if num_classes is None:
-            raise ValueError(
-                "Give `num_classes` (an integer >= 2) or `class_names` (a "
-                "list of at least 2 distinct labels). Received: "
-                "num_classes=None, class_names=None"
-            )
-        return check_num_classes(num_classes), None
-    if isinstance(class_names, str) or not isinstance(
-        class_names, (Sequence, np.ndarray)
-    ):
-        raise TypeError(
-            "`class_names` must be a list of str, one per class in the "
-            f"order of the integer labels. Received: class_names="
-            f"{class_names!r}"
-        )
-    names = [str(label) for label in class_names]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(
-            "`class_names` must hold at least 2 distinct labels. "
-            f"Received: class_names={class_names!r}"
-        )
-    if num_classes is not None and check_num_classes(num_classes) != len(names):
-        raise ValueError(
-            f"`num_classes` ({num_classes}) disagrees with the "
-            f"{len(names)} `class_names`. Give one of them. Received: "
-            f"num_classes={num_classes!r}, class_names={class_names!r}"
-        )
-    return len(names), names
 
 
 def build_text_classifier(
@@ -498,7 +474,7 @@ def build_text_classifier(
     predict_labels(model, ["claim your free prize"])  # ['spam']
     ```
     """
-    num_classes, names = _check_class_names(num_classes, class_names)
+    num_classes, names = check_class_names(num_classes, class_names)
     check_choice("encoder", encoder, ENCODERS)
     check_choice("tokenize", tokenize, TOKENIZATIONS)
     ngrams = check_optional_positive_int("ngrams", ngrams)

@@ -13,6 +13,7 @@ from aiservice_kit._validation import check_input_shape
 from aiservice_kit._validation import check_int_sequence
 from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit._validation import check_positive_int
+from aiservice_kit.models._checks import CheckedModel
 from aiservice_kit.models._heads import check_num_classes
 from aiservice_kit.models._heads import check_optimizer
 from aiservice_kit.models._heads import classification_head
@@ -305,7 +306,7 @@ def build_cnn(
             x = keras.layers.Dropout(dropout, name="dense_dropout")(x)
         x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
     outputs = classification_head(x, num_classes, dropout=dropout)
-    model = keras.Model(inputs, outputs, name=name)
+    model = CheckedModel(inputs, outputs, name=name)
     if compile:
         compile_classifier(model, optimizer=optimizer, label_mode=label_mode)
     return model

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiservice_kit._layout import is_version_name
+from aiservice_kit._layout import list_versions
 from aiservice_kit.cli import UsageError
 from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import DEFAULT_BODY_TIMEOUT_S
@@ -122,7 +124,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=None,
-        help="TOML or JSON file with prices, plans and model settings",
+        help="TOML or JSON file with prices, plans and model settings "
+        "(default: the built-in prices and plans)",
     )
 
 
@@ -148,6 +151,25 @@ def _db(args: argparse.Namespace, must_exist: bool = False) -> Path:
     return path
 
 
+def _check_base_path(name: str, path: str) -> None:
+    """Refuses a version directory given where the base path belongs.
+
+    `base/1/` holds `saved_model.pb` and no version directories, so serving
+    it would load nothing and answer /readyz 503 forever.
+    """
+    base = Path(path)
+    if (
+        is_version_name(base.name)
+        and (base / "saved_model.pb").is_file()
+        and not list_versions(base)
+    ):
+        raise UsageError(
+            f"--model {name}={path}: {str(base)!r} is a version directory "
+            "(it holds saved_model.pb); give the model's base path, the "
+            f"directory of its versions: --model {name}={base.parent}"
+        )
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     if not args.model and not config.models:
@@ -159,6 +181,8 @@ def _serve(args: argparse.Namespace) -> int:
             "--grpc-port must differ from --port (REST). "
             f"Received: --grpc-port {args.grpc_port} --port {args.port}"
         )
+    for name, path in args.model:
+        _check_base_path(name, path)
     auth = {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
     import uvicorn
 
@@ -393,8 +417,14 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         metavar="NAME=BASE_PATH",
         help="a model to serve (repeat for more)",
     )
-    serve.add_argument("--host", default=DEFAULT_HOST)
-    serve.add_argument("--port", type=_port, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (0.0.0.0: every interface)",
+    )
+    serve.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (REST API)"
+    )
     serve.add_argument(
         "--grpc-port",
         type=_port,
@@ -411,7 +441,10 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         help="require API keys: auto = on unless --host is loopback",
     )
     serve.add_argument(
-        "--max-batch-size", type=_positive_int, default=DEFAULT_MAX_BATCH_SIZE
+        "--max-batch-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="most instances run in one batched call of a model",
     )
     serve.add_argument(
         "--max-wait-ms",
@@ -428,7 +461,10 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         f"(default {DEFAULT_KEEP_VERSIONS})",
     )
     serve.add_argument(
-        "--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES
+        "--max-body-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body accepted (413 above it)",
     )
     serve.add_argument(
         "--max-instances-per-request",
@@ -467,6 +503,7 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
+        help="least severe log messages printed on stderr",
     )
     serve.set_defaults(handler=_serve)
     return serve
@@ -483,7 +520,11 @@ def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
         The command's `argparse.ArgumentParser`.
     """
     keys = subparsers.add_parser(name, help="create, list, revoke API keys")
-    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    actions = keys.add_subparsers(
+        dest="keys_command",
+        metavar="ACTION",
+        help="what to do; keys ACTION --help lists its options",
+    )
     actions.required = True
     create = actions.add_parser("create", help="create a key (shown once)")
     create.add_argument("--name", required=True, help="who the key is for")
@@ -491,13 +532,17 @@ def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
     create.add_argument(
         "--models", default=None, help="comma-separated models (default: all)"
     )
-    create.add_argument("--json", action="store_true")
+    create.add_argument(
+        "--json", action="store_true", help="print the key and record as JSON"
+    )
     _add_db(create)
     _add_config(create)
     create.set_defaults(handler=_keys_create)
     listing = actions.add_parser("list", help="list keys (never secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--json", action="store_true", help="print the keys as JSON"
+    )
     _add_db(listing)
     listing.set_defaults(handler=_keys_list)
     revoke = actions.add_parser("revoke", help="revoke a key by id or name")
@@ -520,10 +565,26 @@ def add_usage_parser(subparsers: Any, name: str = "usage") -> Any:
     usage = subparsers.add_parser(
         name, help="usage and charges per key and model"
     )
-    usage.add_argument("--key", default=None, help="key id or name")
-    usage.add_argument("--since", type=_date, default=None)
-    usage.add_argument("--until", type=_date, default=None)
-    usage.add_argument("--json", action="store_true")
+    usage.add_argument(
+        "--key", default=None, help="key id or name (default: every key)"
+    )
+    usage.add_argument(
+        "--since",
+        type=_date,
+        default=None,
+        help="count from this ISO-8601 date or time, UTC unless given "
+        "(default: no start)",
+    )
+    usage.add_argument(
+        "--until",
+        type=_date,
+        default=None,
+        help="count up to this ISO-8601 date or time, excluded (default: "
+        "no end)",
+    )
+    usage.add_argument(
+        "--json", action="store_true", help="print the bill as JSON"
+    )
     _add_db(usage)
     _add_config(usage)
     usage.set_defaults(handler=_usage)

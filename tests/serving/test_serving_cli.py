@@ -69,3 +69,21 @@ def test_a_sqlite_url_names_the_database(tmp_path):
     assert created.returncode == 0, created.stderr
     assert listed.returncode == 0, listed.stderr
     assert "acme" in listed.stdout
+
+
+def test_a_version_directory_is_refused_naming_the_base_path(tmp_path, capsys):
+    from aiservice_kit import cli
+
+    version = tmp_path / "exports" / "digits" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")  # the layout, not a model
+
+    status = cli.main(["serve", "--model", f"digits={version}"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(
+        f"aiservice-kit serve: error: --model digits={version}"
+    )
+    assert "is a version directory" in err
+    assert f"--model digits={version.parent}\n" in err
