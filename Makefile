@@ -15,7 +15,7 @@ $(BIN)/python:
 # setup.py compiles the recommender kernels: a changed .pyx reinstalls.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 		aiservice_kit/recommenders/_kernels.pyx
-	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,plot,onnx,tune]" --group dev
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),serving,postgres,plot,onnx,tune]" --group dev
 	touch $@
 
 install: $(VENV)/.installed

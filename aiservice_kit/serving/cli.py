@@ -13,11 +13,13 @@ import datetime
 import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from aiservice_kit.cli import UsageError
+from aiservice_kit.serving._db import is_postgres
 from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
@@ -103,8 +105,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         type=str,
         default=None,
-        help="SQLite file (or sqlite:///PATH URL) with API keys and the "
-        f"usage ledger (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
+        help="SQLite file (or sqlite:///PATH URL), or a postgresql:// URL, "
+        "with API keys, the usage ledger and the shared quota and rate "
+        f"state (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
     )
 
 
@@ -124,7 +127,10 @@ def _config(args: argparse.Namespace):
         raise UsageError(f"--config: {error}") from None
 
 
-def _db(args: argparse.Namespace, must_exist: bool = False) -> Path:
+def _db(args: argparse.Namespace, must_exist: bool = False) -> Path | str:
+    db = os.environ.get(DEFAULT_DB_ENV) if args.db is None else args.db
+    if is_postgres(db):
+        return db  # reached (and refused if unreachable) when opened
     try:
         path = default_db_path() if args.db is None else sqlite_path(args.db)
     except ValueError as error:
@@ -281,7 +287,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
-    from aiservice_kit.serving.metering import SQLiteMeter
+    from aiservice_kit.serving.metering import DatabaseMeter
 
     config = _config(args)
     path = _db(args, must_exist=True)
@@ -294,7 +300,7 @@ def _usage(args: argparse.Namespace) -> int:
             raise UsageError(f"--key: {error}") from None
         finally:
             store.close()
-    meter = SQLiteMeter(path)
+    meter = DatabaseMeter(path)
     rows = meter.summarize(key_id, args.since, args.until)
     meter.close()
     bill = config.prices.bill(rows)
