@@ -7,6 +7,7 @@ is created. Clients send it as `Authorization: Bearer <key>` or
 `X-API-Key: <key>`.
 """
 
+import asyncio
 import dataclasses
 import datetime
 import hashlib
@@ -303,14 +304,44 @@ class Authenticator:
             key = cached[1]
         else:
             key = None if self.store is None else self.store.verify(secret_key)
-            if len(self._cache) > KEY_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[secret_key] = (now, key)
+            self._remember(secret_key, now, key)
+        return self._checked(key)
+
+    def _remember(self, secret_key: str, now: float, key: ApiKey | None):
+        if len(self._cache) > KEY_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[secret_key] = (now, key)
+
+    @staticmethod
+    def _checked(key: ApiKey | None) -> ApiKey:
         if key is None:
             raise ServingError(
-                "Invalid API key (unknown or revoked).", 401, challenge
+                "Invalid API key (unknown or revoked).",
+                401,
+                {"WWW-Authenticate": "Bearer"},
             )
         return key
+
+    async def aauthenticate(
+        self, headers: Mapping[str, str], required: bool | None = None
+    ) -> ApiKey | None:
+        """`authenticate` with the key lookup on a thread (not the loop).
+
+        Raises:
+            ServingError: 401 for a missing (when required) or unknown key.
+        """
+        secret_key = key_from_headers(headers)
+        now = time.monotonic()
+        cached = None if secret_key is None else self._cache.get(secret_key)
+        if (
+            secret_key is None
+            or self.store is None
+            or (cached is not None and now - cached[0] < self.cache_ttl_s)
+        ):
+            return self.authenticate(headers, required)
+        key = await asyncio.to_thread(self.store.verify, secret_key)
+        self._remember(secret_key, now, key)
+        return self._checked(key)
 
     @staticmethod
     def authorize(key: ApiKey | None, model: str) -> None:
