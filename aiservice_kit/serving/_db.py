@@ -333,7 +333,12 @@ class PostgresDatabase(Database):
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            # a lock held elsewhere fails a statement after the same wait
+            # as SQLite's busy timeout, rather than hanging it
+            kwargs={
+                "autocommit": True,
+                "options": f"-c lock_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}",
+            },
             timeout=DB_BUSY_TIMEOUT_S,
             open=False,
         )
