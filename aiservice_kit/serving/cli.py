@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from aiservice_kit.cli import UsageError
+from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._db import is_postgres
-from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
 from aiservice_kit.serving.config import DEFAULT_HOST
@@ -132,7 +132,7 @@ def _db(args: argparse.Namespace, must_exist: bool = False) -> Path | str:
     if is_postgres(db):
         return db  # reached (and refused if unreachable) when opened
     try:
-        path = default_db_path() if args.db is None else sqlite_path(args.db)
+        path = default_db_path() if args.db is None else database_url(args.db)
     except ValueError as error:
         raise UsageError(f"--db: {error}") from None
     if must_exist and not path.is_file():
@@ -143,6 +143,14 @@ def _db(args: argparse.Namespace, must_exist: bool = False) -> Path | str:
     if not path.parent.is_dir():
         raise UsageError(f"--db: directory {str(path.parent)!r} not found")
     return path
+
+
+def _open(kind: Any, db: Path | str) -> Any:
+    """`kind(db)` (KeyStore, DatabaseMeter); a database error is --db's."""
+    try:
+        return kind(db)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--db: {error}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -226,7 +234,7 @@ def _keys_create(args: argparse.Namespace) -> int:
     models = None
     if args.models:
         models = [name.strip() for name in args.models.split(",") if name]
-    store = KeyStore(_db(args))
+    store = _open(KeyStore, _db(args))
     try:
         key, record = store.create(args.name, args.plan, models)
     except ValueError as error:
@@ -248,7 +256,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
 
-    store = KeyStore(_db(args, must_exist=True))
+    store = _open(KeyStore, _db(args, must_exist=True))
     keys = store.list(include_revoked=args.all)
     store.close()
     if args.json:
@@ -274,7 +282,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
 
-    store = KeyStore(_db(args, must_exist=True))
+    store = _open(KeyStore, _db(args, must_exist=True))
     try:
         record = store.revoke(args.key)
     except ValueError as error:
@@ -293,14 +301,14 @@ def _usage(args: argparse.Namespace) -> int:
     path = _db(args, must_exist=True)
     key_id = None
     if args.key:
-        store = KeyStore(path)
+        store = _open(KeyStore, path)
         try:
             key_id = store.find(args.key).id
         except ValueError as error:
             raise UsageError(f"--key: {error}") from None
         finally:
             store.close()
-    meter = DatabaseMeter(path)
+    meter = _open(DatabaseMeter, path)
     rows = meter.summarize(key_id, args.since, args.until)
     meter.close()
     bill = config.prices.bill(rows)
