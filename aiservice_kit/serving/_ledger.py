@@ -418,17 +418,21 @@ class Ledger:
                 beyond DB_WAIT_S or fails.
         """
         future = self._executor.submit(fn, *args)
+
+        def undo(done: concurrent.futures.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.submit(on_late, done.result())
+
         try:
             return await asyncio.wait_for(
                 asyncio.wrap_future(future), DB_WAIT_S
             )
+        except asyncio.CancelledError:  # the caller went away
+            if on_late is not None:
+                future.add_done_callback(undo)
+            raise
         except TimeoutError:
             if on_late is not None:
-
-                def undo(done: concurrent.futures.Future) -> None:
-                    if not done.cancelled() and done.exception() is None:
-                        self.submit(on_late, done.result())
-
                 future.add_done_callback(undo)
             message = f"the database did not answer in {DB_WAIT_S:g} s"
         except Exception as error:

@@ -313,8 +313,9 @@ def usage(
     response_model=schemas.HealthResponse,
     summary="Liveness: the process is up",
 )
-def healthz() -> Response:
-    """Always 200 while the process serves HTTP."""
+async def healthz() -> Response:
+    """Always 200 while the process serves HTTP (on the event loop: no
+    thread, no database)."""
     return _json({"status": "ok"})
 
 
