@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 		"(TensorFlow $(TF_EXTRA); about 2-5 minutes and 2 GB the first time," \
 		"seconds after that)..."
 	$(BIN)/python -m pip install \
-		-e ".[$(TF_EXTRA),serving,grpc,plot,onnx,tune]" --group dev
+		-e ".[$(TF_EXTRA),serving,grpc,postgres,plot,onnx,tune]" --group dev
 	$(BIN)/python -m pip install --no-deps "$(TF_SERVING_API)"
 	@echo "Installed into $(VENV)."
 	touch $@

@@ -19,6 +19,15 @@ request, bounded request counts and time):
   (`benchmarks/.venv-bentoml`, created with `--setup-bentoml`), never the
   project's `.venv`; it is skipped with the reason when that venv is absent.
 
+With `--postgres`, two more rows, for a key on a plan with a rate limit and
+a monthly quota (so every call takes a shared token, reserves its instances
+and settles them with its ledger record):
+
+- `sqlite quota`: one `aiservice-kit serve` on a SQLite file.
+- `pg 2 replicas`: two `aiservice-kit serve` processes on one PostgreSQL
+  database (a throwaway server from `tests/postgres_server.py`, or
+  `--postgres-url`), the clients split between them.
+
 Prints p50/p99 latency and requests/s per server and concurrency, the ratio
 to the baseline's throughput, and the acceptance checks (>= 5x the baseline
 at concurrency 32, p50 <= 5 ms at concurrency 1).
@@ -26,6 +35,7 @@ at concurrency 32, p50 <= 5 ms at concurrency 1).
     .venv/bin/python benchmarks/serving.py            # ~3-4 minutes here
     .venv/bin/python benchmarks/serving.py --quick    # ~1-2 minutes
     .venv/bin/python benchmarks/serving.py --setup-bentoml   # once
+    .venv/bin/python benchmarks/serving.py --skip-bentoml --postgres
 """
 
 import argparse
@@ -184,14 +194,17 @@ class _Connection:
 
 
 async def drive(url, body, headers, concurrency, requests, max_seconds):
-    """`concurrency` clients send `requests` calls in all (or stop at time)."""
-    parsed = httpx.URL(url)
+    """`concurrency` clients send `requests` calls in all (or stop at time).
+
+    `url` may be a list: the clients are spread over the URLs (replicas).
+    """
+    urls = [httpx.URL(u) for u in ([url] if isinstance(url, str) else url)]
     latencies: list[float] = []
     errors = 0
     remaining = requests
     deadline = time.perf_counter() + max_seconds
 
-    async def worker():
+    async def worker(parsed):
         nonlocal remaining, errors
         connection = _Connection(
             parsed.host, parsed.port, parsed.raw_path.decode(), body, headers
@@ -209,7 +222,9 @@ async def drive(url, body, headers, concurrency, requests, max_seconds):
             connection.close()
 
     began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(
+        *(worker(urls[i % len(urls)]) for i in range(concurrency))
+    )
     elapsed = time.perf_counter() - began
     lat = np.array(latencies) * 1000
     return {
@@ -337,6 +352,87 @@ def bench(name, url, headers, body, counts, max_seconds):
     return results
 
 
+def serve_ours(work, name, db, config=None):
+    """Starts `aiservice-kit serve` on `db`; returns (handle, port)."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "aiservice_kit.cli",
+        "serve",
+        "--model",
+        f"mnist={work / 'mnist'}",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--auth",
+        "on",
+        "--access-log",
+        "off",
+        "--log-level",
+        "warning",
+    ]
+    if config is not None:
+        command += ["--config", str(config)]
+    handle = start(
+        command,
+        REPO,
+        {},
+        f"http://127.0.0.1:{port}/readyz",
+        work / f"{name}.log",
+    )
+    return handle, port
+
+
+#: The plan of the `--postgres` rows: every shared check runs, none refuses.
+METERED_CONFIG = {
+    "plans": {
+        "metered": {
+            "requests_per_second": 1_000_000,
+            "burst": 1_000_000,
+            "monthly_instances": 1_000_000_000,
+        }
+    }
+}
+
+
+def bench_shared(work, body, counts, max_seconds, postgres_url):
+    """The `--postgres` rows: SQLite, one replica; PostgreSQL, two."""
+    from aiservice_kit.serving import KeyStore
+
+    config = work / "metered.json"
+    config.write_text(json.dumps(METERED_CONFIG))
+    results = {}
+    for name, db, replicas in (
+        ("sqlite quota", work / "metered.db", 1),
+        ("pg 2 replicas", postgres_url, 2),
+    ):
+        store = KeyStore(db)
+        key = store.create(f"bench-{replicas}", "metered")[0]
+        store.close()
+        handles, urls = [], []
+        try:
+            for index in range(replicas):
+                handle, port = serve_ours(
+                    work, f"{name.split()[0]}{index}", db, config
+                )
+                handles.append(handle)
+                urls.append(f"http://127.0.0.1:{port}/v1/models/mnist:predict")
+            results[name] = bench(
+                name,
+                urls,
+                {"Authorization": f"Bearer {key}"},
+                body,
+                counts,
+                max_seconds,
+            )
+        finally:
+            for handle in handles:
+                stop(handle)
+    return results
+
+
 def setup_bentoml() -> None:
     """Creates benchmarks/.venv-bentoml with BentoML and the same TF/Keras."""
     import keras
@@ -367,6 +463,16 @@ def main() -> int:
         "--skip-bentoml", action="store_true", help="only ours vs baseline"
     )
     parser.add_argument("--json", type=Path, help="also write results here")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="add a metered SQLite row and a two-replica PostgreSQL row",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        help="the PostgreSQL database for --postgres (default: a "
+        "throwaway server started from tests/postgres_server.py)",
+    )
     args = parser.parse_args()
     if args.setup_bentoml:
         setup_bentoml()
@@ -478,6 +584,20 @@ def main() -> int:
         )
     finally:
         stop(handle)
+
+    if args.postgres:
+        if args.postgres_url:
+            results.update(
+                bench_shared(work, body, counts, max_seconds, args.postgres_url)
+            )
+        else:
+            sys.path.insert(0, str(REPO / "tests"))
+            from postgres_server import postgres_server
+
+            with postgres_server() as url:
+                results.update(
+                    bench_shared(work, body, counts, max_seconds, url)
+                )
 
     bento_note = None
     bentoml_bin = BENTO_VENV / "bin" / "bentoml"

@@ -1,22 +1,43 @@
 """The one database connection factory of the key store and the ledger.
 
-`connect(url_or_path)` opens the database that `KeyStore` and
-`SQLiteMeter` share. Today it speaks SQLite: a plain path or a
-`sqlite:///path` URL, opened in WAL mode with a busy timeout, and a new
-file is created readable by its owner only (it holds key hashes and the
-billing ledger). Another backend (PostgreSQL) is added here, behind the
-same function, by its URL scheme; every other scheme is refused with a
-clear error.
+`open_database(url_or_path)` opens the database that `KeyStore`, the
+ledger and the shared quota and rate state use, and brings its schema up
+to date (`_schema.migrate`). Two backends sit behind the same small
+`Database` interface (a transaction yielding `execute`):
+
+- SQLite, the embedded default: a plain path or a `sqlite:///path` URL,
+  opened in WAL mode with a busy timeout (`connect`); a new file is
+  created readable by its owner only (it holds key hashes and the billing
+  ledger). Write transactions are `BEGIN IMMEDIATE`, so they are
+  serialized across every process on the file.
+- PostgreSQL: a `postgresql://` URL, through psycopg 3 and its connection
+  pool (`pip install aiservice_kit[postgres]`), at READ COMMITTED with
+  explicit row locks (`SELECT ... FOR UPDATE`) where state is shared.
+
+SQL is written once with `?` placeholders; `FOR UPDATE` is dropped for
+SQLite (its write transactions already hold the database lock) and `?`
+becomes `%s` for psycopg. Every other scheme is refused with a clear
+error.
 """
 
+import contextlib
+import functools
 import os
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aiservice_kit.serving.config import DB_BUSY_TIMEOUT_S
+from aiservice_kit.serving.config import PG_CONNECT_TIMEOUT_S
+from aiservice_kit.serving.config import PG_POOL_SIZE
 
 #: URL schemes `connect` accepts.
 SCHEMES = ("sqlite",)
+#: URL schemes `open_database` accepts.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 #: SQLite `synchronous` levels `connect` accepts.
 SYNCHRONOUS = ("NORMAL", "FULL")
 #: Permission bits of a database file this module creates.
@@ -56,7 +77,8 @@ def sqlite_path(url_or_path: str | os.PathLike) -> Path:
     if scheme.lower() != "sqlite":
         raise ValueError(
             "`db` must be a file path or a URL with one of the schemes "
-            f"{', '.join(s + '://' for s in SCHEMES)}. "
+            f"{', '.join(s + '://' for s in SCHEMES)} here (a PostgreSQL "
+            "URL is accepted by the server and the key store only). "
             f"Received: db={url_or_path!r}"
         )
     if not rest.startswith("/") or rest == "/":
@@ -125,3 +147,268 @@ def connect(
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute(f"PRAGMA busy_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}")
     return connection
+
+
+def is_postgres(url_or_path: Any) -> bool:
+    """Whether `url_or_path` is a `postgresql://` (or `postgres://`) URL.
+
+    Args:
+        url_or_path: anything `db` may be.
+
+    Returns:
+        True for a PostgreSQL URL.
+
+    Example:
+    ```python
+    is_postgres("postgresql://app@db/aiservice")  # True
+    ```
+    """
+    if not isinstance(url_or_path, str):
+        return False
+    scheme, sep, _ = url_or_path.partition("://")
+    return bool(sep) and scheme.lower() in ("postgresql", "postgres")
+
+
+def database_url(url_or_path: str | os.PathLike) -> str | Path:
+    """A PostgreSQL URL unchanged, else the SQLite file it names.
+
+    Args:
+        url_or_path: str or PathLike. A file path, a `sqlite:///` URL or a
+            `postgresql://` URL.
+
+    Returns:
+        The URL (str) or the SQLite path (Path).
+
+    Raises:
+        ValueError: for another scheme, naming those accepted.
+
+    Example:
+    ```python
+    database_url("sqlite:///service.db")  # PosixPath('service.db')
+    ```
+    """
+    if is_postgres(url_or_path):
+        return url_or_path
+    try:
+        return sqlite_path(url_or_path)
+    except ValueError:
+        raise ValueError(
+            "`db` must be a file path or a URL with one of the schemes "
+            f"{', '.join(s + '://' for s in DATABASE_SCHEMES)}. "
+            f"Received: db={url_or_path!r}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _dialect_sql(dialect: str, sql: str) -> str:
+    if dialect == "sqlite":
+        return sql.replace(" FOR UPDATE", "")
+    return sql.replace("?", "%s")
+
+
+class Transaction:
+    """One open transaction: `execute` runs a statement, returns its rows."""
+
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """Runs one statement (`?` placeholders); returns its rows."""
+        cursor = self._cursor.execute(_dialect_sql(self.dialect, sql), params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def executemany(self, sql: str, rows: list) -> None:
+        """Runs one statement for each row of parameters."""
+        if rows:
+            self._cursor.executemany(_dialect_sql(self.dialect, sql), rows)
+
+    def now(self) -> float:
+        """Unix time from the database's clock (shared by replicas)."""
+        if self.dialect == "sqlite":
+            return time.time()  # every process on the file shares a host
+        return float(
+            self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())")[0][0]
+        )
+
+
+class Database:
+    """A database the serving parts share: transactions and a dialect.
+
+    Attributes:
+        dialect: str. "sqlite" or "postgresql".
+        url: str or Path. What was opened (a SQLite path, or the URL).
+    """
+
+    dialect = ""
+    url: str | Path
+
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A write transaction, committed on exit, rolled back on error."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raises when the database cannot be reached."""
+        with self.transaction() as tx:
+            tx.execute("SELECT 1")
+
+    def close(self) -> None:
+        """Releases the connections."""
+
+
+class SQLiteDatabase(Database):
+    """One WAL-mode SQLite connection per object, used under a lock.
+
+    Args:
+        path: str or PathLike. The file or `sqlite:///` URL.
+        synchronous: str. NORMAL or FULL (see `connect`).
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self, path: str | os.PathLike, synchronous: str = "NORMAL"
+    ) -> None:
+        self.url = self.path = sqlite_path(path)
+        self._db = connect(path, synchronous=synchronous)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """`BEGIN IMMEDIATE`: the write lock is taken at the start."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._db, self.dialect)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read (no write lock: WAL readers never wait for a writer)."""
+        with self._lock:
+            yield Transaction(self._db, self.dialect)
+
+    def close(self) -> None:
+        """Closes the connection."""
+        with self._lock:
+            self._db.close()
+
+
+class PostgresDatabase(Database):
+    """A psycopg 3 connection pool on a PostgreSQL database.
+
+    Args:
+        url: str. A `postgresql://user:password@host:port/database` URL.
+        pool_size: int. Connections kept at most.
+
+    Raises:
+        ValueError: when psycopg is not installed.
+        RuntimeError: when the database cannot be reached in time.
+    """
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = PG_POOL_SIZE) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+        except ImportError:
+            raise ValueError(
+                "A PostgreSQL `db` needs psycopg 3 and its pool: "
+                "pip install 'aiservice_kit[postgres]'. "
+                f"Received: db={url!r}"
+            ) from None
+        self.url = url
+        try:  # fail fast, with the reason, when the server is not there
+            psycopg.connect(url, connect_timeout=PG_CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as error:
+            raise RuntimeError(
+                f"Cannot reach the PostgreSQL database {_redact(url)}: "
+                f"{str(error).strip()}"
+            ) from None
+        self.pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            # a lock held elsewhere fails a statement after the same wait
+            # as SQLite's busy timeout, rather than hanging it
+            kwargs={
+                "autocommit": True,
+                "options": f"-c lock_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}",
+            },
+            timeout=DB_BUSY_TIMEOUT_S,
+            open=False,
+        )
+        self.pool.open(wait=False)
+        try:
+            self.pool.wait(timeout=DB_BUSY_TIMEOUT_S)
+        except Exception as error:
+            self.pool.close()
+            raise RuntimeError(
+                f"Cannot reach the PostgreSQL database {_redact(url)}: {error}"
+            ) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A READ COMMITTED transaction on a pooled connection."""
+        with self.pool.connection() as connection:
+            with connection.transaction():
+                yield Transaction(connection.cursor(), self.dialect)
+
+    read = transaction
+
+    def close(self) -> None:
+        """Closes the pool."""
+        self.pool.close()
+
+
+def _redact(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}@{host}"
+
+
+def open_database(
+    url_or_path: str | os.PathLike, synchronous: str = "NORMAL"
+) -> Database:
+    """Opens the shared database and brings its schema up to date.
+
+    Args:
+        url_or_path: str or PathLike. A SQLite path or `sqlite:///` URL, or
+            a `postgresql://` URL.
+        synchronous: str. SQLite's `synchronous` level (ignored for
+            PostgreSQL, whose commits are durable).
+
+    Returns:
+        The Database, migrated to the current schema version.
+
+    Raises:
+        ValueError: for an unsupported URL or a missing directory.
+        RuntimeError: for a PostgreSQL server that cannot be reached, or
+            a schema newer than this server knows.
+
+    Example:
+    ```python
+    from aiservice_kit.serving._db import open_database
+    db = open_database("postgresql://app@db.internal/aiservice")
+    ```
+    """
+    from aiservice_kit.serving._schema import migrate
+
+    target = database_url(url_or_path)
+    if isinstance(target, str):
+        database: Database = PostgresDatabase(target)
+    else:
+        database = SQLiteDatabase(target, synchronous)
+    try:
+        migrate(database)
+    except BaseException:
+        database.close()
+        raise
+    return database

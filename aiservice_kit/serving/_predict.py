@@ -1,11 +1,12 @@
 """The metered predict pipeline, without HTTP.
 
 `predict(service, key, spec, body)` is one Predict call after the caller
-is known: rate check, version resolution, decoding, the quota, the
-(batched) run, the ledger record and the reply. The REST route hands it
-the request; another protocol (gRPC, KServe V2) can hand it its own
-decoded request the same way. A call is answered only once its usage
-record is committed.
+is known: rate check, version resolution, decoding, the quota reservation,
+the (batched) run, the ledger record (which settles the reservation) and
+the reply. The REST route hands it the request; another protocol (gRPC,
+KServe V2) can hand it its own decoded request the same way. A call is
+answered only once its usage record is committed. Every database call
+runs on a thread, never on the event loop.
 """
 
 import asyncio
@@ -27,8 +28,10 @@ from aiservice_kit.serving._codec import encode_predict
 from aiservice_kit.serving._codec import parse_json
 from aiservice_kit.serving._codec import signature_name_of
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._ledger import DatabaseBusy
 from aiservice_kit.serving._service import Service
 from aiservice_kit.serving.auth import ApiKey
+from aiservice_kit.serving.config import DB_RETRY_AFTER_S
 from aiservice_kit.serving.config import OFFLOAD_BYTES
 from aiservice_kit.serving.metering import DEFAULT_API
 from aiservice_kit.serving.metering import UsageRecord
@@ -166,12 +169,13 @@ async def predict(
     started = time.perf_counter()
     arrived = time.time()
     request_id = uuid.uuid4().hex
-    service.limiter.check_rate(key)
+    await service.limiter.acheck_rate(key)
     known = spec.name in service.registry.models
     metrics_model = spec.name if known else "_unknown"
     status, instances, version_number = 200, 0, None
     data = b""
     headers = {"X-Request-ID": request_id}
+    reservation = None
     admission, admitted = None, 0
     try:
         model, version = spec.resolve(service.registry)
@@ -194,16 +198,22 @@ async def predict(
             admitted += asked
 
         signature, arrays, count, encode = await decode(servable, data, admit)
-        service.limiter.check_quota(key, count)
+        reservation = await service.limiter.reserve(key, count)
         outputs = await signature.predict(arrays)
         content = encode(outputs)
         instances = count
     except ServingError as error:
-        if error.status_code in (413, 429):
-            raise  # refused before it was accepted: not metered
+        if error.status_code in (413, 429) or isinstance(error, DatabaseBusy):
+            # refused before it was accepted (limits, a busy database):
+            # not metered
+            service.limiter.release(reservation)
+            raise
         status = error.status_code
         content = json.dumps({"error": error.message}).encode("utf-8")
         headers.update(error.headers)
+    except BaseException:
+        service.limiter.release(reservation)
+        raise
     finally:
         if admission is not None and admitted:
             admission.release_instances(admitted)
@@ -222,17 +232,23 @@ async def predict(
         status=status,
         api=api,
     )
+    reservation_id = None
+    if reservation is not None and reservation.shared:
+        reservation_id = reservation.id
     try:
-        await service.committer.record(record)
-    except Exception:
+        await service.committer.record(record, reservation_id)
+    except BaseException as error:
+        service.limiter.release(reservation)
+        if not isinstance(error, Exception):
+            raise
         logger.exception("usage record %s could not be committed", request_id)
         service.metrics.observe(metrics_model, 503, latency)
         raise ServingError(
             "The call could not be metered, so it was not answered; "
             "retry later.",
             503,
+            {"Retry-After": str(DB_RETRY_AFTER_S)},
         ) from None
-    if status == 200:
-        service.limiter.add_usage(key, instances)
+    service.limiter.settled(reservation, instances)
     service.metrics.observe(metrics_model, status, latency)
     return PredictReply(status, content, headers, instances, request_id)

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from aiservice_kit._version import __version__
-from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._servable import load_version
 from aiservice_kit.serving._service import Metrics
@@ -34,16 +34,17 @@ from aiservice_kit.serving._sources import model_configs
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.auth import KeyStore
 from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.config import DEFAULT_DB_ENV
+from aiservice_kit.serving.config import DEFAULT_DB_FILE
 from aiservice_kit.serving.config import DEFAULT_GRPC_PORT
 from aiservice_kit.serving.config import DEFAULT_HOST
 from aiservice_kit.serving.config import DEFAULT_MAX_BODY_BYTES
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import ServerConfig
-from aiservice_kit.serving.config import default_db_path
 from aiservice_kit.serving.config import load_config
+from aiservice_kit.serving.metering import DatabaseMeter
 from aiservice_kit.serving.metering import GroupCommitter
 from aiservice_kit.serving.metering import Meter
-from aiservice_kit.serving.metering import SQLiteMeter
 from aiservice_kit.serving.ratelimit import RateLimiter
 from aiservice_kit.serving.registry import Registry
 from aiservice_kit.serving.routes import router
@@ -292,8 +293,10 @@ def create_app(
             single path, `ModelConfig` or model is served under the name
             `"default"`, as TensorFlow Serving names a lone model. Merged
             with the config file's `[models]`.
-        db: str or Path or None. SQLite file for API keys and the usage
-            ledger; default `$AISERVICE_KIT_DB` or `./aiservice_kit.db`.
+        db: str or Path or None. The database of API keys, the usage
+            ledger and the shared quota and rate state: a SQLite file (or
+            `sqlite:///` URL) or a `postgresql://` URL; default
+            `$AISERVICE_KIT_DB` or `./aiservice_kit.db`.
         config: ServerConfig, path of a TOML/JSON config, or None.
             Prices, plans and per-model settings.
         auth: bool. Require an API key on `/v1/` routes. When False,
@@ -304,8 +307,8 @@ def create_app(
             given as paths.
         max_body_bytes: int. Larger request bodies get 413.
         poll_interval_s: float. Seconds between scans for new versions.
-        meter: Meter or None. Where usage goes; default a `SQLiteMeter` on
-            `db`.
+        meter: Meter or None. Where usage goes; default a `DatabaseMeter`
+            on `db` (quotas and rates then hold across replicas).
         access_log: bool. Log one JSON line per request to the
             `aiservice_kit.serving.access` logger.
         grpc_port: int or None. Also serve TF Serving's gRPC API
@@ -354,13 +357,17 @@ def create_app(
         )
     if grpc_port is not None:
         _check_grpc(grpc_port)
-    db_path = sqlite_path(db) if db is not None else default_db_path()
+    db_path = database_url(
+        db
+        if db is not None
+        else os.environ.get(DEFAULT_DB_ENV, DEFAULT_DB_FILE)
+    )
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
         store = KeyStore(db_path)
-        ledger = meter if meter is not None else SQLiteMeter(db_path)
+        ledger = meter if meter is not None else DatabaseMeter(db_path)
         registry = Registry(
             served,
             load_version,
@@ -369,10 +376,12 @@ def create_app(
         )
         await asyncio.to_thread(registry.start)
         committer = GroupCommitter(ledger)
+        limiter = RateLimiter(config.plans, ledger)
+        await asyncio.to_thread(limiter.start)  # releases dead reservations
         app.state.service = Service(
             registry=registry,
             auth=Authenticator(store, required=auth),
-            limiter=RateLimiter(config.plans, ledger),
+            limiter=limiter,
             meter=ledger,
             committer=committer,
             prices=config.prices,
@@ -404,6 +413,7 @@ def create_app(
             if app.state.grpc is not None:
                 await app.state.grpc.stop()
             committer.close()
+            await asyncio.to_thread(limiter.close)
             await asyncio.to_thread(registry.stop)
             if meter is None:
                 ledger.close()

@@ -7,6 +7,7 @@ is created. Clients send it as `Authorization: Bearer <key>` or
 `X-API-Key: <key>`.
 """
 
+import asyncio
 import dataclasses
 import datetime
 import hashlib
@@ -14,30 +15,16 @@ import hmac
 import json
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterable
 from collections.abc import Mapping
 
-from aiservice_kit.serving._db import connect
-from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving._db import open_database
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.config import KEY_CACHE_SIZE
 from aiservice_kit.serving.config import KEY_CACHE_TTL_S
 
 KEY_PREFIX = "ask_"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    plan TEXT NOT NULL,
-    models TEXT,
-    secret_sha256 TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-"""
 
 
 def _now() -> str:
@@ -82,11 +69,12 @@ class ApiKey:
 
 
 class KeyStore:
-    """API keys in a SQLite table.
+    """API keys in a table of the shared database (SQLite or PostgreSQL).
 
     Args:
         path: str or Path. The SQLite file (created, mode 0600, if
-            missing) or a `sqlite:///...` URL; see `_db.connect`.
+            missing), a `sqlite:///...` URL, or a `postgresql://` URL;
+            see `_db.open_database`.
 
     Example:
     ```python
@@ -98,10 +86,8 @@ class KeyStore:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = sqlite_path(path)
-        self._db = connect(path)
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._db = open_database(path)
+        self.path = self._db.url
 
     def create(
         self,
@@ -145,9 +131,11 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         record = ApiKey(key_id, name, plan, model_list, _now())
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        with self._db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO api_keys (id, name, plan, models, "
+                "secret_sha256, created_at, revoked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL)",
                 (
                     key_id,
                     name,
@@ -160,12 +148,12 @@ class KeyStore:
         return f"{KEY_PREFIX}{key_id}_{secret}", record
 
     def _rows(self, where: str = "", params: tuple = ()) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as tx:
+            rows = tx.execute(
                 "SELECT id, name, plan, models, created_at, revoked_at "
                 f"FROM api_keys {where} ORDER BY created_at, id",
                 params,
-            ).fetchall()
+            )
         return [
             ApiKey(
                 row[0],
@@ -211,8 +199,8 @@ class KeyStore:
         """
         key = self.find(id_or_name)
         revoked_at = _now()
-        with self._lock:
-            self._db.execute(
+        with self._db.transaction() as tx:
+            tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ?",
                 (revoked_at, key.id),
             )
@@ -227,11 +215,12 @@ class KeyStore:
         key_id, _, secret = secret_key[len(KEY_PREFIX) :].partition("_")
         if not key_id or not secret:
             return None
-        with self._lock:
-            row = self._db.execute(
+        with self._db.read() as tx:
+            rows = tx.execute(
                 "SELECT secret_sha256, revoked_at FROM api_keys WHERE id = ?",
                 (key_id,),
-            ).fetchone()
+            )
+        row = rows[0] if rows else None
         if row is None or row[1] is not None:
             return None
         if not hmac.compare_digest(row[0], _hash(secret)):
@@ -239,7 +228,7 @@ class KeyStore:
         return self.get(key_id)
 
     def close(self) -> None:
-        """Closes the database connection."""
+        """Closes the database connections."""
         self._db.close()
 
 
@@ -315,14 +304,44 @@ class Authenticator:
             key = cached[1]
         else:
             key = None if self.store is None else self.store.verify(secret_key)
-            if len(self._cache) > KEY_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[secret_key] = (now, key)
+            self._remember(secret_key, now, key)
+        return self._checked(key)
+
+    def _remember(self, secret_key: str, now: float, key: ApiKey | None):
+        if len(self._cache) > KEY_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[secret_key] = (now, key)
+
+    @staticmethod
+    def _checked(key: ApiKey | None) -> ApiKey:
         if key is None:
             raise ServingError(
-                "Invalid API key (unknown or revoked).", 401, challenge
+                "Invalid API key (unknown or revoked).",
+                401,
+                {"WWW-Authenticate": "Bearer"},
             )
         return key
+
+    async def aauthenticate(
+        self, headers: Mapping[str, str], required: bool | None = None
+    ) -> ApiKey | None:
+        """`authenticate` with the key lookup on a thread (not the loop).
+
+        Raises:
+            ServingError: 401 for a missing (when required) or unknown key.
+        """
+        secret_key = key_from_headers(headers)
+        now = time.monotonic()
+        cached = None if secret_key is None else self._cache.get(secret_key)
+        if (
+            secret_key is None
+            or self.store is None
+            or (cached is not None and now - cached[0] < self.cache_ttl_s)
+        ):
+            return self.authenticate(headers, required)
+        key = await asyncio.to_thread(self.store.verify, secret_key)
+        self._remember(secret_key, now, key)
+        return self._checked(key)
 
     @staticmethod
     def authorize(key: ApiKey | None, model: str) -> None:

@@ -13,6 +13,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 from aiservice_kit._layout import is_version_name
 from aiservice_kit._layout import list_versions
 from aiservice_kit.cli import UsageError
-from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving._db import database_url
+from aiservice_kit.serving._db import is_postgres
 from aiservice_kit.serving.config import DEFAULT_BODY_TIMEOUT_S
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
@@ -114,8 +116,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         type=str,
         default=None,
-        help="SQLite file (or sqlite:///PATH URL) with API keys and the "
-        f"usage ledger (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
+        help="SQLite file (or sqlite:///PATH URL), or a postgresql:// URL, "
+        "with API keys, the usage ledger and the shared quota and rate "
+        f"state (default: ${DEFAULT_DB_ENV} or ./{DEFAULT_DB_FILE})",
     )
 
 
@@ -136,9 +139,12 @@ def _config(args: argparse.Namespace):
         raise UsageError(f"--config: {error}") from None
 
 
-def _db(args: argparse.Namespace, must_exist: bool = False) -> Path:
+def _db(args: argparse.Namespace, must_exist: bool = False) -> Path | str:
+    db = os.environ.get(DEFAULT_DB_ENV) if args.db is None else args.db
+    if is_postgres(db):
+        return db  # reached (and refused if unreachable) when opened
     try:
-        path = default_db_path() if args.db is None else sqlite_path(args.db)
+        path = default_db_path() if args.db is None else database_url(args.db)
     except ValueError as error:
         raise UsageError(f"--db: {error}") from None
     if must_exist and not path.is_file():
@@ -168,6 +174,14 @@ def _check_base_path(name: str, path: str) -> None:
             "(it holds saved_model.pb); give the model's base path, the "
             f"directory of its versions: --model {name}={base.parent}"
         )
+
+
+def _open(kind: Any, db: Path | str) -> Any:
+    """`kind(db)` (KeyStore, DatabaseMeter); a database error is --db's."""
+    try:
+        return kind(db)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--db: {error}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -280,7 +294,7 @@ def _keys_create(args: argparse.Namespace) -> int:
     models = None
     if args.models:
         models = [name.strip() for name in args.models.split(",") if name]
-    store = KeyStore(_db(args))
+    store = _open(KeyStore, _db(args))
     try:
         key, record = store.create(args.name, args.plan, models)
     except ValueError as error:
@@ -302,7 +316,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
 
-    store = KeyStore(_db(args, must_exist=True))
+    store = _open(KeyStore, _db(args, must_exist=True))
     keys = store.list(include_revoked=args.all)
     store.close()
     if args.json:
@@ -328,7 +342,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
 
-    store = KeyStore(_db(args, must_exist=True))
+    store = _open(KeyStore, _db(args, must_exist=True))
     try:
         record = store.revoke(args.key)
     except ValueError as error:
@@ -341,20 +355,20 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.auth import KeyStore
-    from aiservice_kit.serving.metering import SQLiteMeter
+    from aiservice_kit.serving.metering import DatabaseMeter
 
     config = _config(args)
     path = _db(args, must_exist=True)
     key_id = None
     if args.key:
-        store = KeyStore(path)
+        store = _open(KeyStore, path)
         try:
             key_id = store.find(args.key).id
         except ValueError as error:
             raise UsageError(f"--key: {error}") from None
         finally:
             store.close()
-    meter = SQLiteMeter(path)
+    meter = _open(DatabaseMeter, path)
     rows = meter.summarize(key_id, args.since, args.until)
     meter.close()
     bill = config.prices.bill(rows)

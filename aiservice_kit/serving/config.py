@@ -137,6 +137,23 @@ KEY_CACHE_TTL_S = 1.0
 KEY_CACHE_SIZE = 10_000
 #: Records committed together at most by the ledger writer.
 LEDGER_MAX_GROUP = 256
+#: Connections a server keeps at most in its PostgreSQL pool.
+PG_POOL_SIZE = 8
+#: Seconds a server waits to open its first PostgreSQL connection.
+PG_CONNECT_TIMEOUT_S = 10
+#: Threads that run a server's database calls (never the event loop).
+DB_THREADS = 8
+#: Seconds a call waits for a rate or quota check before it gets 503
+#: with Retry-After (the database is locked or unreachable).
+DB_WAIT_S = 5.0
+#: `Retry-After` (seconds) of a 503 caused by a busy database.
+DB_RETRY_AFTER_S = 1
+#: Seconds between a server's heartbeats; each also releases the
+#: reservations of servers whose heartbeat stopped.
+HEARTBEAT_S = 2.0
+#: Seconds without a heartbeat after which a server counts as dead and its
+#: reservations (calls in flight when it died) are released.
+SERVER_TTL_S = 10.0
 
 # -- Prices and plans ---------------------------------------------------------
 

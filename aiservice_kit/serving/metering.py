@@ -1,11 +1,14 @@
 """Metering: every accepted call becomes a ledger record before its reply.
 
 `Meter` is the small interface the server talks to (record calls, read
-usage), so a server database can replace the SQLite ledger without touching
-the routes. `SQLiteMeter` keeps the ledger in a WAL-mode SQLite file.
-`GroupCommitter` lets many concurrent requests share one transaction: each
-request waits until its record is committed, and only then is its response
-sent, so a crash can never lose a call that a client saw succeed.
+usage), so another store can replace the ledger without touching the
+routes. `DatabaseMeter` keeps the ledger in the shared database, SQLite
+(`SQLiteMeter`, a WAL-mode file) or PostgreSQL, and settles each call's
+quota reservation in the transaction that inserts its record.
+`GroupCommitter` lets many concurrent requests share one transaction, on
+its own thread: each request waits until its record is committed, and only
+then is its response sent, so a crash can never lose a call that a client
+saw succeed.
 """
 
 import abc
@@ -15,41 +18,19 @@ import dataclasses
 import datetime
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Sequence
 
+from aiservice_kit.serving import _ledger
 from aiservice_kit.serving._db import SYNCHRONOUS
-from aiservice_kit.serving._db import connect
+from aiservice_kit.serving._db import Database
+from aiservice_kit.serving._db import open_database
 from aiservice_kit.serving._db import sqlite_path
 from aiservice_kit.serving.config import LEDGER_MAX_GROUP
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL,
-    time REAL NOT NULL,
-    key_id TEXT,
-    key_name TEXT,
-    model TEXT NOT NULL,
-    version INTEGER,
-    instances INTEGER NOT NULL,
-    request_bytes INTEGER NOT NULL,
-    response_bytes INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
-    status INTEGER NOT NULL,
-    api TEXT NOT NULL DEFAULT 'predict'
-);
-CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, time);
-"""
 
 #: The API a call used when a record does not say (ledgers written before
 #: the `api` column, other `Meter` implementations).
 DEFAULT_API = "predict"
-
-#: Columns added to `usage` after its first release: (name, declaration).
-#: A ledger file from before gets them with `ALTER TABLE` on open.
-_ADDED_COLUMNS = (("api", f"TEXT NOT NULL DEFAULT '{DEFAULT_API}'"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +116,7 @@ class Meter(abc.ABC):
         since: datetime.datetime | float | None = None,
         until: datetime.datetime | float | None = None,
     ) -> list[UsageSummary]:
-        """Usage per key, model and API in `[since, until)` (None: all)."""
+        """Usage per key and model in `[since, until)` (all keys if None)."""
 
     @abc.abstractmethod
     def records(
@@ -150,11 +131,104 @@ class Meter(abc.ABC):
         """Stores one record durably."""
         self.record_many([record])
 
+    def settle_many(
+        self, items: Sequence[tuple[UsageRecord, str | None]]
+    ) -> None:
+        """Stores records and settles their quota reservations (by id).
+
+        A Meter without shared reservations just stores the records.
+        """
+        self.record_many([record for record, _ in items])
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases resources."""
 
 
-class SQLiteMeter(Meter):
+class DatabaseMeter(Meter):
+    """The ledger in the shared database: SQLite or PostgreSQL.
+
+    Args:
+        url_or_path: str or Path. A SQLite file or `sqlite:///` URL (the key
+            store may share it), or a `postgresql://` URL; see
+            `_db.open_database`. The schema is created or migrated.
+        synchronous: str. SQLite's `synchronous` setting, NORMAL or FULL.
+
+    Example:
+    ```python
+    meter = DatabaseMeter("postgresql://app@db.internal/aiservice")
+    meter.summarize(key_id="3f2a9c0d1b2e")
+    ```
+    """
+
+    def __init__(
+        self, url_or_path: str | os.PathLike, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(
+                "`synchronous` must be 'NORMAL' or 'FULL'. "
+                f"Received: synchronous={synchronous!r}"
+            )
+        self.database: Database = open_database(url_or_path, synchronous)
+        self.path = self.database.url
+
+    def record_many(self, records: Sequence[UsageRecord]) -> None:
+        """Inserts the records in one committed transaction."""
+        _ledger.settle(self.database, [(record, None) for record in records])
+
+    def settle_many(
+        self, items: Sequence[tuple[UsageRecord, str | None]]
+    ) -> None:
+        """Inserts the records and deletes their reservations, atomically."""
+        _ledger.settle(self.database, items)
+
+    @staticmethod
+    def _where(key_id, since, until) -> tuple[str, list]:
+        clauses, params = [], []
+        if key_id is not None:
+            clauses.append("key_id = ?")
+            params.append(key_id)
+        if since is not None:
+            clauses.append("time >= ?")
+            params.append(_epoch(since))
+        if until is not None:
+            clauses.append("time < ?")
+            params.append(_epoch(until))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return where, params
+
+    def summarize(self, key_id=None, since=None, until=None):
+        """Usage per key, model and API in `[since, until)`."""
+        where, params = self._where(key_id, since, until)
+        with self.database.read() as tx:
+            rows = tx.execute(
+                "SELECT key_id, MAX(key_name), model, COUNT(*), "
+                "COALESCE(SUM(CASE WHEN status = 200 THEN instances END), 0), "
+                "SUM(CASE WHEN status != 200 THEN 1 ELSE 0 END), "
+                "SUM(request_bytes), SUM(response_bytes), api "
+                f"FROM usage {where} GROUP BY key_id, model, api "
+                "ORDER BY key_id, model, api",
+                params,
+            )
+        return [UsageSummary(*row) for row in rows]
+
+    def records(self, key_id=None, since=None, until=None):
+        """The raw records in `[since, until)`, oldest first."""
+        where, params = self._where(key_id, since, until)
+        with self.database.read() as tx:
+            rows = tx.execute(
+                "SELECT request_id, time, key_id, key_name, model, version, "
+                "instances, request_bytes, response_bytes, latency_ms, status, "
+                f"api FROM usage {where} ORDER BY seq",
+                params,
+            )
+        return [UsageRecord(*row) for row in rows]
+
+    def close(self) -> None:
+        """Closes the database connections."""
+        self.database.close()
+
+
+class SQLiteMeter(DatabaseMeter):
     """The embedded ledger: one SQLite file in WAL mode.
 
     Commits survive a crash of the server process (a SIGKILL included);
@@ -176,96 +250,7 @@ class SQLiteMeter(Meter):
     def __init__(
         self, path: str | os.PathLike, synchronous: str = "NORMAL"
     ) -> None:
-        if synchronous not in SYNCHRONOUS:
-            raise ValueError(
-                "`synchronous` must be 'NORMAL' or 'FULL'. "
-                f"Received: synchronous={synchronous!r}"
-            )
-        self.path = sqlite_path(path)
-        self._db = connect(path, synchronous=synchronous)
-        self._db.executescript(_SCHEMA)
-        self._add_columns()
-        self._lock = threading.Lock()
-
-    def _add_columns(self) -> None:
-        """Brings a ledger written by an older release up to the schema."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(usage)")}
-        for name, declaration in _ADDED_COLUMNS:
-            if name not in have:
-                try:
-                    self._db.execute(
-                        f"ALTER TABLE usage ADD COLUMN {name} {declaration}"
-                    )
-                except sqlite3.OperationalError as error:
-                    if "duplicate column" not in str(error):
-                        raise  # not just another process adding it first
-
-    def record_many(self, records: Sequence[UsageRecord]) -> None:
-        """Inserts the records in one committed transaction."""
-        if not records:
-            return
-        rows = [dataclasses.astuple(record) for record in records]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO usage (request_id, time, key_id, key_name, "
-                    "model, version, instances, request_bytes, "
-                    "response_bytes, latency_ms, status, api) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    @staticmethod
-    def _where(key_id, since, until) -> tuple[str, list]:
-        clauses, params = [], []
-        if key_id is not None:
-            clauses.append("key_id = ?")
-            params.append(key_id)
-        if since is not None:
-            clauses.append("time >= ?")
-            params.append(_epoch(since))
-        if until is not None:
-            clauses.append("time < ?")
-            params.append(_epoch(until))
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return where, params
-
-    def summarize(self, key_id=None, since=None, until=None):
-        """Usage per key, model and API in `[since, until)`."""
-        where, params = self._where(key_id, since, until)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key_id, MAX(key_name), model, COUNT(*), "
-                "COALESCE(SUM(CASE WHEN status = 200 THEN instances END), 0), "
-                "SUM(CASE WHEN status != 200 THEN 1 ELSE 0 END), "
-                "SUM(request_bytes), SUM(response_bytes), api "
-                f"FROM usage {where} GROUP BY key_id, model, api "
-                "ORDER BY key_id, model, api",
-                params,
-            ).fetchall()
-        return [UsageSummary(*row) for row in rows]
-
-    def records(self, key_id=None, since=None, until=None):
-        """The raw records in `[since, until)`, oldest first."""
-        where, params = self._where(key_id, since, until)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT request_id, time, key_id, key_name, model, version, "
-                "instances, request_bytes, response_bytes, latency_ms, status, "
-                f"api FROM usage {where} ORDER BY seq",
-                params,
-            ).fetchall()
-        return [UsageRecord(*row) for row in rows]
-
-    def close(self) -> None:
-        """Closes the database connection."""
-        with self._lock:
-            self._db.close()
+        super().__init__(sqlite_path(path), synchronous)
 
 
 def _settle(
@@ -296,35 +281,29 @@ class GroupCommitter:
     def __init__(self, meter: Meter, max_group: int = LEDGER_MAX_GROUP) -> None:
         self.meter = meter
         self._max_group = max_group
-        self._pending = 0
-        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._work, name="ledger-writer", daemon=True
         )
         self._thread.start()
 
-    async def record(self, record: UsageRecord) -> None:
+    async def record(
+        self, record: UsageRecord, reservation: str | None = None
+    ) -> None:
         """Waits until `record` is committed (raises if it could not be).
 
-        When no other commit is under way, the record is committed right
-        here (a WAL commit takes tens of microseconds), which saves the
-        hand-off to the writer thread at low load; otherwise it joins the
-        next group.
+        The commit always runs on the writer thread, never on the event
+        loop, so a database that is locked or slow delays only the calls
+        waiting for it; concurrent records share one transaction.
+
+        Args:
+            record: UsageRecord. The call's ledger record.
+            reservation: str or None. The id of the call's quota
+                reservation, deleted in the same transaction.
         """
-        with self._lock:
-            idle = self._pending == 0
-            self._pending += 1
-        try:
-            if idle:
-                self.meter.record_many([record])
-                return
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            self._queue.put((record, future))
-            await asyncio.wrap_future(future)
-        finally:
-            with self._lock:
-                self._pending -= 1
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((record, reservation, future))
+        await asyncio.wrap_future(future)
 
     def _work(self) -> None:
         while True:
@@ -343,12 +322,12 @@ class GroupCommitter:
                     break
                 group.append(item)
             try:
-                self.meter.record_many([record for record, _ in group])
+                self.meter.settle_many([(r, rid) for r, rid, _ in group])
             except BaseException as error:
-                for _, future in group:
+                for _, _, future in group:
                     _settle(future, error)
             else:
-                for _, future in group:
+                for _, _, future in group:
                     _settle(future, None)
             if stop:
                 return

@@ -3,9 +3,15 @@
 A plan gives each key a bucket of `burst` tokens refilled at
 `requests_per_second`; a call takes one token or gets 429 with
 `Retry-After` (seconds until a token is back). The monthly quota counts
-the instances of successful calls in the current calendar month (UTC), read
-from the ledger at first use and kept in memory after; a call that would go
-over gets 429 with `Retry-After` set to the start of next month.
+the instances of successful calls in the current calendar month (UTC); a
+call that would go over gets 429 with `Retry-After` set to the start of
+next month.
+
+With a `DatabaseMeter` (the server's default) both live in the database
+(`_ledger`), shared by every process and replica on it: a call's instances
+are reserved in the transaction that checks the quota and settled with its
+ledger record, so concurrent calls can never exceed the quota. With another
+`Meter` they are kept in this process's memory.
 """
 
 import dataclasses
@@ -16,8 +22,12 @@ import time
 from typing import Any
 
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._ledger import Ledger
+from aiservice_kit.serving._ledger import Refusal
+from aiservice_kit.serving._ledger import Reservation
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.config import DEFAULT_PLAN_FIELDS
+from aiservice_kit.serving.metering import DatabaseMeter
 from aiservice_kit.serving.metering import Meter
 
 
@@ -114,20 +124,71 @@ def next_month_start(
     return start.replace(month=start.month + 1)
 
 
+def _rate_error(plan: Plan, wait: float) -> ServingError:
+    return ServingError(
+        f"Rate limit of plan '{plan.name}' exceeded "
+        f"({plan.requests_per_second:g} requests per second, burst "
+        f"{plan.capacity:g}). Retry after {wait:.2f} s.",
+        429,
+        {"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+def _quota_error(plan: Plan, used: int, instances: int) -> ServingError:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    wait = (next_month_start(now) - now).total_seconds()
+    return ServingError(
+        f"Monthly quota of plan '{plan.name}' exceeded: "
+        f"{used} of {plan.monthly_instances} instances used, this "
+        f"call has {instances}. The quota resets at "
+        f"{next_month_start(now).isoformat()}.",
+        429,
+        {"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 class RateLimiter:
     """Applies each key's plan: 429 with Retry-After when over.
 
     Args:
         plans: dict of name -> Plan.
-        meter: Meter or None. Where this month's usage is read at first use.
+        meter: Meter or None. With a `DatabaseMeter`, rates and quotas
+            are kept in its database, shared by every server on it;
+            otherwise this month's usage is read from `meter` at first
+            use and kept in memory.
+
+    Example:
+    ```python
+    limiter = RateLimiter({"free": Plan("free", 5, 10, 1000)}, meter)
+    reservation = await limiter.reserve(key, 10)  # or 429
+    ```
     """
 
     def __init__(self, plans: dict[str, Plan], meter: Meter | None) -> None:
         self.plans = plans
         self.meter = meter
+        self.ledger = (
+            Ledger(meter.database) if isinstance(meter, DatabaseMeter) else None
+        )
         self._buckets: dict[str, TokenBucket] = {}
         self._used: dict[str, tuple[datetime.datetime, int]] = {}
-        self._lock = threading.Lock()
+        self._added: dict[tuple[str, str], int] = {}
+        self._lock = threading.RLock()
+
+    def start(self) -> None:
+        """Registers this server with the shared state and releases the
+        reservations of servers that stopped (call at start-up)."""
+        if self.ledger is not None:
+            self.ledger.start()
+
+    def close(self) -> None:
+        """Stops the heartbeat and releases this server's reservations."""
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def database_problem(self) -> str | None:
+        """Why the shared database looks unreachable, or None (no I/O)."""
+        return None if self.ledger is None else self.ledger.problem()
 
     def plan_of(self, key: ApiKey) -> Plan:
         """The key's plan; 403 when the server does not offer it."""
@@ -140,30 +201,57 @@ class RateLimiter:
                 403,
             ) from None
 
-    def check_rate(self, key: ApiKey | None) -> None:
-        """Takes a token for this call or raises 429."""
-        if key is None:
-            return
-        plan = self.plan_of(key)
-        if plan.requests_per_second is None:
-            return
+    def _take(self, key: ApiKey, plan: Plan) -> float:
+        if self.ledger is not None:
+            return self.ledger.take_token(
+                key.id, plan.requests_per_second, plan.capacity
+            )
         with self._lock:
             bucket = self._buckets.get(key.id)
             if bucket is None or bucket.rate != plan.requests_per_second:
                 bucket = TokenBucket(plan.requests_per_second, plan.capacity)
                 self._buckets[key.id] = bucket
-            wait = bucket.take()
+            return bucket.take()
+
+    def check_rate(self, key: ApiKey | None) -> None:
+        """Takes a token for this call or raises 429 (blocking)."""
+        if key is None:
+            return
+        plan = self.plan_of(key)
+        if plan.requests_per_second is None:
+            return
+        wait = self._take(key, plan)
         if wait > 0:
-            raise ServingError(
-                f"Rate limit of plan '{plan.name}' exceeded "
-                f"({plan.requests_per_second:g} requests per second, burst "
-                f"{plan.capacity:g}). Retry after {wait:.2f} s.",
-                429,
-                {"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            raise _rate_error(plan, wait)
+
+    async def acheck_rate(self, key: ApiKey | None) -> None:
+        """`check_rate` with the database call on a database thread.
+
+        Raises:
+            ServingError: 429 over the rate; 503 (Retry-After) when the
+                database does not answer in time.
+        """
+        if key is None:
+            return
+        plan = self.plan_of(key)
+        if plan.requests_per_second is None:
+            return
+        if self.ledger is None:
+            wait = self._take(key, plan)
+        else:
+            wait = await self.ledger.call(self._take, key, plan)
+        if wait > 0:
+            raise _rate_error(plan, wait)
+
+    def _added_this_month(self, key: ApiKey) -> int:
+        with self._lock:
+            return self._added.get((key.id, month_start().isoformat()), 0)
 
     def used_this_month(self, key: ApiKey) -> int:
         """Instances of successful calls this month (UTC)."""
+        if self.ledger is not None:
+            used, _ = self.ledger.usage(key.id)
+            return used + self._added_this_month(key)
         start = month_start()
         with self._lock:
             cached = self._used.get(key.id)
@@ -180,31 +268,97 @@ class RateLimiter:
         return used
 
     def check_quota(self, key: ApiKey | None, instances: int) -> None:
-        """Raises 429 when `instances` more would exceed the monthly quota."""
+        """Raises 429 when `instances` more would exceed the monthly quota.
+
+        A check only: `reserve` is what the server uses, which checks and
+        holds the instances in one step.
+        """
         if key is None:
             return
         plan = self.plan_of(key)
         if plan.monthly_instances is None:
             return
         used = self.used_this_month(key)
+        if self.ledger is not None:
+            used += self.ledger.usage(key.id)[1]  # reserved by calls
         if used + instances > plan.monthly_instances:
-            now = datetime.datetime.now(datetime.timezone.utc)
-            wait = (next_month_start(now) - now).total_seconds()
-            raise ServingError(
-                f"Monthly quota of plan '{plan.name}' exceeded: "
-                f"{used} of {plan.monthly_instances} instances used, this "
-                f"call has {instances}. The quota resets at "
-                f"{next_month_start(now).isoformat()}.",
-                429,
-                {"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            raise _quota_error(plan, used, instances)
 
     def add_usage(self, key: ApiKey | None, instances: int) -> None:
-        """Counts the instances of a successful call."""
+        """Counts instances used outside the ledger (this process only)."""
         if key is None or instances <= 0:
             return
         start = month_start()
         with self._lock:
+            if self.ledger is not None:
+                slot = (key.id, start.isoformat())
+                self._added[slot] = self._added.get(slot, 0) + instances
+                return
             cached = self._used.get(key.id)
             if cached is not None and cached[0] == start:
                 self._used[key.id] = (start, cached[1] + instances)
+
+    async def reserve(
+        self, key: ApiKey | None, instances: int
+    ) -> Reservation | None:
+        """Checks the quota and holds `instances` for a call, in one step.
+
+        Args:
+            key: ApiKey or None. The caller (None: anonymous, no quota).
+            instances: int. Instances the call will predict.
+
+        Returns:
+            The reservation (settle it with the call's ledger record, or
+            `release` it), or None when the key has no quota.
+
+        Raises:
+            ServingError: 429 when the instances do not fit in the quota;
+                503 (Retry-After) when the database does not answer.
+        """
+        if key is None:
+            return None
+        plan = self.plan_of(key)
+        quota = plan.monthly_instances
+        if quota is None:
+            return None
+        if self.ledger is None:
+            with self._lock:  # check and hold in one step
+                self.check_quota(key, instances)
+                self.add_usage(key, instances)
+            return Reservation("", key.id, "", instances, shared=False)
+        extra = self._added_this_month(key)
+        result = await self.ledger.call(
+            self.ledger.reserve,
+            key.id,
+            instances,
+            quota - extra,
+            on_late=self._release_late,
+        )
+        if isinstance(result, Refusal):
+            used = result.used + result.reserved + extra
+            raise _quota_error(plan, used, instances)
+        return result
+
+    def _release_late(self, result: Reservation | Refusal) -> None:
+        if isinstance(result, Reservation):
+            self.ledger.release(result.id)
+
+    def settled(self, reservation: Reservation | None, instances: int) -> None:
+        """After the call's record committed: `instances` were used."""
+        if reservation is None or reservation.shared:
+            return  # the ledger transaction settled it
+        with self._lock:
+            start = month_start()
+            cached = self._used.get(reservation.key_id)
+            if cached is not None and cached[0] == start:
+                change = instances - reservation.instances
+                self._used[reservation.key_id] = (start, cached[1] + change)
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Gives back a reservation whose call did not settle."""
+        if reservation is None:
+            return
+        if reservation.shared:
+            self.ledger.submit(self.ledger.release, reservation.id)
+        else:
+            self.settled(reservation, 0)

@@ -83,7 +83,7 @@ async def model_caller(request: Request, model_name: str) -> ApiKey | None:
         ServingError: 401 for a missing (when required) or unknown key,
             403 for a key that may not use the model.
     """
-    key = service_of(request).auth.authenticate(request.headers)
+    key = await service_of(request).auth.aauthenticate(request.headers)
     request.state.key = key  # for the access log
     Authenticator.authorize(key, model_name)
     return key
@@ -91,7 +91,8 @@ async def model_caller(request: Request, model_name: str) -> ApiKey | None:
 
 async def key_caller(request: Request) -> ApiKey:
     """The calling key; 401 without one, even when auth is optional."""
-    key = service_of(request).auth.authenticate(request.headers, required=True)
+    auth = service_of(request).auth
+    key = await auth.aauthenticate(request.headers, required=True)
     request.state.key = key
     return key
 
@@ -343,8 +344,9 @@ def usage(
     response_model=schemas.HealthResponse,
     summary="Liveness: the process is up",
 )
-def healthz() -> Response:
-    """Always 200 while the process serves HTTP."""
+async def healthz() -> Response:
+    """Always 200 while the process serves HTTP (on the event loop: no
+    thread, no database)."""
     return _json({"status": "ok"})
 
 
@@ -352,12 +354,15 @@ def healthz() -> Response:
     "/readyz",
     response_model=schemas.HealthResponse,
     responses={503: {"model": schemas.ErrorResponse}},
-    summary="Readiness: every model has a loaded version",
+    summary="Readiness: every model has a loaded version, the database answers",
 )
 def readyz(service: ServiceDep) -> Response:
-    """200 when every configured model serves a version, else 503."""
+    """200 when every model serves a version and the database answers."""
     registry = service.registry
     models = {name: model.versions for name, model in registry.models.items()}
+    problem = service.limiter.database_problem()  # no I/O: the heartbeat's
+    if problem is not None:
+        return _json({"error": f"Not ready: {problem}", "models": models}, 503)
     problems = {
         name: model.problem
         for name, model in registry.models.items()

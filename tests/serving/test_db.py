@@ -49,10 +49,7 @@ def test_sqlite_urls_and_paths_name_the_same_file(tmp_path, monkeypatch):
     assert found.name == "acme"
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["postgresql://user@host/db", "mysql://host/db", "sqlite://rel.db"],
-)
+@pytest.mark.parametrize("url", ["mysql://host/db", "sqlite://rel.db"])
 def test_unsupported_urls_are_refused_by_name(url, tmp_path):
     with pytest.raises(ValueError, match="Received: db=") as error:
         KeyStore(url)
@@ -63,3 +60,13 @@ def test_unsupported_urls_are_refused_by_name(url, tmp_path):
 def test_a_missing_directory_is_refused(tmp_path):
     with pytest.raises(ValueError, match="existing directory"):
         connect(tmp_path / "missing" / "x.db")
+
+
+def test_an_unreachable_postgresql_url_is_refused_with_the_reason():
+    url = "postgresql://user:secret@127.0.0.1:1/db"
+
+    with pytest.raises(RuntimeError, match="Cannot reach") as error:
+        KeyStore(url)
+
+    assert "127.0.0.1:1/db" in str(error.value)
+    assert "secret" not in str(error.value)  # the password is not shown

@@ -25,9 +25,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
         ),
         (
             "aiservice_kit.cli",
-            ["keys", "list", "--db", "postgresql://host/db"],
+            ["keys", "list", "--db", "mysql://host/db"],
             "aiservice-kit keys: error: --db: `db` must be a file path or a "
-            "URL with one of the schemes sqlite://.",
+            "URL with one of the schemes sqlite://, postgresql://, "
+            "postgres://.",
+        ),
+        (
+            "aiservice_kit.cli",
+            ["keys", "list", "--db", "postgresql://app:pw@127.0.0.1:1/db"],
+            "aiservice-kit keys: error: --db: Cannot reach the PostgreSQL "
+            "database postgresql://app@127.0.0.1:1/db",
         ),
     ],
 )

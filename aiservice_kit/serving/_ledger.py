@@ -1,0 +1,445 @@
+"""Quotas and rate limits shared by every server on one database.
+
+A call is admitted in two short transactions and settled in a third:
+
+1. `take_token`: the key's token bucket (`rate_buckets`) is read with a
+   row lock, refilled from the database clock and decremented.
+2. `reserve`: the key's month row (`key_usage`) is locked, and the
+   instances used (settled) plus those reserved by calls in flight
+   (`reservations`) plus this call's are checked against the quota; if they
+   fit, a reservation for this call is inserted in the same transaction.
+   N concurrent calls on any number of servers therefore never reserve
+   more than the quota.
+3. `settle` (the ledger writer, many calls per transaction): the ledger
+   rows are inserted, the month counters are increased by the instances
+   of successful calls, and the calls' reservations are deleted, all in
+   one transaction: a settled call is counted exactly once, and a call
+   whose settle did not commit is not counted.
+
+Every server registers in `servers` and refreshes its heartbeat every
+`HEARTBEAT_S`; each heartbeat also deletes the reservations of servers
+silent for `SERVER_TTL_S` (killed in the middle of calls) and those
+servers' rows. SQLite runs these at the file's write lock (`BEGIN
+IMMEDIATE`); PostgreSQL at READ COMMITTED with `SELECT ... FOR UPDATE` on
+the one row that is shared (the bucket or the month counter), counters
+locked in key order so that concurrent settles cannot deadlock.
+
+The `Ledger` runs all of this on its own threads, never on the event
+loop: `call` waits at most `DB_WAIT_S` and then answers 503 with
+`Retry-After`.
+"""
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+from aiservice_kit.serving._db import Database
+from aiservice_kit.serving._db import Transaction
+from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving.config import DB_RETRY_AFTER_S
+from aiservice_kit.serving.config import DB_THREADS
+from aiservice_kit.serving.config import DB_WAIT_S
+from aiservice_kit.serving.config import HEARTBEAT_S
+from aiservice_kit.serving.config import SERVER_TTL_S
+
+logger = logging.getLogger("aiservice_kit.serving")
+
+_INSERT_USAGE = (
+    "INSERT INTO usage (request_id, time, key_id, key_name, model, version, "
+    "instances, request_bytes, response_bytes, latency_ms, status, api) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class DatabaseBusy(ServingError):
+    """503 with Retry-After: the database did not answer an admission check
+    in time (the call was not accepted, so it is not metered)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Reservation:
+    """Instances held for one call in flight.
+
+    Attributes:
+        id: str. The reservation id.
+        key_id: str. The calling key.
+        month: str. The month (UTC, `YYYY-MM`) the instances count in.
+        instances: int. Instances reserved.
+        shared: bool. Held in the database (False: in this process only).
+    """
+
+    id: str
+    key_id: str
+    month: str
+    instances: int
+    shared: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A quota check that failed: what is used and reserved already."""
+
+    used: int
+    reserved: int
+
+
+def month_of(epoch: float) -> str:
+    """The calendar month (UTC) of a Unix time, as `YYYY-MM`."""
+    when = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return f"{when.year:04d}-{when.month:02d}"
+
+
+def _month_bounds(month: str) -> tuple[float, float]:
+    year, number = int(month[:4]), int(month[5:])
+    start = datetime.datetime(year, number, 1, tzinfo=datetime.timezone.utc)
+    year, number = (year + 1, 1) if number == 12 else (year, number + 1)
+    end = datetime.datetime(year, number, 1, tzinfo=datetime.timezone.utc)
+    return start.timestamp(), end.timestamp()
+
+
+def _ensure_month(tx: Transaction, key_id: str, month: str) -> None:
+    """Creates the key's month counter from the ledger if it is missing.
+
+    Run before the transaction inserts ledger rows, so the sum never holds
+    a row the caller is about to add to the counter itself.
+    """
+    start, end = _month_bounds(month)
+    tx.execute(
+        "INSERT INTO key_usage (key_id, month, used) "
+        "SELECT ?, ?, COALESCE(SUM(instances), 0) FROM usage "
+        "WHERE key_id = ? AND status = 200 AND time >= ? AND time < ? "
+        "ON CONFLICT (key_id, month) DO NOTHING",
+        (key_id, month, key_id, start, end),
+    )
+
+
+def _usage_of(tx: Transaction, key_id: str, month: str) -> tuple[int, int]:
+    """(used, reserved) of the key's month; locks the counter row."""
+    _ensure_month(tx, key_id, month)
+    used = tx.execute(
+        "SELECT used FROM key_usage WHERE key_id = ? AND month = ? FOR UPDATE",
+        (key_id, month),
+    )[0][0]
+    reserved = tx.execute(
+        "SELECT COALESCE(SUM(instances), 0) FROM reservations "
+        "WHERE key_id = ? AND month = ?",
+        (key_id, month),
+    )[0][0]
+    return int(used), int(reserved)
+
+
+def _register(tx: Transaction, server_id: str, now: float) -> None:
+    tx.execute(
+        "INSERT INTO servers (server_id, started, heartbeat) "
+        "VALUES (?, ?, ?) ON CONFLICT (server_id) "
+        "DO UPDATE SET heartbeat = excluded.heartbeat",
+        (server_id, now, now),
+    )
+
+
+def settle(database: Database, items: Sequence[tuple[Any, str | None]]) -> None:
+    """Commits ledger records and settles their reservations, atomically.
+
+    Args:
+        database: Database. The shared database.
+        items: sequence of (UsageRecord, reservation id or None).
+
+    Raises:
+        Exception: the database's error; nothing is committed then.
+    """
+    if not items:
+        return
+    totals: dict[tuple[str, str], int] = collections.defaultdict(int)
+    for record, _ in items:
+        if record.key_id is not None and record.status == 200:
+            totals[record.key_id, month_of(record.time)] += record.instances
+    counters = sorted(key for key, total in totals.items() if total)
+    rows = [dataclasses.astuple(record) for record, _ in items]
+    released = [(rid,) for _, rid in items if rid is not None]
+    with database.transaction() as tx:
+        for key_id, month in counters:
+            _ensure_month(tx, key_id, month)
+        tx.executemany(_INSERT_USAGE, rows)
+        for key_id, month in counters:
+            tx.execute(
+                "UPDATE key_usage SET used = used + ? "
+                "WHERE key_id = ? AND month = ?",
+                (totals[key_id, month], key_id, month),
+            )
+        tx.executemany("DELETE FROM reservations WHERE id = ?", released)
+
+
+class Ledger:
+    """The shared quota and rate state of one server, off the event loop.
+
+    Args:
+        database: Database. The database the key store and meter use.
+        server_id: str or None. This server's id (default: a new one).
+
+    Example:
+    ```python
+    ledger = Ledger(open_database("service.db"))
+    reservation = ledger.reserve("3f2a9c0d1b2e", 10, quota=100)
+    ```
+    """
+
+    def __init__(self, database: Database, server_id: str | None = None):
+        self.database = database
+        self.server_id = server_id or uuid.uuid4().hex
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            DB_THREADS, thread_name_prefix="aiservice-db"
+        )
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._registered = False
+        self._last_beat = 0.0
+        self._beat_error: str | None = None
+
+    # -- Transactions (blocking; run them on the ledger's threads) -------
+
+    def _ensure_registered(self, tx: Transaction, now: float) -> None:
+        if not self._registered:
+            _register(tx, self.server_id, now)
+            self._registered = True
+
+    def take_token(self, key_id: str, rate: float, capacity: float) -> float:
+        """Takes a token from the key's shared bucket.
+
+        Returns:
+            0.0 when a token was taken, else the seconds until one is back.
+        """
+        with self.database.transaction() as tx:
+            now = tx.now()
+            tx.execute(
+                "INSERT INTO rate_buckets (key_id, tokens, updated) "
+                "VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
+                (key_id, capacity, now),
+            )
+            tokens, updated = tx.execute(
+                "SELECT tokens, updated FROM rate_buckets WHERE key_id = ? "
+                "FOR UPDATE",
+                (key_id,),
+            )[0]
+            now = max(now, updated)
+            tokens = min(capacity, tokens + (now - updated) * rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / rate
+            tx.execute(
+                "UPDATE rate_buckets SET tokens = ?, updated = ? "
+                "WHERE key_id = ?",
+                (tokens, now, key_id),
+            )
+        return wait
+
+    def reserve(
+        self, key_id: str, instances: int, quota: int
+    ) -> Reservation | Refusal:
+        """Reserves `instances` if used + reserved + them fit in `quota`."""
+        with self.database.transaction() as tx:
+            now = tx.now()
+            self._ensure_registered(tx, now)
+            month = month_of(now)
+            used, reserved = _usage_of(tx, key_id, month)
+            if used + reserved + instances > quota:
+                return Refusal(used, reserved)
+            reservation = Reservation(
+                uuid.uuid4().hex, key_id, month, instances
+            )
+            tx.execute(
+                "INSERT INTO reservations (id, key_id, month, instances, "
+                "server_id, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    reservation.id,
+                    key_id,
+                    month,
+                    instances,
+                    self.server_id,
+                    now,
+                ),
+            )
+        return reservation
+
+    def release(self, reservation_id: str) -> None:
+        """Deletes one reservation (a call that ended without settling)."""
+        with self.database.transaction() as tx:
+            tx.execute(
+                "DELETE FROM reservations WHERE id = ?", (reservation_id,)
+            )
+
+    def usage(self, key_id: str, when: float | None = None) -> tuple[int, int]:
+        """(used, reserved) instances of the key in the month of `when`."""
+        with self.database.transaction() as tx:
+            month = month_of(tx.now() if when is None else when)
+            return _usage_of(tx, key_id, month)
+
+    def release_dead(self) -> int:
+        """Releases the reservations of servers silent for SERVER_TTL_S.
+
+        Returns:
+            The number of reservations released.
+        """
+        with self.database.transaction() as tx:
+            now = tx.now()
+            _register(tx, self.server_id, now)
+            self._registered = True
+            live = "SELECT server_id FROM servers WHERE heartbeat >= ?"
+            count = tx.execute(
+                "SELECT COUNT(*) FROM reservations "
+                f"WHERE server_id NOT IN ({live})",
+                (now - SERVER_TTL_S,),
+            )[0][0]
+            if count:
+                tx.execute(
+                    f"DELETE FROM reservations WHERE server_id NOT IN ({live})",
+                    (now - SERVER_TTL_S,),
+                )
+            tx.execute(
+                "DELETE FROM servers WHERE heartbeat < ?",
+                (now - SERVER_TTL_S,),
+            )
+        if count:
+            logger.warning(
+                "released %d reservations of calls cut short by a server "
+                "that stopped",
+                count,
+            )
+        return int(count)
+
+    # -- Lifecycle -----------------------------------------------------------
+
+    def start(self) -> int:
+        """Registers the server, releases dead servers' reservations and
+        starts the heartbeat; returns the reservations released."""
+        released = self.release_dead()
+        self._last_beat = time.monotonic()
+        with self._lock:
+            if self._heart is None:
+                self._heart = threading.Thread(
+                    target=self._beat, name="aiservice-heartbeat", daemon=True
+                )
+                self._heart.start()
+        return released
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.release_dead()
+            except Exception as error:  # reported by /readyz
+                self._beat_error = f"{type(error).__name__}: {error}"
+                logger.warning("database heartbeat failed: %s", error)
+            else:
+                self._beat_error = None
+                self._last_beat = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why the database looks unreachable, or None (for /readyz).
+
+        Never touches the database: it reads what the heartbeat saw.
+        """
+        if self._heart is None:
+            return None
+        if self._beat_error is not None:
+            return f"the database is unreachable ({self._beat_error})"
+        silent = time.monotonic() - self._last_beat
+        if silent > 3 * HEARTBEAT_S:
+            return (
+                f"the database has not answered for {silent:.0f} s "
+                "(locked or unreachable)"
+            )
+        return None
+
+    def close(self) -> None:
+        """Stops the heartbeat and releases this server's reservations."""
+        self._stop.set()
+        if self._heart is not None:
+            self._heart.join(timeout=HEARTBEAT_S + 1)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            with self.database.transaction() as tx:
+                tx.execute(
+                    "DELETE FROM reservations WHERE server_id = ?",
+                    (self.server_id,),
+                )
+                tx.execute(
+                    "DELETE FROM servers WHERE server_id = ?",
+                    (self.server_id,),
+                )
+        except Exception as error:  # the heartbeat expiry releases them
+            logger.warning("could not release reservations: %s", error)
+
+    # -- From the event loop -------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Runs `fn(*args)` on a database thread; errors are logged."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("database call %s failed", fn.__name__)
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # shutting down: the expiry releases it
+            pass
+
+    async def call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_late: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Runs `fn(*args)` on a database thread, waiting DB_WAIT_S at most.
+
+        Args:
+            fn: callable. A blocking database call.
+            *args: its arguments.
+            on_late: callable or None. Called with the result if `fn`
+                completes after the caller stopped waiting (to undo it).
+
+        Returns:
+            What `fn` returned.
+
+        Raises:
+            ServingError: 503 with Retry-After when the database is busy
+                beyond DB_WAIT_S or fails.
+        """
+        future = self._executor.submit(fn, *args)
+
+        def undo(done: concurrent.futures.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.submit(on_late, done.result())
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), DB_WAIT_S
+            )
+        except asyncio.CancelledError:  # the caller went away
+            if on_late is not None:
+                future.add_done_callback(undo)
+            raise
+        except TimeoutError:
+            if on_late is not None:
+                future.add_done_callback(undo)
+            message = f"the database did not answer in {DB_WAIT_S:g} s"
+        except Exception as error:
+            logger.warning("database call %s failed: %s", fn.__name__, error)
+            message = f"the database failed ({type(error).__name__})"
+        raise DatabaseBusy(
+            f"The call could not be admitted: {message}; retry later.",
+            503,
+            {"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
