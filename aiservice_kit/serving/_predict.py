@@ -3,9 +3,11 @@
 `predict(service, key, spec, body)` is one Predict call after the caller
 is known: rate check, version resolution, decoding, the quota, the
 (batched) run, the ledger record and the reply. The REST route hands it
-the request; another protocol (gRPC, KServe V2) can hand it its own
-decoded request the same way. A call is answered only once its usage
-record is committed.
+the request; another protocol (REST `:classify`/`:regress`, KServe V2,
+gRPC) hands it the same way with its own `decode` and `encode`: decode
+turns the body into a signature, its input arrays and the instance count
+(`Decoded`), encode turns the outputs into the answer's bytes. A call is
+answered only once its usage record is committed.
 """
 
 import asyncio
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from collections.abc import Callable
+from typing import Any
 
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
@@ -55,12 +58,64 @@ class PredictReply:
     request_id: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """A request decoded for one signature.
+
+    Attributes:
+        signature: Signature. What runs (`_servable.Signature`: `inputs`,
+            `outputs`, `predict`).
+        arrays: dict of arrays. The signature's inputs.
+        instances: int. What the call counts against quotas and meters.
+        state: Any. Whatever `encode` needs from the request (the Predict
+            format, the outputs a V2 call asked for, ...).
+    """
+
+    signature: Any
+    arrays: dict[str, Any]
+    instances: int
+    state: Any = None
+
+
+#: `decode(body, servable) -> Decoded` (run in a thread for large bodies).
+Decode = Callable[[bytes, Any], Decoded]
+#: `encode(outputs, decoded) -> (content, headers)`: the answer's bytes and
+#: any headers it adds (e.g. its Content-Type).
+Encode = Callable[[dict[str, Any], Decoded], tuple[bytes, dict[str, str]]]
+
+
+def decode_predict_json(data: bytes, servable: Any) -> Decoded:
+    """TF Serving's REST Predict body (`instances` or `inputs`)."""
+    document = parse_json(data)
+    signature = servable.signature(signature_name_of(document))
+    arrays, fmt, count = decode_predict(document, signature.inputs)
+    return Decoded(signature, arrays, count, fmt)
+
+
+def encode_predict_json(
+    outputs: dict[str, Any], decoded: Decoded
+) -> tuple[bytes, dict[str, str]]:
+    """`predictions` (rows) or `outputs` (columns), as the request was."""
+    payload = encode_predict(outputs, decoded.state)
+    return json.dumps(payload).encode("utf-8"), {}
+
+
+def _error_json(message: str) -> bytes:
+    return json.dumps({"error": message}).encode("utf-8")
+
+
 async def _read(body: Body) -> bytes:
     return body if isinstance(body, bytes) else await body()
 
 
 async def predict(
-    service: Service, key: ApiKey | None, spec: ModelSpec, body: Body
+    service: Service,
+    key: ApiKey | None,
+    spec: ModelSpec,
+    body: Body,
+    decode: Decode = decode_predict_json,
+    encode: Encode = encode_predict_json,
+    error_body: Callable[[str], bytes] = _error_json,
 ) -> PredictReply:
     """Runs one Predict call and records it in the ledger.
 
@@ -70,7 +125,12 @@ async def predict(
             None for an anonymous call.
         spec: ModelSpec. The model and version asked for.
         body: bytes, or an async function returning them. The JSON
-            request (`instances` or `inputs`).
+            request (`instances` or `inputs`), or what `decode` reads.
+        decode: callable. `decode(body, servable) -> Decoded`; raises
+            `ServingError` (400) for a bad request. Default: Predict JSON.
+        encode: callable. `encode(outputs, decoded) -> (bytes, headers)`.
+        error_body: callable. The body of an error reply from its message
+            (default `{"error": message}`).
 
     Returns:
         The reply. Errors found after the call was accepted (unknown
@@ -103,28 +163,21 @@ async def predict(
         version_number = servable.version
         headers["X-Model-Version"] = str(servable.version)
         data = await _read(body)
-        large = len(data) > OFFLOAD_BYTES
-        document = (
-            await asyncio.to_thread(parse_json, data)
-            if large
-            else parse_json(data)
-        )
-        signature = servable.signature(signature_name_of(document))
-        if large:
-            arrays, fmt, count = await asyncio.to_thread(
-                decode_predict, document, signature.inputs
-            )
+        if len(data) > OFFLOAD_BYTES:
+            decoded = await asyncio.to_thread(decode, data, servable)
         else:
-            arrays, fmt, count = decode_predict(document, signature.inputs)
+            decoded = decode(data, servable)
+        arrays, count = decoded.arrays, decoded.instances
         service.limiter.check_quota(key, count)
-        outputs = await signature.predict(arrays)
-        content = json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+        outputs = await decoded.signature.predict(arrays)
+        content, added = encode(outputs, decoded)
+        headers.update(added)
         instances = count
     except ServingError as error:
         if error.status_code in (413, 429):
             raise  # refused before it was accepted: not metered
         status = error.status_code
-        content = json.dumps({"error": error.message}).encode("utf-8")
+        content = error_body(error.message)
         headers.update(error.headers)
     latency = time.perf_counter() - started
     record = UsageRecord(

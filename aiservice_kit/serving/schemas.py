@@ -106,3 +106,27 @@ class HealthResponse(pydantic.BaseModel):
 
     status: str
     models: dict[str, list[int]] | None = None
+
+
+class ExamplesRequest(pydantic.BaseModel):
+    """A TF Serving classify or regress request: `tf.Example`s as JSON."""
+
+    signature_name: str | None = pydantic.Field(
+        None,
+        description="Signature to run; default `serving_default`, or the "
+        "export's `classification`/`regression` when `serving_default` is "
+        "a Predict signature.",
+    )
+    context: dict[str, Any] | None = pydantic.Field(
+        None, description="Features shared by every example."
+    )
+    examples: list[dict[str, Any]] = pydantic.Field(
+        description="One object per example: feature name to a number, a "
+        'string, {"b64": ...} or a list of them.',
+    )
+
+
+class ResultsResponse(pydantic.BaseModel):
+    """`results`: [[label, score], ...] per example, or one float each."""
+
+    results: list[Any]
