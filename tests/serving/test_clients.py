@@ -57,6 +57,33 @@ def _textbook_digits(mnist_split):
     return model, test_images, y_test[:10]
 
 
+def _export_tf_serving_half_plus_three(base):
+    """TF Serving's `saved_model_half_plus_three` test model, as it is:
+    no aiservice_kit metadata, and a `tensorflow/serving/regress`
+    signature parsing feature `x` from serialized `tf.Example`s."""
+
+    class HalfPlusThree(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def predict(self, x):
+            return {"y": 0.5 * x + 3.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def regress(self, inputs):
+            features = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+            x = tf.io.parse_example(inputs, features)["x"]
+            return {"outputs": 0.5 * x + 3.0}
+
+    module = HalfPlusThree()
+    tf.saved_model.save(
+        module,
+        str(base / "123"),
+        signatures={
+            "serving_default": module.predict,
+            "tensorflow/serving/regress": module.regress,
+        },
+    )
+
+
 @pytest.fixture(scope="module")
 def served(mnist_split, tmp_path_factory):
     """Every model exported, a keyed server up; its parts in a dict."""
@@ -82,6 +109,8 @@ def served(mnist_split, tmp_path_factory):
     recommender = CosineRecommender(n_neighbors=3).fit((users, items))
     recommender.export(root / "recommender", 1, top_k=2)
 
+    _export_tf_serving_half_plus_three(root / "half_plus_three")
+
     db = root / "service.db"
     store = KeyStore(db)
     keys = {
@@ -94,7 +123,10 @@ def served(mnist_split, tmp_path_factory):
         json.dumps({"plans": {"pro": {}, "quota": {"monthly_instances": 3}}})
     )
     app = create_app(
-        {name: root / name for name in ("digits", "image", "text", "reg")}
+        {
+            name: root / name
+            for name in ("digits", "image", "text", "reg", "half_plus_three")
+        }
         | {"recommender": root / "recommender"},
         db=db,
         config=config,
@@ -231,6 +263,20 @@ def test_classify_and_regress_answer_like_tf_serving(served):
         ("reg", 0, 400),
         ("nope", 0, 404),
     ]
+
+
+def test_tf_serving_documented_regress_call(served):
+    # TF Serving's REST API page: the `regress` call on half_plus_three.
+    answer = requests.post(
+        f"http://{served['url']}/v1/models/half_plus_three:regress",
+        data='{"signature_name": "tensorflow/serving/regress", '
+        '"examples": [{"x": 1.0}, {"x": 2.0}]}',
+        headers={"Authorization": f"Bearer {served['keys']['acme']}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"results": [3.5, 4.0]}
+    assert answer.headers["x-model-version"] == "123"
 
 
 def _triton(served, key="acme"):
