@@ -65,6 +65,18 @@ _EXAMPLES_BODY = {
         },
     }
 }
+# V2Tensor, which the request refers to, is in the spec's components (the
+# response model uses it).
+_V2_REQUEST = schemas.V2InferRequest.model_json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+_V2_REQUEST.pop("$defs", None)
+_V2_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _V2_REQUEST}},
+    }
+}
 _POST_BODIES = {
     ":predict": _PREDICT_BODY,
     ":classify": _EXAMPLES_BODY,
@@ -536,6 +548,7 @@ for _selector_name, _suffix in (
     v2_router.add_api_route(
         _base + "/infer", _v2_infer_handler(_dependency), methods=["POST"],
         name="v2_infer" + _tag, summary="Inference with typed tensors (V2)",
+        response_model=schemas.V2InferResponse, openapi_extra=_V2_BODY,
     )  # fmt: skip
 
 #: Every route of the server, in the order the OpenAPI spec lists them.

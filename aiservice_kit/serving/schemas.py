@@ -130,3 +130,46 @@ class ResultsResponse(pydantic.BaseModel):
     """`results`: [[label, score], ...] per example, or one float each."""
 
     results: list[Any]
+
+
+class V2Tensor(pydantic.BaseModel):
+    """An Open Inference Protocol tensor: data flattened row-major."""
+
+    name: str
+    shape: list[int]
+    datatype: str = pydantic.Field(
+        description="BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 "
+        "or BYTES."
+    )
+    parameters: dict[str, Any] | None = pydantic.Field(
+        None,
+        description="`binary_data_size`: the tensor's bytes follow the "
+        "JSON (binary tensor extension).",
+    )
+    data: list[Any] | None = None
+
+
+class V2InferRequest(pydantic.BaseModel):
+    """An Open Inference Protocol (KServe V2) inference request."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = pydantic.Field(
+        None,
+        description="`signature_name` (default `serving_default`), "
+        "`binary_data_output`.",
+    )
+    inputs: list[V2Tensor]
+    outputs: list[dict[str, Any]] | None = pydantic.Field(
+        None,
+        description="Outputs to return (default all), each "
+        '{"name": ..., "parameters": {"binary_data": true|false}}.',
+    )
+
+
+class V2InferResponse(pydantic.BaseModel):
+    """The outputs, as tensors."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2Tensor]
