@@ -22,6 +22,7 @@ from serving_helpers import free_port
 from aiservice_kit import build_cnn
 from aiservice_kit import build_text_classifier
 from aiservice_kit.export import export_saved_model
+from aiservice_kit.serving import Client
 from aiservice_kit.serving import KeyStore
 from aiservice_kit.serving import create_app
 from aiservice_kit.serving.metering import SQLiteMeter
@@ -221,6 +222,19 @@ def test_classify_and_regress_answer_like_tf_serving(served):
     np.testing.assert_allclose(
         [[score for _, score in row] for row in results], expected, atol=1e-5
     )
+    # Our Client: images as arrays (flattened into features), no signature
+    # named (the export's `classification` runs).
+    images = np.random.default_rng(2).integers(0, 256, (2, 12, 12), "uint8")
+    with Client(
+        f"http://{served['url']}", api_key=served["keys"]["acme"]
+    ) as client:
+        results = client.classify("image", [{"image": i} for i in images])
+    assert [label for label, _ in results[0]] == ["0", "1", "2"]
+    np.testing.assert_allclose(
+        [[score for _, score in row] for row in results],
+        served["image"].predict(images, verbose=0),
+        atol=1e-5,
+    )
     # Version URL, context shared by every example, no signature named.
     features = np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
     regress = requests.post(
@@ -256,9 +270,10 @@ def test_classify_and_regress_answer_like_tf_serving(served):
     assert unknown.status_code == 404
     malformed = requests.get(base + "/text:predict", headers=headers)
     assert malformed.status_code == 400
-    records = _ledger(served, "acme")[-4:]
+    records = _ledger(served, "acme")[-5:]
     assert [(r.model, r.instances, r.status) for r in records] == [
         ("text", 3, 200),
+        ("image", 2, 200),
         ("reg", 2, 200),
         ("reg", 0, 400),
         ("nope", 0, 404),
