@@ -23,8 +23,6 @@ encoded; without them a value's Python type does, as TF Serving does
 """
 
 import dataclasses
-import math
-import struct
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -87,7 +85,9 @@ def _feature(kind: str, values: list[Any]) -> bytes:
     if kind == "string":
         body = b"".join(_field(1, value) for value in values)
     elif kind == "float":
-        body = _field(1, struct.pack(f"<{len(values)}f", *values))
+        with np.errstate(over="ignore"):  # beyond float32: inf, as TF
+            packed = np.asarray(values, dtype="<f4").tobytes()
+        body = _field(1, packed)
     else:
         body = _field(1, b"".join(_varint(value) for value in values))
     return _field(_KIND_FIELDS[kind], body) if values else b""
@@ -158,9 +158,7 @@ def _values(
         )
     if kind == "float":
         return kind, [float(item) for item in items]
-    if "float" in found and any(
-        not float(item).is_integer() for item in items if math.isfinite(item)
-    ):
+    if "float" in found and not all(float(item).is_integer() for item in items):
         raise ServingError(
             f"{where}: feature '{name}' expects whole numbers (an "
             "int64_list); received decimal numbers."

@@ -190,12 +190,12 @@ def _to_signature_dtype(
 def _input_array(
     tensor: Any, info: TensorInfo, binary: bytes, offset: int
 ) -> tuple[np.ndarray, int]:
-    if not isinstance(tensor, dict):
-        raise ServingError("Each of 'inputs' must be an object.")
-    name = tensor.get("name")
+    name = tensor["name"]
     shape = tensor.get("shape")
     datatype = tensor.get("datatype")
-    if datatype not in _NUMPY and datatype != "BYTES":
+    if not isinstance(datatype, str) or (
+        datatype not in _NUMPY and datatype != "BYTES"
+    ):
         raise ServingError(
             f"Input '{name}': unknown datatype {datatype!r}; expected one of "
             + ", ".join([*_NUMPY, "BYTES"])
@@ -209,10 +209,15 @@ def _input_array(
             f"integers; received {shape!r:.80}."
         )
     count = math.prod(shape)
-    parameters = tensor.get("parameters") or {}
+    parameters = _parameters(f"Input '{name}'", tensor)
     size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or offset + size > len(binary):
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or offset + size > len(binary)
+        ):
             raise ServingError(
                 f"Input '{name}': binary_data_size {size!r} runs past the "
                 f"{len(binary) - offset} binary bytes left in the body."
@@ -295,9 +300,7 @@ def decoder(header_length: str | None):
     def decode(data: bytes, servable: Any) -> Decoded:
         head, binary = _split(data, header_length)
         document = parse_json(head)
-        parameters = document.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise ServingError("'parameters' must be an object.")
+        parameters = _parameters("The request", document)
         name = parameters.get("signature_name") or SERVING_SIGNATURE
         signature = servable.signature(str(name))
         tensors = document.get("inputs")
@@ -306,11 +309,14 @@ def decoder(header_length: str | None):
                 "'inputs' must be a non-empty list of tensors; this model "
                 "takes " + ", ".join(sorted(signature.inputs)) + "."
             )
-        given = {
-            tensor.get("name"): tensor
+        if not all(
+            isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
             for tensor in tensors
-            if isinstance(tensor, dict)
-        }
+        ):
+            raise ServingError(
+                "Each of 'inputs' must be an object with a string 'name'."
+            )
+        given = {tensor["name"]: tensor for tensor in tensors}
         if set(given) != set(signature.inputs) or len(given) != len(tensors):
             raise ServingError(
                 "'inputs' must name each of the model's inputs once: "
@@ -338,6 +344,18 @@ def decoder(header_length: str | None):
     return decode
 
 
+def _parameters(where: str, holder: dict) -> dict[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ServingError(
+            f"{where}: 'parameters' must be an object; received "
+            f"{type(parameters).__name__}."
+        )
+    return parameters
+
+
 def _wanted(document: dict, outputs: dict, parameters: dict) -> dict[str, bool]:
     """The outputs to answer, each with whether it goes as binary."""
     default = bool(parameters.get("binary_data_output", False))
@@ -349,13 +367,13 @@ def _wanted(document: dict, outputs: dict, parameters: dict) -> dict[str, bool]:
     wanted = {}
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in outputs:
+        if not isinstance(name, str) or name not in outputs:
             raise ServingError(
-                f"Unknown output {name!r}; this model's outputs: "
+                f"Unknown output {name!r:.80}; this model's outputs: "
                 + ", ".join(sorted(outputs))
                 + "."
             )
-        options = item.get("parameters") or {}
+        options = _parameters(f"Output '{name}'", item)
         wanted[name] = bool(options.get("binary_data", default))
     return wanted
 

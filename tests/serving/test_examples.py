@@ -87,3 +87,14 @@ def test_results():
     assert regress_results({"outputs": np.array([[1.5], [2.0]])}) == [1.5, 2.0]
     with pytest.raises(ServingError, match="one value per example"):
         regress_results({"outputs": np.zeros((2, 3))})
+
+
+def test_out_of_range_numbers():
+    (blob,) = serialize_examples([{"x": 1e300}], kinds={"x": "float"})
+    (value,) = (
+        tf.train.Example.FromString(blob).features.feature["x"].float_list.value
+    )
+    assert value == float("inf")  # float32 overflow, as TensorFlow casts
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ServingError, match="whole numbers"):
+            serialize_examples([{"x": [1.0, bad]}], kinds={"x": "int64"})

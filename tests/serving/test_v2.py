@@ -187,3 +187,33 @@ def test_bytes_elements_must_fit_their_data(servable):
         decoder(str(len(head)))(head + strings, servable)
     with pytest.raises(ServingError, match=HEADER_LENGTH):
         decoder("12345")(head, servable)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"inputs": [{**PIXELS, "name": ["pixels"], "data": [1, 2, 3, 4]}]},
+        {"inputs": [{**PIXELS, "datatype": ["UINT8"], "data": [1]}]},
+        {"inputs": [{**PIXELS, "parameters": [1], "data": [1]}]},
+        {"inputs": [PIXELS], "parameters": [1]},
+        {
+            "inputs": [
+                {**PIXELS, "data": [1, 2, 3, 4]},
+                {**TEXT, "data": ["a", "b"]},
+            ],
+            "outputs": [{"name": ["outputs"]}],
+        },
+        {
+            "inputs": [
+                {**PIXELS, "parameters": {"binary_data_size": -4}},
+                {**TEXT, "data": ["a", "b"]},
+            ]
+        },
+    ],
+)
+def test_hostile_shapes_of_json_are_400_not_500(servable, document):
+    # Found by the OpenAPI fuzzer: unhashable names and non-object
+    # parameters once raised TypeError (a 500).
+    with pytest.raises(ServingError) as error:
+        decoder(None)(json.dumps(document).encode(), servable)
+    assert error.value.status_code == 400
