@@ -335,6 +335,12 @@ def classify_results(
     reference = scores if scores is not None else classes
     if reference.ndim == 1:
         reference = reference.reshape(-1, 1)
+    if reference.ndim != 2:
+        raise ServingError(
+            "Model error: classify outputs must be [batch, num_classes]; "
+            f"received shape {list(reference.shape)}.",
+            500,
+        )
     if scores is not None:
         scores = scores.reshape(reference.shape)
     if classes is not None:
