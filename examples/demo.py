@@ -77,9 +77,7 @@ def serve_and_bill(
     finally:
         server.terminate()
         server.wait(timeout=30)
-    served = np.concatenate(
-        [np.asarray([row["predicted_class"] for row in a]) for a in answers]
-    )
+    served = np.concatenate([np.argmax(a, axis=1) for a in answers])
     bill = PriceList({"digits": PRICE_PER_1000}).bill(
         SQLiteMeter(database).summarize()
     )

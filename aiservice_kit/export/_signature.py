@@ -65,9 +65,9 @@ _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 #: What `serving_default` returns: "all" (the `predict` signature's named
 #: outputs: `probabilities` + `predicted_class`, `predictions`, or a tensor
 #: model's own names) or "primary" (one output: `probabilities` or
-#: `predictions`; a tensor model keeps its own outputs). The switch to the
-#: single-output convention is this one line.
-SERVING_DEFAULT_OUTPUTS = "all"
+#: `predictions`; a tensor model keeps its own: Keras' `model.export` and
+#: TF Serving's tutorials' convention; older "all" exports still serve).
+SERVING_DEFAULT_OUTPUTS = "primary"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,10 +42,12 @@ def export_saved_model(
     (`image` as uint8 pixels for `build_cnn` models, `text` as strings; an
     unnamed single input becomes `inputs`):
 
-    - `serving_default` and `predict`: a classifier returns
-      `probabilities` (float32, batch x classes) and `predicted_class`
-      (int64); a regressor `predictions`; a tensor model each output under
-      its own name.
+    - `serving_default`: one tensor, as Keras' `model.export` writes it:
+      a classifier's `probabilities`, a regressor's `predictions`; a
+      tensor model each output under its own name.
+    - `predict`: a classifier returns `probabilities` (float32, batch x
+      classes) and `predicted_class` (int64); a regressor `predictions`;
+      a tensor model each output under its own name.
     - `classification` (classifiers): TF Serving's Classify. Serialized
       `tf.Example`s in (`inputs`, one feature per model input, named like
       it), `classes` (string labels) and `scores` (float32), both

@@ -282,7 +282,7 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
             data, lambda: _input_arrays(request, signature)
         )
 
-        def encode(outputs: dict[str, np.ndarray]) -> bytes:
+        def encode(outputs: dict[str, np.ndarray]) -> _predict.Reply:
             response = predict_pb2.PredictResponse()
             _reply_spec(
                 response.model_spec,
@@ -294,7 +294,7 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
                 response.outputs[key].CopyFrom(
                     tf.make_tensor_proto(outputs[key])
                 )
-            return response.SerializeToString()
+            return response.SerializeToString(), {}
 
         return signature, arrays, _instances(arrays), encode
 
@@ -320,7 +320,7 @@ def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
         )
         batch = len(serialized)
 
-        def encode(outputs: dict[str, np.ndarray]) -> bytes:
+        def encode(outputs: dict[str, np.ndarray]) -> _predict.Reply:
             if api == "classify":
                 response = classification_pb2.ClassificationResponse()
                 _classification_result(outputs, response, batch)
@@ -335,7 +335,7 @@ def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
                 servable.version,
                 signature.name,
             )
-            return response.SerializeToString()
+            return response.SerializeToString(), {}
 
         return signature, {EXAMPLES_INPUT: serialized}, batch, encode
 

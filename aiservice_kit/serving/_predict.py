@@ -65,17 +65,85 @@ class PredictReply:
     request_id: str
 
 
+#: A reply body and the headers it adds (e.g. a binary V2 answer's
+#: `Inference-Header-Content-Length`).
+Reply = tuple[bytes, dict[str, str]]
 #: What a protocol's decoder returns: the signature to run, its input
 #: arrays, the number of instances and how to encode the outputs as the
-#: reply's bytes.
-Decoded = tuple[Any, dict[str, np.ndarray], int, Callable[[Any], bytes]]
+#: reply.
+Decoded = tuple[Any, dict[str, np.ndarray], int, Callable[[Any], Reply]]
 #: Reserves a call's instances against the model's admission limits (raises
 #: ServingError 413/429); a decoder calls it once it knows the count and
-#: before it builds tensors. The pipeline releases them when the call ends.
+#: before it builds tensors where it can. The pipeline releases them when
+#: the call ends.
 Admit = Callable[[int], None]
 #: A protocol's decoder: `(servable, request bytes, admit) -> Decoded`;
 #: raises ServingError for a bad request (answered and metered).
 Decoder = Callable[[Any, bytes, Admit], Awaitable[Decoded]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedRequest:
+    """A request decoded by a synchronous protocol codec (`_v2`,
+    `_rest_examples`), turned into a `Decoder` by `protocol_decoder`.
+
+    Attributes:
+        signature: Signature. What runs (`_servable.Signature`).
+        arrays: dict of arrays. The signature's inputs.
+        instances: int. What the call counts against quotas and meters.
+        state: Any. Whatever the codec's `encode` needs from the request.
+    """
+
+    signature: Any
+    arrays: dict[str, Any]
+    instances: int
+    state: Any = None
+
+
+#: `decode(body, servable) -> DecodedRequest` (run in a thread for large
+#: bodies).
+SyncDecode = Callable[[bytes, Any], DecodedRequest]
+#: `encode(outputs, request) -> Reply`.
+SyncEncode = Callable[[dict[str, Any], DecodedRequest], Reply]
+
+
+def protocol_decoder(decode: SyncDecode, encode: SyncEncode) -> Decoder:
+    """The pipeline's `Decoder` for a synchronous codec pair.
+
+    Args:
+        decode: callable. `decode(body, servable) -> DecodedRequest`;
+            raises ServingError (400) for a bad request.
+        encode: callable. `encode(outputs, request) -> (bytes, headers)`.
+
+    Returns:
+        An async `Decoder` that decodes off the event loop for large
+        bodies and admits the request's instances.
+
+    Example:
+    ```python
+    decoder = protocol_decoder(_v2.decoder(None), _v2.encode)
+    reply = await predict(service, key, spec, body, decode=decoder)
+    ```
+    """
+
+    async def decoder(servable: Any, data: bytes, admit: Admit) -> Decoded:
+        if len(data) > OFFLOAD_BYTES:
+            request = await asyncio.to_thread(decode, data, servable)
+        else:
+            request = decode(data, servable)
+        admit(request.instances)
+
+        def encode_reply(outputs: dict[str, Any]) -> Reply:
+            return encode(outputs, request)
+
+        return (
+            request.signature,
+            request.arrays,
+            request.instances,
+            (encode_reply),
+        )
+
+    return decoder
 
 
 async def _read(body: Body) -> bytes:
@@ -114,13 +182,13 @@ async def _decode_rest(
     else:
         arrays, fmt, count = decode_predict(document, signature.inputs)
 
-    def encode(outputs: dict[str, np.ndarray]) -> bytes:
+    def encode(outputs: dict[str, np.ndarray]) -> Reply:
         answer = (
             _explain.encode(outputs, fmt)
             if explain
             else encode_predict(outputs, fmt)
         )
-        return json.dumps(answer).encode("utf-8")
+        return json.dumps(answer).encode("utf-8"), {}
 
     return signature, arrays, count, encode
 
@@ -200,7 +268,8 @@ async def predict(
         signature, arrays, count, encode = await decode(servable, data, admit)
         reservation = await service.limiter.reserve(key, count)
         outputs = await signature.predict(arrays)
-        content = encode(outputs)
+        content, added = encode(outputs)
+        headers.update(added)
         instances = count
     except ServingError as error:
         if error.status_code in (413, 429) or isinstance(error, DatabaseBusy):

@@ -201,6 +201,98 @@ class Client:
             headers={"Content-Type": "application/json"},
         )
 
+    def classify(
+        self,
+        model: str,
+        examples: list[dict[str, Any]],
+        *,
+        context: dict[str, Any] | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str | None = None,
+    ) -> list[list[list[Any]]]:
+        """TF Serving's Classify (`:classify`); returns `results`.
+
+        Args:
+            model: str. Model name.
+            examples: list of dicts. One per example: feature (input) name
+                to a value or a flat list of values (an image's pixels
+                flattened row-major).
+            context: dict or None. Features shared by every example.
+            version: int or None. A given version; None for the latest.
+            label: str or None. The version a label names.
+            signature_name: str or None. Default: the export's
+                `classification` signature.
+
+        Returns:
+            One list of `[label, score]` pairs per example.
+
+        Raises:
+            ServingClientError: for any non-200 answer.
+
+        Example:
+        ```python
+        client.classify("spam", [{"text": "free prize now"}])
+        # [[["ham", 0.04], ["spam", 0.96]]]
+        ```
+        """
+        return self._examples(
+            "classify", model, examples, context, version, label,
+            signature_name,
+        )  # fmt: skip
+
+    def regress(
+        self,
+        model: str,
+        examples: list[dict[str, Any]],
+        *,
+        context: dict[str, Any] | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str | None = None,
+    ) -> list[float]:
+        """TF Serving's Regress (`:regress`); one value per example.
+
+        Args and Raises are those of `classify`.
+        """
+        return self._examples(
+            "regress", model, examples, context, version, label,
+            signature_name,
+        )  # fmt: skip
+
+    def _examples(
+        self,
+        api: str,
+        model: str,
+        examples: list[dict[str, Any]],
+        context: dict[str, Any] | None,
+        version: int | None,
+        label: str | None,
+        signature_name: str | None,
+    ) -> Any:
+        def flat(features: dict[str, Any]) -> dict[str, Any]:
+            # A feature holds its values flattened row-major.
+            return {
+                name: value.reshape(-1)
+                if isinstance(value, np.ndarray)
+                else value
+                for name, value in features.items()
+            }
+
+        body: dict[str, Any] = {
+            "examples": [_plain(flat(example)) for example in examples]
+        }
+        if context:
+            body["context"] = _plain(flat(context))
+        if signature_name:
+            body["signature_name"] = signature_name
+        return self._call(
+            "POST",
+            self._path(model, version, label, ":" + api),
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )["results"]
+
     def _predict(
         self,
         model: str,

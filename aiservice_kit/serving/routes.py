@@ -22,6 +22,8 @@ from fastapi import Response
 
 from aiservice_kit.serving import _explain
 from aiservice_kit.serving import _predict
+from aiservice_kit.serving import _rest_examples
+from aiservice_kit.serving import _v2
 from aiservice_kit.serving import schemas
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._service import Service
@@ -54,6 +56,35 @@ _PREDICT_BODY = {
 }
 
 
+_EXAMPLES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": schemas.ExamplesRequest.model_json_schema()
+            }
+        },
+    }
+}
+# V2Tensor, which the request refers to, is in the spec's components (the
+# response model uses it).
+_V2_REQUEST = schemas.V2InferRequest.model_json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+_V2_REQUEST.pop("$defs", None)
+_V2_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _V2_REQUEST}},
+    }
+}
+_POST_BODIES = {
+    ":predict": _PREDICT_BODY,
+    ":classify": _EXAMPLES_BODY,
+    ":regress": _EXAMPLES_BODY,
+}
+
+
 def _json(payload: Any, status_code: int = 200, headers=None) -> Response:
     return Response(
         json.dumps(payload).encode("utf-8"),
@@ -76,13 +107,24 @@ async def get_service(request: Request) -> Service:
     return service_of(request)
 
 
+def _check_url_part(request: Request, value: str) -> None:
+    # `GET /v1/models/M:predict` matches the status route with a model
+    # named "M:predict"; TF Serving answers such a URL as malformed.
+    if ":" in value:
+        raise ServingError(
+            f"Malformed request: {request.method} {request.url.path}", 400
+        )
+
+
 async def model_caller(request: Request, model_name: str) -> ApiKey | None:
     """The calling key (None: anonymous), allowed to use `model_name`.
 
     Raises:
-        ServingError: 401 for a missing (when required) or unknown key,
-            403 for a key that may not use the model.
+        ServingError: 400 for a name with a `:verb` the method does not
+            take (`GET .../M:predict`), 401 for a missing (when required)
+            or unknown key, 403 for a key that may not use the model.
     """
+    _check_url_part(request, model_name)
     key = await service_of(request).auth.aauthenticate(request.headers)
     request.state.key = key  # for the access log
     Authenticator.authorize(key, model_name)
@@ -102,13 +144,17 @@ async def latest(model_name: str) -> ModelSpec:
     return ModelSpec(model_name)
 
 
-async def by_version(model_name: str, version: str) -> ModelSpec:
+async def by_version(
+    request: Request, model_name: str, version: str
+) -> ModelSpec:
     """`/v1/models/{model_name}/versions/{version}`."""
+    _check_url_part(request, version)
     return ModelSpec(model_name, version=version)
 
 
-async def by_label(model_name: str, label: str) -> ModelSpec:
+async def by_label(request: Request, model_name: str, label: str) -> ModelSpec:
     """`/v1/models/{model_name}/labels/{label}`."""
+    _check_url_part(request, label)
     return ModelSpec(model_name, label=label)
 
 
@@ -149,6 +195,38 @@ def _predict_handler(
 
 def _explain_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
     return _predict_handler(selector, api=_explain.EXPLAIN_API)
+
+
+def _examples_handler(api: str, selector: Callable[..., Any]) -> Callable:
+    decode = _predict.protocol_decoder(
+        _rest_examples.decoder(api), _rest_examples.encode
+    )
+
+    async def handler(
+        request: Request,
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        reply = await _predict.predict(
+            service, key, spec, request.body, decode=decode
+        )
+        return Response(
+            reply.content,
+            status_code=reply.status,
+            media_type="application/json",
+            headers=reply.headers,
+        )
+
+    return handler
+
+
+def _classify_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    return _examples_handler("classify", selector)
+
+
+def _regress_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    return _examples_handler("regress", selector)
 
 
 def _status_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
@@ -232,6 +310,31 @@ _MODEL_ROUTES = (
             ("label", "_label", " with the version a label names"),
         )
     ),
+    (predict_router, "POST", _classify_handler, "latest", ":classify",
+     "classify", schemas.ResultsResponse,
+     "Classify tf.Examples with the latest version",
+     "TF Serving's Classify: `examples` (and `context`) in, "
+     "`results` of [label, score] pairs out."),
+    (predict_router, "POST", _classify_handler, "version", ":classify",
+     "classify_version", schemas.ResultsResponse,
+     "Classify with a given version",
+     "TF Serving's Classify on version `version`."),
+    (predict_router, "POST", _classify_handler, "label", ":classify",
+     "classify_label", schemas.ResultsResponse,
+     "Classify with the version a label names",
+     "TF Serving's Classify on the version labelled `label`."),
+    (predict_router, "POST", _regress_handler, "latest", ":regress",
+     "regress", schemas.ResultsResponse,
+     "Regress tf.Examples with the latest version",
+     "TF Serving's Regress: `examples` in, one value per example out."),
+    (predict_router, "POST", _regress_handler, "version", ":regress",
+     "regress_version", schemas.ResultsResponse,
+     "Regress with a given version",
+     "TF Serving's Regress on version `version`."),
+    (predict_router, "POST", _regress_handler, "label", ":regress",
+     "regress_label", schemas.ResultsResponse,
+     "Regress with the version a label names",
+     "TF Serving's Regress on the version labelled `label`."),
     (models_router, "GET", _status_handler, "latest", "",
      "model_status", schemas.ModelStatusResponse,
      "Status of every version",
@@ -279,7 +382,7 @@ for (
         response_model=_model,
         summary=_summary,
         description=_description,
-        openapi_extra=_PREDICT_BODY if _method == "POST" else None,
+        openapi_extra=_POST_BODIES.get(_tail) if _method == "POST" else None,
     )
 
 # -- Usage and operations -----------------------------------------------------
@@ -395,8 +498,109 @@ def metrics(service: ServiceDep) -> Response:
     return Response(body, media_type=content_type)
 
 
+# -- Open Inference Protocol (KServe V2) -------------------------------------
+
+v2_router = fastapi.APIRouter(tags=["v2"], responses=_ERRORS)
+
+
+@v2_router.get("/v2", summary="Server metadata (V2)")
+def v2_server() -> Response:
+    """Name, version and extensions (`binary_tensor_data`)."""
+    return _json(_v2.server_metadata())
+
+
+@v2_router.get("/v2/health/live", summary="Liveness (V2)")
+def v2_live() -> Response:
+    """Always 200 while the process serves HTTP."""
+    return _json({"live": True})
+
+
+@v2_router.get("/v2/health/ready", summary="Readiness (V2)")
+def v2_ready(service: ServiceDep) -> Response:
+    """200 when every model serves a version, else 503."""
+    ready = service.registry.ready
+    return _json({"ready": ready}, 200 if ready else 503)
+
+
+def _v2_metadata_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        model, version = spec.resolve(service.registry)
+        return _json(
+            _v2.model_metadata(spec.name, model.versions, model.get(version))
+        )
+
+    return handler
+
+
+def _v2_ready_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    def handler(
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        model, version = spec.resolve(service.registry)
+        model.get(version)
+        return _json({"name": spec.name, "ready": True})
+
+    return handler
+
+
+def _v2_infer_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
+    async def handler(
+        request: Request,
+        service: ServiceDep,
+        key: ModelCaller,
+        spec: Annotated[ModelSpec, Depends(selector)],
+    ) -> Response:
+        decode = _predict.protocol_decoder(
+            _v2.decoder(request.headers.get(_v2.HEADER_LENGTH)), _v2.encode
+        )
+        reply = await _predict.predict(
+            service, key, spec, request.body, decode=decode
+        )
+        return Response(
+            reply.content,
+            status_code=reply.status,
+            media_type="application/json",
+            headers=reply.headers,
+        )
+
+    return handler
+
+
+for _selector_name, _suffix in (
+    ("latest", ""),
+    ("version", "/versions/{version}"),
+):
+    _dependency = _SELECTORS[_selector_name][1]
+    _base = "/v2/models/{model_name}" + _suffix
+    _tag = "" if _selector_name == "latest" else "_version"
+    v2_router.add_api_route(
+        _base,
+        _v2_metadata_handler(_dependency),
+        methods=["GET"],
+        name="v2_model_metadata" + _tag,
+        summary="Model metadata (V2)",
+    )
+    v2_router.add_api_route(
+        _base + "/ready",
+        _v2_ready_handler(_dependency),
+        methods=["GET"],
+        name="v2_model_ready" + _tag,
+        summary="Model readiness (V2)",
+    )
+    v2_router.add_api_route(
+        _base + "/infer", _v2_infer_handler(_dependency), methods=["POST"],
+        name="v2_infer" + _tag, summary="Inference with typed tensors (V2)",
+        response_model=schemas.V2InferResponse, openapi_extra=_V2_BODY,
+    )  # fmt: skip
+
 #: Every route of the server, in the order the OpenAPI spec lists them.
 router = fastapi.APIRouter()
-for _included in (predict_router, models_router, usage_router):
+for _included in (predict_router, models_router, usage_router, v2_router):
     router.include_router(_included)
 router.include_router(operations_router)

@@ -117,3 +117,70 @@ class HealthResponse(pydantic.BaseModel):
     status: str
     models: dict[str, list[int]] | None = None
     problems: dict[str, str] | None = None
+
+
+class ExamplesRequest(pydantic.BaseModel):
+    """A TF Serving classify or regress request: `tf.Example`s as JSON."""
+
+    signature_name: str | None = pydantic.Field(
+        None,
+        description="Signature to run; default `serving_default`, or the "
+        "export's `classification`/`regression` when `serving_default` is "
+        "a Predict signature.",
+    )
+    context: dict[str, Any] | None = pydantic.Field(
+        None, description="Features shared by every example."
+    )
+    examples: list[dict[str, Any]] = pydantic.Field(
+        description="One object per example: feature name to a number, a "
+        'string, {"b64": ...} or a list of them.',
+    )
+
+
+class ResultsResponse(pydantic.BaseModel):
+    """`results`: [[label, score], ...] per example, or one float each."""
+
+    results: list[Any]
+
+
+class V2Tensor(pydantic.BaseModel):
+    """An Open Inference Protocol tensor: data flattened row-major."""
+
+    name: str
+    shape: list[int]
+    datatype: str = pydantic.Field(
+        description="BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 "
+        "or BYTES."
+    )
+    parameters: dict[str, Any] | None = pydantic.Field(
+        None,
+        description="`binary_data_size`: the tensor's bytes follow the "
+        "JSON (binary tensor extension).",
+    )
+    data: list[Any] | None = None
+
+
+class V2InferRequest(pydantic.BaseModel):
+    """An Open Inference Protocol (KServe V2) inference request."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = pydantic.Field(
+        None,
+        description="`signature_name` (default `serving_default`), "
+        "`binary_data_output`.",
+    )
+    inputs: list[V2Tensor]
+    outputs: list[dict[str, Any]] | None = pydantic.Field(
+        None,
+        description="Outputs to return (default all), each "
+        '{"name": ..., "parameters": {"binary_data": true|false}}.',
+    )
+
+
+class V2InferResponse(pydantic.BaseModel):
+    """The outputs, as tensors."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2Tensor]

@@ -131,9 +131,17 @@ def test_the_textbook_cnn_exports_to_every_format_and_classifies(tmp_path):
     np.testing.assert_allclose(
         out[SCORES_OUTPUT].numpy(), expected, atol=TOLERANCE
     )
+    # serving_default returns one tensor (Keras' `model.export`, TF
+    # Serving's tutorials); `predict` has every named output.
     default = loaded[SERVING_SIGNATURE](inputs=tf.constant(x))
+    assert set(default) == {"probabilities"}
     np.testing.assert_array_equal(
-        default["predicted_class"].numpy(), expected.argmax(axis=-1)
+        default["probabilities"].numpy().argmax(axis=-1),
+        expected.argmax(axis=-1),
+    )
+    every = loaded[PREDICT_SIGNATURE](inputs=tf.constant(x))
+    np.testing.assert_array_equal(
+        every["predicted_class"].numpy(), expected.argmax(axis=-1)
     )
 
     for artifact in (
@@ -175,9 +183,9 @@ def test_the_textbook_lstm_is_a_binary_classifier(tmp_path):
         out["scores"].numpy(), np.concatenate([1 - p, p], 1), atol=TOLERANCE
     )
     # One sigmoid column: the predicted class is p >= 0.5, not argmax.
-    default = loaded[SERVING_SIGNATURE](inputs=tf.constant(tokens))
+    every = loaded[PREDICT_SIGNATURE](inputs=tf.constant(tokens))
     np.testing.assert_array_equal(
-        default["predicted_class"].numpy(), (p[:, 0] >= 0.5).astype(np.int64)
+        every["predicted_class"].numpy(), (p[:, 0] >= 0.5).astype(np.int64)
     )
     with pytest.raises(ValueError, match="binary"):
         export_saved_model(model, tmp_path / "bad", class_names=["only"])
@@ -365,7 +373,8 @@ def test_a_classifier_over_a_sequence_gets_no_classify_signature(tmp_path):
     meta = read_export_metadata(version_dir)
     assert set(meta["signatures"]) == {SERVING_SIGNATURE, PREDICT_SIGNATURE}
     assert meta["outputs"]["probabilities"]["shape"] == [None, 5, 4]
-    assert meta["outputs"]["predicted_class"]["shape"] == [None, 5]
+    every = meta["signatures"][PREDICT_SIGNATURE]["outputs"]
+    assert every["predicted_class"]["shape"] == [None, 5]
     x = np.random.default_rng(7).standard_normal((3, 5, 3)).astype(np.float32)
     out = signatures(version_dir)[PREDICT_SIGNATURE](sequence=tf.constant(x))
     np.testing.assert_array_equal(
@@ -404,9 +413,10 @@ def test_a_nested_model_tells_its_inner_activation():
 
 
 def test_primary_outputs_are_the_one_line_switch_of_serving_default():
-    # serving_default returns every named output today; "primary" (the
-    # single-output convention) is tested here so the switch is one line.
-    assert _signature.SERVING_DEFAULT_OUTPUTS == "all"
+    # serving_default returns one output ("primary": the single-output
+    # convention of Keras' `model.export` and TF Serving's tutorials);
+    # "all" is what it returned before, and what `predict` returns.
+    assert _signature.SERVING_DEFAULT_OUTPUTS == "primary"
     model = textbook_cnn()
     plan = _signature.plan(model)
     x = tf.constant(np.zeros((2, 8, 8, 1), np.float32))

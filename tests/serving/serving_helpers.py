@@ -204,11 +204,13 @@ def export_recommender(base: Path) -> Path:
     return model.export(base, 1, top_k=2)
 
 
-def load_signature(version_dir: Path):
-    return tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+def load_signature(version_dir: Path, name: str = "serving_default"):
+    return tf.saved_model.load(str(version_dir)).signatures[name]
 
 
-def run_signature(version_dir: Path, **inputs) -> dict[str, np.ndarray]:
-    fn = load_signature(version_dir)
+def run_signature(
+    version_dir: Path, signature: str = "serving_default", **inputs
+) -> dict[str, np.ndarray]:
+    fn = load_signature(version_dir, signature)
     outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
     return {name: value.numpy() for name, value in outputs.items()}

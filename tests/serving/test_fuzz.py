@@ -15,7 +15,7 @@ from serving_helpers import Server
 
 from aiservice_kit.serving import KeyStore
 
-EXAMPLES = 70
+EXAMPLES = 40  # per operation and mode: ~30 operations since V2
 MIN_REQUESTS = 1000
 MODELS = ("mnist", "half_plus_three", "multi", "echo", "text", "recommender")
 

@@ -56,7 +56,9 @@ def test_a_keras_model_is_served_straight_from_memory(serve, tmp_path):
 
     app = create_app(model, db=tmp_path / "service.db", auth=False)
     with Client(serve(app)) as client:
-        predictions = client.predict("default", images)
+        predictions = client.predict(
+            "default", images, signature_name="predict"
+        )
         status = client.status("default")
 
     np.testing.assert_allclose(
@@ -83,8 +85,8 @@ def test_models_by_name_mix_memory_and_paths(serve, tmp_path):
         auth=False,
     )
     with Client(serve(app)) as client:
-        assert len(client.predict("on_disk", images)[0]["probabilities"]) == 2
-        assert len(client.predict("in_memory", images)[0]["probabilities"]) == 3
+        assert len(client.predict("on_disk", images)[0]) == 2
+        assert len(client.predict("in_memory", images)[0]) == 3
 
 
 def test_anything_else_is_refused_naming_what_is_accepted(tmp_path):

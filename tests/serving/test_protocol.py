@@ -181,14 +181,26 @@ def test_doc_example_b64_binary_values(http):
 def test_predict_rows_and_columns_match_the_saved_model(http, model_root):
     images = _images(3)
     expected = run_signature(
-        model_root / "mnist" / "2", image=images.astype("uint8")
+        model_root / "mnist" / "2", "predict", image=images.astype("uint8")
     )
 
     rows = http.post(
-        "/v1/models/mnist:predict", json={"instances": images.tolist()}
+        "/v1/models/mnist:predict",
+        json={"signature_name": "predict", "instances": images.tolist()},
     )
     columns = http.post(
-        "/v1/models/mnist:predict", json={"inputs": {"image": images.tolist()}}
+        "/v1/models/mnist:predict",
+        json={
+            "signature_name": "predict",
+            "inputs": {"image": images.tolist()},
+        },
+    )
+    default = http.post(
+        "/v1/models/mnist:predict", json={"instances": images.tolist()}
+    )
+    # serving_default answers one tensor: TF Serving tutorials' argmax.
+    assert np.argmax(default.json()["predictions"], axis=1).tolist() == list(
+        expected["predicted_class"]
     )
 
     assert rows.status_code == 200 and columns.status_code == 200
@@ -221,7 +233,7 @@ def test_predict_a_given_version(http, model_root):
 
     assert response.headers["x-model-version"] == "1"
     np.testing.assert_allclose(
-        [p["probabilities"] for p in response.json()["predictions"]],
+        response.json()["predictions"],
         expected["probabilities"],
         rtol=1e-5,
     )
@@ -237,7 +249,7 @@ def test_text_model_takes_raw_strings(http, model_root):
 
     assert response.status_code == 200
     np.testing.assert_allclose(
-        [p["probabilities"] for p in response.json()["predictions"]],
+        response.json()["predictions"],
         expected["probabilities"],
         rtol=1e-5,
     )
@@ -340,7 +352,9 @@ def test_metadata_has_the_signature_def_and_export_metadata(http):
         "28",
         "28",
     ]
-    assert set(signature["outputs"]) == {"probabilities", "predicted_class"}
+    assert set(signature["outputs"]) == {"probabilities"}
+    every = latest["metadata"]["signature_def"]["signature_def"]["predict"]
+    assert set(every["outputs"]) == {"probabilities", "predicted_class"}
     assert latest["metadata"]["aiservice_kit"]["task"] == "classification"
 
 

@@ -74,7 +74,7 @@ def test_new_version_switches_in_under_load_with_zero_errors(server, base):
     expected = run_signature(version_two, image=images.astype("uint8"))
     answer = httpx.post(server.url + "/v1/models/mnist:predict", json=body)
     np.testing.assert_allclose(
-        [p["probabilities"] for p in answer.json()["predictions"]],
+        answer.json()["predictions"],
         expected["probabilities"],
         rtol=1e-5,
     )
