@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aiservice_kit.export import _examples as export_examples
 from aiservice_kit.export import _signature
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._examples import classify_results
@@ -48,7 +49,7 @@ def test_they_match_the_exporters_own_encoding():
     ours = serialize_examples(
         [{"grid": row.reshape(-1).tolist()} for row in grid]
     )
-    theirs = _signature.serialize_examples(plan, {"grid": grid})
+    theirs = export_examples.serialize_examples(plan, {"grid": grid})
     assert [tf.train.Example.FromString(b) for b in ours] == [
         tf.train.Example.FromString(b) for b in theirs
     ]
