@@ -120,6 +120,50 @@ def normalised_space(
     return queries, targets
 
 
+def binary_space(
+    user_items: sp.csr_matrix, kind: str
+) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray] | None:
+    """`normalised_space` without the normalised copies, for binary data.
+
+    When every stored weight is the same value v, every value of a
+    normalised query row r is `v / norm[r]`, and every value of a target
+    column t is `v / norm[t]` (the same vector: queries and targets are
+    the same objects, items or users). The kernels then take those
+    per-row weights instead of float64 copies of the matrices, computing
+    the same products (the same float64 division, then the same
+    multiplication), so the similarities are bit-identical.
+
+    Args:
+        user_items: users x items CSR with sorted indices.
+        kind: "item" or "user".
+
+    Returns:
+        (queries, targets, weights): the structures of the queries and
+        targets (their values are not read; the queries' are the input's
+        own) and the float64 weight of each query row (= target column),
+        or None when the weights are not all equal.
+    """
+    data = user_items.data
+    if len(data) == 0 or not np.all(data == data[0]):
+        return None
+    if kind == "user":
+        queries = user_items
+        targets = user_items.T.tocsr()
+    else:
+        queries = user_items.T.tocsr()
+        targets = user_items
+    norms = row_norms(queries)
+    # Rows without entries (norm 0) have no values to weigh.
+    weights = np.zeros(len(norms), dtype=np.float64)
+    np.divide(
+        np.full(len(norms), data[0], dtype=data.dtype),
+        norms,
+        out=weights,
+        where=norms > 0,
+    )
+    return queries, targets, weights
+
+
 def topk_neighbours(
     queries: sp.csr_matrix,
     rows: np.ndarray,
@@ -129,15 +173,37 @@ def topk_neighbours(
     num_threads: int,
     progress: Any = None,
     ordered: bool = True,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs `topk_products` over blocks of `rows` on a thread pool."""
+    """Runs `topk_products` over blocks of `rows` on a thread pool.
+
+    With `weights` (from `binary_space`), the values of `queries` and
+    `targets` are not read: query row r's are all `weights[r]`, target
+    column t's all `weights[t]`.
+    """
     n = len(rows)
     out_idx = np.empty((n, k), dtype=np.int32)
     out_val = np.empty((n, k), dtype=np.float32)
     out_count = np.empty(n, dtype=np.int32)
     exclude = np.full(n, -1, np.int64) if exclude is None else exclude
-    q = kernel_csr(queries, np.float64)
-    b = kernel_csr(targets, np.float64)
+    if weights is None:
+        q = kernel_csr(queries, np.float64)
+        b = kernel_csr(targets, np.float64)
+        extra: tuple = ()
+    else:
+        unused = np.zeros(1, dtype=np.float64)
+        q = (
+            queries.indptr.astype(np.int64, copy=False),
+            queries.indices.astype(np.int32, copy=False),
+            unused,
+        )
+        b = (
+            targets.indptr.astype(np.int64, copy=False),
+            targets.indices.astype(np.int32, copy=False),
+            unused,
+        )
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        extra = (weights, weights)
     rows = rows.astype(np.int64)
     n_targets = targets.shape[1]
 
@@ -153,6 +219,7 @@ def topk_neighbours(
             out_val[start:stop],
             out_count[start:stop],
             ordered,
+            *extra,
         )
 
     _blocks.run_blocks(n, _FIT_BLOCK, block, num_threads, progress)

@@ -240,7 +240,14 @@ class CosineRecommender(ParamsMixin):
             )
         matrix.sort_indices()
         k = self.n_neighbors
-        queries, targets = _neighbours.normalised_space(matrix, self.kind)
+        # Binary interactions (the usual implicit feedback) need no
+        # normalised float64 copies: the kernels take one weight per row.
+        binary = _neighbours.binary_space(matrix, self.kind)
+        if binary is None:
+            queries, targets = _neighbours.normalised_space(matrix, self.kind)
+            weights = None
+        else:
+            queries, targets, weights = binary
         per_row = np.diff(targets.indptr).astype(np.float64)
         n = queries.shape[0]
         work = float((per_row**2).sum())
@@ -266,6 +273,7 @@ class CosineRecommender(ParamsMixin):
                 self._threads(),
                 progress,
                 ordered=False,
+                weights=weights,
             )
         finally:
             if progress is not None:

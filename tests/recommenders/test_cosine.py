@@ -94,6 +94,34 @@ def test_parity_with_implicit_on_movielens(movielens_matrix, n_neighbors):
 
 
 @pytest.mark.filterwarnings(IMPLICIT_WARNING)
+@pytest.mark.parametrize("kind", ["item", "user"])
+def test_weighted_graph_matches_implicit_and_binary_path(
+    movielens_likes, movielens_matrix, kind
+):
+    # Binary data take the kernels' per-row weights; rated data the
+    # normalised copies. Both must give implicit's graph.
+    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
+    weighted, _, _ = interactions.encode_interactions(
+        movielens_likes.user_ids,
+        movielens_likes.item_ids,
+        movielens_likes.ratings,
+    )
+    assert len(np.unique(weighted.data)) > 1
+    binary, _, _ = movielens_matrix
+    for matrix in (weighted, binary):
+        ours = CosineRecommender(n_neighbors=20, kind=kind).fit(matrix)
+        theirs = implicit_nn.CosineRecommender(K=20)
+        theirs.fit(
+            matrix if kind == "item" else matrix.T.tocsr(), show_progress=False
+        )
+        graph = sp.csr_matrix(theirs.similarity)
+        graph.sort_indices()
+        np.testing.assert_array_equal(graph.indptr, ours.similarity_.indptr)
+        np.testing.assert_array_equal(graph.indices, ours.similarity_.indices)
+        np.testing.assert_allclose(graph.data, ours.similarity_.data, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings(IMPLICIT_WARNING)
 def test_liked_items_are_excluded_unlike_implicit(movielens_matrix):
     implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     matrix, _, _ = movielens_matrix
