@@ -35,13 +35,8 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from aiservice_kit._layout import CLASSES_OUTPUT
-from aiservice_kit._layout import CLASSIFY_SIGNATURE
-from aiservice_kit._layout import EXAMPLES_INPUT
-from aiservice_kit._layout import REGRESS_OUTPUT
-from aiservice_kit._layout import REGRESS_SIGNATURE
-from aiservice_kit._layout import SCORES_OUTPUT
 from aiservice_kit._layout import SERVING_SIGNATURE
+from aiservice_kit.serving import _examples
 from aiservice_kit.serving import _predict
 from aiservice_kit.serving._codec import check_shape
 from aiservice_kit.serving._errors import ServingError
@@ -204,53 +199,6 @@ def _serialized_examples(request_input: Any) -> np.ndarray:
     return serialized
 
 
-def _example_signature(servable: Any, name: str, default: str, api: str):
-    """The classify or regress signature named (default: ours)."""
-    signature = servable.signature(name or default)
-    info = signature.inputs.get(EXAMPLES_INPUT)
-    if info is None or info.dtype != "string" or len(signature.inputs) != 1:
-        raise ServingError(
-            f"Expected a {api} signature with one string input "
-            f"'{EXAMPLES_INPUT}' (serialized tf.Examples); signature "
-            f"'{signature.name}' has inputs "
-            f"{{{', '.join(sorted(signature.inputs))}}}."
-        )
-    return signature
-
-
-def _output(outputs: dict[str, np.ndarray], name: str, api: str) -> np.ndarray:
-    if name not in outputs:
-        raise ServingError(
-            f"The {api} signature has no output '{name}' (outputs: "
-            f"{', '.join(sorted(outputs))}).",
-            500,
-        )
-    return outputs[name]
-
-
-def _classification_result(
-    outputs: dict[str, np.ndarray], response: Any, batch: int
-) -> None:
-    classes = outputs.get(CLASSES_OUTPUT)
-    scores = outputs.get(SCORES_OUTPUT)
-    if classes is None and scores is None:
-        _output(outputs, SCORES_OUTPUT, "classify")
-    width = (classes if classes is not None else scores).reshape(batch, -1)
-    for row in range(batch):
-        entry = response.result.classifications.add()
-        for column in range(width.shape[1]):
-            item = entry.classes.add()
-            if classes is not None:
-                label = classes.reshape(batch, -1)[row, column]
-                item.label = (
-                    label.decode("utf-8", "replace")
-                    if isinstance(label, bytes)
-                    else str(label)
-                )
-            if scores is not None:
-                item.score = float(scores.reshape(batch, -1)[row, column])
-
-
 # -- The pipeline's decoders --------------------------------------------------
 
 
@@ -302,14 +250,17 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
 
 
 def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
-    default = CLASSIFY_SIGNATURE if api == "classify" else REGRESS_SIGNATURE
-
     async def decode(
         servable: Any, data: bytes, admit: _predict.Admit
     ) -> _predict.Decoded:
-        signature = _example_signature(
-            servable, request.model_spec.signature_name, default, api
+        # The signature rule and the results are REST's (`_examples`).
+        call = _examples.example_call(
+            api,
+            request.model_spec.signature_name,
+            servable.signatures,
+            servable.metadata,
         )
+        signature = servable.signature(call.signature_name)
         examples = request.input
         admit(
             len(examples.example_list.examples)
@@ -318,17 +269,20 @@ def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
         serialized = await _off_loop(
             data, lambda: _serialized_examples(examples)
         )
-        batch = len(serialized)
 
         def encode(outputs: dict[str, np.ndarray]) -> _predict.Reply:
             if api == "classify":
                 response = classification_pb2.ClassificationResponse()
-                _classification_result(outputs, response, batch)
+                for row in _examples.classify_results(outputs):
+                    entry = response.result.classifications.add()
+                    for label, score in row:
+                        item = entry.classes.add()
+                        item.label = label
+                        item.score = score
             else:
                 response = regression_pb2.RegressionResponse()
-                values = _output(outputs, REGRESS_OUTPUT, api).reshape(-1)
-                for value in values:
-                    response.result.regressions.add().value = float(value)
+                for value in _examples.regress_results(outputs):
+                    response.result.regressions.add().value = value
             _reply_spec(
                 response.model_spec,
                 request.model_spec.name,
@@ -337,7 +291,8 @@ def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
             )
             return response.SerializeToString(), {}
 
-        return signature, {EXAMPLES_INPUT: serialized}, batch, encode
+        arrays = _examples.examples_input(signature, serialized)
+        return signature, arrays, len(serialized), encode
 
     return decode
 

@@ -164,6 +164,33 @@ ModelCaller = Annotated[ApiKey | None, Depends(model_caller)]
 # -- Predict, status and metadata: one handler each, three URL forms --------
 
 
+async def _metered(
+    request: Request,
+    service: Any,
+    key: Any,
+    spec: ModelSpec,
+    **options: Any,
+) -> Response:
+    """One call through the metered pipeline (`_predict.predict`), answered
+    as it replies; `options` pick the protocol (`api=`, `decode=`)."""
+    try:
+        reply = await _predict.predict(
+            service, key, spec, request.body, **options
+        )
+    except ServingError as error:
+        # `predict` counts what it answers or fails to meter (503);
+        # the access log counts every other refusal (`app._AccessLog`).
+        request.state.predict_counted = error.status_code == 503
+        raise
+    request.state.predict_counted = True
+    return Response(
+        reply.content,
+        status_code=reply.status,
+        media_type="application/json",
+        headers=reply.headers,
+    )
+
+
 def _predict_handler(
     selector: Callable[..., Any], api: str = "predict"
 ) -> Callable[..., Any]:
@@ -173,22 +200,7 @@ def _predict_handler(
         key: ModelCaller,
         spec: Annotated[ModelSpec, Depends(selector)],
     ) -> Response:
-        try:
-            reply = await _predict.predict(
-                service, key, spec, request.body, api=api
-            )
-        except ServingError as error:
-            # `predict` counts what it answers or fails to meter (503);
-            # the access log counts every other refusal (`app._AccessLog`).
-            request.state.predict_counted = error.status_code == 503
-            raise
-        request.state.predict_counted = True
-        return Response(
-            reply.content,
-            status_code=reply.status,
-            media_type="application/json",
-            headers=reply.headers,
-        )
+        return await _metered(request, service, key, spec, api=api)
 
     return handler
 
@@ -208,15 +220,7 @@ def _examples_handler(api: str, selector: Callable[..., Any]) -> Callable:
         key: ModelCaller,
         spec: Annotated[ModelSpec, Depends(selector)],
     ) -> Response:
-        reply = await _predict.predict(
-            service, key, spec, request.body, decode=decode
-        )
-        return Response(
-            reply.content,
-            status_code=reply.status,
-            media_type="application/json",
-            headers=reply.headers,
-        )
+        return await _metered(request, service, key, spec, decode=decode)
 
     return handler
 
@@ -559,15 +563,7 @@ def _v2_infer_handler(selector: Callable[..., Any]) -> Callable[..., Any]:
         decode = _predict.protocol_decoder(
             _v2.decoder(request.headers.get(_v2.HEADER_LENGTH)), _v2.encode
         )
-        reply = await _predict.predict(
-            service, key, spec, request.body, decode=decode
-        )
-        return Response(
-            reply.content,
-            status_code=reply.status,
-            media_type="application/json",
-            headers=reply.headers,
-        )
+        return await _metered(request, service, key, spec, decode=decode)
 
     return handler
 
