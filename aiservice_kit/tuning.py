@@ -59,7 +59,7 @@ def tune(
     *,
     search_space: Any = None,
     builder_kwargs: Mapping[str, Any] | None = None,
-    algorithm: str = "bayesian",
+    algorithm: str | None = None,
     max_trials: int = 10,
     objective: str = "auto",
     validation_data: tuple | None = None,
@@ -105,10 +105,12 @@ def tune(
             `input_shape`, `num_classes` and `train_texts` are inferred
             from `x` and `y` when the builder takes them and they are not
             given.
-        algorithm: str. `"bayesian"` (default), `"random"`, `"hyperband"`
+        algorithm: str or None. `"bayesian"` (the default for Keras
+            builders), `"random"`, `"hyperband"`
             (which sets its own number of trials from `epochs` and ignores
             `max_trials`) or `"grid"`. The recommender accepts `"grid"`
-            (every combination, at most `max_trials`) and `"random"`.
+            (every combination, at most `max_trials`; its default) and
+            `"random"`.
         max_trials: int. Trial budget (the first trial of a Bayesian,
             random or grid search is the builder's defaults).
         objective: str. `"auto"`: `val_accuracy` for classifiers, else
@@ -149,7 +151,8 @@ def tune(
     print(result.table())
     ```
     """
-    _validation.check_choice("algorithm", algorithm, _ALGORITHMS)
+    if algorithm is not None:
+        _validation.check_choice("algorithm", algorithm, _ALGORITHMS)
     max_trials = _validation.check_positive_int("max_trials", max_trials)
     epochs = _validation.check_positive_int("epochs", epochs)
     patience = _validation.check_positive_int("patience", patience, minimum=0)
@@ -172,6 +175,7 @@ def tune(
     directory = os.fspath(directory)
     project_name = project_name or name
     if _is_recommender(builder):
+        algorithm = "grid" if algorithm is None else algorithm
         if algorithm not in ("grid", "random"):
             raise ValueError(
                 "`algorithm` must be 'grid' or 'random' for "
@@ -196,7 +200,7 @@ def tune(
         space,
         name=name,
         builder_kwargs=dict(builder_kwargs or {}),
-        algorithm=algorithm,
+        algorithm="bayesian" if algorithm is None else algorithm,
         max_trials=max_trials,
         objective=objective,
         validation_data=validation_data,

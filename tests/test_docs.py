@@ -12,7 +12,11 @@ sparingly. Pages are collected when the tests are, so a new page is tested
 without touching this file.
 """
 
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,22 +132,49 @@ def test_every_page_with_python_is_collected():
     assert "data.md" in names
 
 
+#: Runs one page's blocks in order in one namespace; argv: the page and a
+#: JSON file of [line, source] pairs.
+_RUNNER = """
+import json, sys
+page, blocks = sys.argv[1], json.load(open(sys.argv[2]))
+namespace = {"__name__": "__docs__"}
+for line, source in blocks:
+    # Padding with newlines makes tracebacks point at the .md line.
+    exec(compile("\\n" * (line - 1) + source, page, "exec"), namespace)
+"""
+
+
 @pytest.mark.parametrize(("page", "blocks"), _pages())
-def test_page_snippets_run(page, blocks, data_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AISERVICE_KIT_DATA", str(data_dir))
+def test_page_snippets_run(page, blocks, data_dir, tmp_path):
+    # Each page runs in a fresh interpreter, as a reader's notebook would:
+    # TensorFlow's process-wide state (strategies, collectives) left by
+    # other tests cannot leak into it.
+    runnable = [[block.line, block.source] for block in blocks if block.run]
+    if not runnable:
+        pytest.skip(
+            f"{page.name}: every block talks to a server in another process "
+            f"(marked {NO_RUN}); tests/serving runs their clients"
+        )
+    listing = tmp_path / "blocks.json"
+    listing.write_text(json.dumps(runnable))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = dict(os.environ)
+    env["AISERVICE_KIT_DATA"] = str(data_dir)
     # Fetchers must not reach the network: an unreachable mirror makes a
     # cache miss fail at once instead of downloading.
-    monkeypatch.setenv("AISERVICE_KIT_DATA_MIRROR", "http://127.0.0.1:9/")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace = {"__name__": "__docs__"}
-    ran = 0
-    for block in blocks:
-        if not block.run:
-            continue
-        # Padding with newlines makes tracebacks point at the .md line.
-        source = "\n" * (block.line - 1) + block.source
-        code = compile(source, str(page), "exec")
-        exec(code, namespace)  # noqa: S102 - the docs' own code
-        ran += 1
-    assert ran, f"{page.name}: every python block is marked {NO_RUN}"
+    env["AISERVICE_KIT_DATA_MIRROR"] = "http://127.0.0.1:9/"
+    env["MPLBACKEND"] = "Agg"
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(page), str(listing)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    if result.returncode:
+        pytest.fail(
+            f"{page.name} failed:\n{result.stderr[-4000:]}", pytrace=False
+        )

@@ -323,7 +323,7 @@ def test_files_put_in_the_cache_by_hand_are_used(data_dir, closed_port_url):
     texts, labels = fetch_sms_spam(data_home=data_dir, base_url=closed_port_url)
     assert len(texts) == 5574
     folder = fetch_movielens(data_home=data_dir, base_url=closed_port_url)
-    assert folder == data_dir / "movielens-latest-small"
+    assert folder.resolve() == (data_dir / "movielens-latest-small").resolve()
 
 
 def test_archives_are_extracted_and_members_checked(
