@@ -9,6 +9,10 @@ TF_EXTRA ?= cpu
 # installed without dependencies, since they ask for the `tensorflow`
 # distribution and the TensorFlow build is chosen by TF_EXTRA.
 TF_SERVING_API ?= tensorflow-serving-api>=2.16,<3
+# KServe's client, for the tests only: without dependencies, since kserve
+# pins protobuf<7 while TensorFlow needs 7 (the modules its client imports
+# are in the `test` dependency group).
+KSERVE ?= kserve>=0.21,<0.22
 
 .PHONY: demo test lint docs bench install dist clean
 
@@ -25,7 +29,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
 		"seconds after that)..."
 	$(BIN)/python -m pip install \
 		-e ".[$(TF_EXTRA),serving,grpc,postgres,plot,onnx,tune]" --group dev
-	$(BIN)/python -m pip install --no-deps "$(TF_SERVING_API)"
+	$(BIN)/python -m pip install --no-deps "$(TF_SERVING_API)" "$(KSERVE)"
 	@echo "Installed into $(VENV)."
 	touch $@
 

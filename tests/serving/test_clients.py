@@ -1,16 +1,19 @@
 """Third-party clients, unchanged, against our server on loopback.
 
 TF Serving's REST tutorial code (`requests` + `np.argmax`), TF Serving's
-REST `:classify`/`:regress` and Triton's `tritonclient[http]` (the Open
-Inference Protocol, binary tensors included) call a real uvicorn server in
+REST `:classify`/`:regress`, Triton's `tritonclient[http]` and KServe's
+`InferenceRESTClient` (the Open Inference Protocol, binary tensors
+included) call a real uvicorn server in
 a thread of this process, with API keys. Answers are compared with the
 Keras models', and every call is checked in the usage ledger.
 """
 
+import asyncio
 import json
 import threading
 import time
 
+import httpx
 import keras
 import numpy as np
 import pytest
@@ -116,7 +119,11 @@ def served(mnist_split, tmp_path_factory):
     store = KeyStore(db)
     keys = {
         name: store.create(name, plan)[0]
-        for name, plan in (("acme", "pro"), ("small", "quota"))
+        for name, plan in (
+            ("acme", "pro"),
+            ("small", "quota"),
+            ("kserve_small", "quota"),
+        )
     }
     store.close()
     config = root / "config.json"
@@ -418,4 +425,129 @@ def test_v2_errors_keys_and_quotas(served):
     records = _ledger(served, "small")
     assert [(r.model, r.instances, r.status) for r in records] == [
         ("image", 2, 200)
+    ]
+
+
+def test_kserve_inference_rest_client_v2(served):
+    """KServe's own async REST client, protocol v2, with keys and quotas."""
+    kserve_client = pytest.importorskip("kserve.inference_client")
+    from kserve import InferInput
+    from kserve import InferRequest
+
+    base = f"http://{served['url']}"
+    acme = {"Authorization": f"Bearer {served['keys']['acme']}"}
+    small = {"Authorization": f"Bearer {served['keys']['kserve_small']}"}
+    # Copies for every call: kserve's client writes its binary-body
+    # headers into the dict it is given.
+    model, test_images, labels = served["digits"]
+    texts = np.array([t.encode() for t in TEXTS], dtype=object)
+
+    images = np.random.default_rng(2).integers(0, 256, (3, 12, 12), "uint8")
+    history = np.array([[10, -1], [11, 12]], np.int64)
+
+    def request(model_name, name, array, datatype, binary=False):
+        tensor = InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        return InferRequest(model_name, [tensor])
+
+    async def calls():
+        config = kserve_client.RESTConfig(protocol="v2", timeout=120)
+        async with kserve_client.InferenceRESTClient(config) as client:
+            assert await client.is_server_live(base)
+            assert await client.is_server_ready(base)
+            assert await client.is_model_ready(
+                base, "digits", headers=dict(acme)
+            )
+            digits = await client.infer(
+                base,
+                request("digits", "inputs", test_images[:4], "FP32"),
+                model_name="digits",
+                headers=dict(acme),
+            )
+            text = await client.infer(
+                base,
+                request("text", "text", texts, "BYTES"),
+                model_name="text",
+                headers=dict(acme),
+            )
+            image = await client.infer(  # binary tensors, kserve's default
+                base,
+                request("image", "image", images, "UINT8", binary=True),
+                model_name="image",
+                headers=dict(acme),
+            )
+            recommended = await client.infer(
+                base,
+                request("recommender", "item_ids", history, "INT64"),
+                model_name="recommender",
+                headers=dict(acme),
+            )
+            with pytest.raises(httpx.HTTPStatusError) as anonymous:
+                await client.infer(
+                    base,
+                    request("digits", "inputs", test_images[:1], "FP32"),
+                    model_name="digits",
+                )
+            await client.infer(
+                base,
+                request("digits", "inputs", test_images[:2], "FP32"),
+                model_name="digits",
+                headers=dict(small),
+            )
+            with pytest.raises(httpx.HTTPStatusError) as over_quota:
+                await client.infer(
+                    base,
+                    request("digits", "inputs", test_images[:2], "FP32"),
+                    model_name="digits",
+                    headers=dict(small),
+                )
+            return (
+                digits,
+                text,
+                image,
+                recommended,
+                anonymous.value,
+                over_quota.value,
+            )
+
+    digits, text, image, recommended, anonymous, over_quota = asyncio.run(
+        calls()
+    )
+    wanted = served["recommender"].recommend(
+        None, top_k=2, user_items=[[10], [11, 12]], unknown_items="ignore"
+    )
+    answer = {o.name: o.as_numpy() for o in recommended.outputs}
+    np.testing.assert_array_equal(answer["item_ids"], wanted[0])
+    np.testing.assert_allclose(answer["scores"], wanted[1], atol=1e-5)
+    np.testing.assert_allclose(
+        {o.name: o.as_numpy() for o in image.outputs}["probabilities"],
+        served["image"].predict(images, verbose=0),
+        atol=1e-5,
+    )
+    outputs = {output.name: output.as_numpy() for output in digits.outputs}
+    np.testing.assert_allclose(
+        outputs["probabilities"],
+        model.predict(test_images[:4], verbose=0),
+        atol=1e-5,
+    )
+    text_outputs = {output.name: output.as_numpy() for output in text.outputs}
+    np.testing.assert_allclose(
+        text_outputs["probabilities"],
+        served["text"].predict(tf.constant(TEXTS), verbose=0),
+        atol=1e-5,
+    )
+    assert anonymous.response.status_code == 401
+    assert over_quota.response.status_code == 429
+    assert "quota" in over_quota.response.json()["error"].lower()
+    assert [
+        (r.model, r.instances, r.status)
+        for r in _ledger(served, "kserve_small")
+    ] == [("digits", 2, 200)]
+    assert [
+        (r.model, r.instances, r.status) for r in _ledger(served, "acme")[-4:]
+    ] == [
+        ("digits", 4, 200),
+        ("text", 3, 200),
+        ("image", 3, 200),
+        ("recommender", 2, 200),
     ]
