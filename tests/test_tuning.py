@@ -1,6 +1,12 @@
 """tune(): declared spaces, resumable searches, and searches that match or
 beat the builders' defaults on real data within a budget of trials."""
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -70,40 +76,100 @@ def test_bad_arguments_raise_clear_errors():
         Choice((1, 2), default=3)
 
 
+#: Run by the killed-search test in its own interpreter: the same search
+#: as the test's resumed one, with a budget it never gets to finish.
+_SEARCH_SCRIPT = """
+import sys
+import numpy as np
+import aiservice_kit
+from aiservice_kit import build_cnn
+from aiservice_kit.tuning import Choice, Float
+
+data = np.load(sys.argv[1])
+space = {
+    "width": Choice((4, 8), default=8),
+    "depth": 1,
+    "dense_units": 16,
+    "dropout": Float(0.0, 0.4, step=0.2, default=0.2),
+}
+aiservice_kit.tune(
+    build_cnn, data["x"], data["y"], search_space=space, algorithm="random",
+    epochs=1, directory=sys.argv[2], max_trials=50, verbose=0,
+)
+"""
+
+
+def _completed_trials(project: Path) -> list[str]:
+    done = []
+    for path in sorted(project.glob("trial_*/trial.json")):
+        try:
+            trial = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        if trial.get("status") == "COMPLETED":
+            done.append(trial["trial_id"])
+    return done
+
+
 def test_a_killed_search_resumes_without_repeating_trials(
     mnist_split, tmp_path, capsys
 ):
     x_train, y_train, _, _ = mnist_split
     x, y = x_train[:400, ::2, ::2], y_train[:400]  # 14x14, fast
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    search = tmp_path / "search"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SEARCH_SCRIPT, str(tmp_path / "data.npz"),
+         str(search)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while len(_completed_trials(search / "build_cnn")) < 2:
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no 2 trials in 300 s"
+            time.sleep(0.1)
+    finally:
+        process.kill()  # SIGKILL: no clean-up, mid-trial or between trials
+        process.wait()
+        process.stderr.close()
+    killed_with = _completed_trials(search / "build_cnn")
+    assert len(killed_with) >= 2
+
     space = {
         "width": Choice((4, 8), default=8),
         "depth": 1,
         "dense_units": 16,
         "dropout": Float(0.0, 0.4, step=0.2, default=0.2),
     }
-    options = dict(
+    budget = len(killed_with) + 2
+    resumed = aiservice_kit.tune(
+        build_cnn,
+        x,
+        y,
         search_space=space,
         algorithm="random",
         epochs=1,
-        directory=tmp_path,
+        directory=search,
+        max_trials=budget,
         verbose=1,
     )
-    first = aiservice_kit.tune(build_cnn, x, y, max_trials=2, **options)
-    assert first.new_trials == 2 and len(first.trials) == 2
-    # The first trial is the defaults of every range.
-    assert first.trials[0]["width"] == 8 and first.trials[0]["dropout"] == 0.2
-    capsys.readouterr()
-
-    second = aiservice_kit.tune(build_cnn, x, y, max_trials=4, **options)
     printed = capsys.readouterr().out
-    assert second.new_trials == 2, printed
-    assert [row["trial"] for row in second.trials] == ["0", "1", "2", "3"]
-    assert second.trials[:2] == first.trials  # read back, not re-run
+    # Only the missing trials ran; the killed run's are read back.
+    assert resumed.new_trials == 2, printed
     assert printed.count("[tune] trial") == 2
-    assert "score" in printed.splitlines()[-5]  # the final table's header
-    assert second.best_score == max(row["score"] for row in second.trials)
-    assert isinstance(second.model, keras.Model)
-    assert second.model.predict(x[:2], verbose=0).shape == (2, 10)
+    assert len(resumed.trials) == budget
+    ids = [row["trial"] for row in resumed.trials]
+    assert len(set(ids)) == budget and set(killed_with) <= set(ids)
+    # The first trial is the defaults of every range.
+    assert resumed.trials[0]["width"] == 8
+    assert resumed.trials[0]["dropout"] == 0.2
+    header = [line for line in printed.splitlines() if " score " in line]
+    assert header and header[-1].split()[0] == "trial"  # the final table
+    assert resumed.best_score == max(row["score"] for row in resumed.trials)
+    assert isinstance(resumed.model, keras.Model)
+    assert resumed.model.predict(x[:2], verbose=0).shape == (2, 10)
 
 
 def test_recommender_grid_search_scores_ndcg_and_resumes(data_dir, tmp_path):
