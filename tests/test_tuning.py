@@ -246,6 +246,17 @@ def test_tune_on_mnist_matches_or_beats_the_defaults(mnist_split, tmp_path):
         f"MNIST val accuracy: best {result.best_score:.4f}, "
         f"default {default:.4f}"
     )
+    # Exactly: the defaults are the search's first trial, on the same
+    # validation data, and the best trial is at least as good.
+    defaults = search_space(build_cnn)
+    first = result.trials[0]
+    assert all(
+        first[name] == space.default
+        for name, space in defaults.items()
+        if name in first and hasattr(space, "default")
+    ), first
+    assert result.best_score >= first["score"]
+    # And against the defaults trained on their own, within run-to-run noise.
     assert result.best_score >= default - NOISE
     assert len(result.trials) == 4
 
