@@ -263,8 +263,8 @@ def choose_runtime(
         requested: str. The model's `runtime` setting.
 
     Returns:
-        (the runtime now running `serving_default`/`predict`, why it is
-        not the one asked for: empty when it is).
+        (the runtime now running `serving_default`/`predict`, why a
+        candidate tried before it was refused: empty when none was).
 
     Raises:
         ValueError: for `"litert"`/`"onnx"` on a version that cannot run
@@ -308,7 +308,11 @@ def choose_runtime(
                 ", ".join(keys),
                 runtime,
             )
-            return runtime, ""
+            if not refused:
+                return runtime, ""
+            note = "; ".join(refused) + f"; serving on {runtime}"
+            logger.warning("model %s: version %d %s", model_name, version, note)
+            return runtime, note
         refused.append(f"{runtime} disagrees with TensorFlow: {why}")
     if not refused:
         return TENSORFLOW, ""
