@@ -30,6 +30,7 @@ from aiservice_kit import build_cnn
 from aiservice_kit._layout import read_metadata
 from aiservice_kit.cli import main as cli_main
 from aiservice_kit.export import export_saved_model
+from aiservice_kit.export.verify import compare_outputs
 from aiservice_kit.serving import create_app
 from aiservice_kit.serving._servable import load_version
 from aiservice_kit.serving.auth import KeyStore
@@ -134,6 +135,25 @@ def _export_text(base, **kwargs):
 
 
 # --- load: the proof
+
+
+def test_outputs_agree_within_the_verify_tolerance_and_ids_exactly():
+    floats = {"p": np.array([0.5, 2.0], "float32")}
+    assert compare_outputs(floats, {"p": floats["p"] + 1e-6}) is None
+    assert "'p' differs by up to 0.001 (tolerance 2e-05)" in compare_outputs(
+        floats, {"p": floats["p"] + 1e-3}
+    )
+    ids = {"c": np.array([1, 2])}
+    assert "'c' (int64) differs in 1 of 2 values" in compare_outputs(
+        ids, {"c": np.array([1, 3])}
+    )
+    nan = {"p": np.array([np.nan, 1.0])}
+    assert compare_outputs(nan, {"p": np.array([np.nan, 1.0])}) is None
+    assert "differs" in compare_outputs(
+        {"p": np.ones(2)}, {"p": np.array([np.nan, 1.0])}
+    )
+    assert "lacks the outputs ['c']" in compare_outputs(ids, {"p": ids["c"]})
+    assert "has shape [1]" in compare_outputs(ids, {"c": np.array([1])})
 
 
 def test_a_conversion_that_differs_stays_on_tensorflow_saying_why(
