@@ -302,8 +302,8 @@ class ServableVersion:
 
     Attributes:
         runtime: str. What runs `serving_default` and `predict`.
-        runtime_note: str. Why that is not the runtime asked for (empty
-            when it is), shown in the version's status.
+        runtime_note: str. Why a runtime tried before it was refused
+            (empty when none was), shown in the version's status.
 
     Raises:
         Exception: whatever TensorFlow raises for a SavedModel it cannot
@@ -352,6 +352,18 @@ class ServableVersion:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def reported_runtime(self) -> str | None:
+        """The runtime its status row shows: None for plain TensorFlow.
+
+        A version on LiteRT or ONNX, or one that fell back to TensorFlow
+        (`runtime_note` says why), shows it; a plain TensorFlow version's
+        row stays exactly TF Serving's.
+        """
+        if self.runtime == TENSORFLOW and not self.runtime_note:
+            return None
+        return self.runtime
 
     def _read_metadata(self) -> dict[str, Any] | None:
         try:

@@ -142,12 +142,13 @@ class VersionStatus:
     runtime: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form TF Serving returns (plus `runtime` once loaded).
+        """The JSON form TF Serving returns (plus `runtime` when set).
 
-        A loaded version's `runtime` (`"tensorflow"`, `"litert"`,
-        `"onnx"`) is an extra key TF Serving clients ignore; when it fell
-        back to TensorFlow, `error_message` says why (`error_code` stays
-        OK: the version serves).
+        `runtime` (`"litert"`, `"onnx"`, or `"tensorflow"` after a
+        fallback) is an extra key TF Serving clients ignore, present for
+        a version that runs on another runtime or fell back from one;
+        after a fallback `error_message` says why (`error_code` stays OK:
+        the version serves).
         """
         row = {
             "version": str(self.version),
@@ -457,7 +458,7 @@ class ModelRegistry:
             number,
             "AVAILABLE",
             error_message=getattr(version, "runtime_note", ""),
-            runtime=getattr(version, "runtime", None),
+            runtime=getattr(version, "reported_runtime", None),
         )
         logger.info(
             "model %s: version %d loaded in %.2f s",
