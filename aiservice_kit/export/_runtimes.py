@@ -47,6 +47,8 @@ from aiservice_kit.export.verify import quiet_interpreter_deprecation
 AUTO = "auto"
 #: Rows of the verification sample saved as the proof inputs.
 PROOF_ROWS = 16
+#: Most rows each artifact is proven on at export (one batch).
+MAX_PROOF_ROWS = 256
 
 
 def check_runtimes(runtimes: Any) -> tuple[tuple[str, ...], bool]:
@@ -201,6 +203,7 @@ def write_runtimes(
     """
     if not runtimes:
         return {}
+    samples = {name: value[:MAX_PROOF_ROWS] for name, value in samples.items()}
     written: dict[str, dict[str, str]] = {}
     skipped: dict[str, str] = {}
     loaded = None

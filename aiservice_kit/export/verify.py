@@ -665,9 +665,10 @@ def compare_outputs(
 ) -> str | None:
     """Tells why `got` differs from `expected`, or None when they agree.
 
-    Float outputs must match within `FLOAT_TOLERANCE * max(1, max
-    |expected|)`, the tolerance `verify_export` uses (NaN only where the
-    reference has NaN); integer, boolean and string outputs exactly.
+    Both must have the same output names, dtypes and shapes; float values
+    must match within `FLOAT_TOLERANCE * max(1, max |expected|)`, the
+    tolerance `verify_export` uses (NaN only where the reference has NaN);
+    integer, boolean and string values exactly.
 
     Args:
         expected: dict of name -> array. The reference outputs.
@@ -684,11 +685,18 @@ def compare_outputs(
     compare_outputs({"y": np.ones(2)}, {"y": np.ones(2) + 1e-7})  # None
     ```
     """
-    missing = sorted(set(expected) - set(got))
-    if missing:
-        return f"it lacks the outputs {missing} (it returns {sorted(got)})"
+    if set(got) != set(expected):
+        return (
+            f"it returns the outputs {sorted(got)}, the SavedModel "
+            f"{sorted(expected)}"
+        )
     for name in sorted(expected):
         want, have = np.asarray(expected[name]), np.asarray(got[name])
+        if have.dtype != want.dtype:
+            return (
+                f"output {name!r} is {have.dtype}, the SavedModel's "
+                f"{want.dtype}"
+            )
         if have.shape != want.shape:
             return (
                 f"output {name!r} has shape {list(have.shape)}, the "

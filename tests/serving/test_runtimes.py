@@ -152,8 +152,13 @@ def test_outputs_agree_within_the_verify_tolerance_and_ids_exactly():
     assert "differs" in compare_outputs(
         {"p": np.ones(2)}, {"p": np.array([np.nan, 1.0])}
     )
-    assert "lacks the outputs ['c']" in compare_outputs(ids, {"p": ids["c"]})
+    assert "returns the outputs ['p'], the SavedModel ['c']" in (
+        compare_outputs(ids, {"p": ids["c"]})
+    )
     assert "has shape [1]" in compare_outputs(ids, {"c": np.array([1])})
+    assert "'c' is int32, the SavedModel's int64" in compare_outputs(
+        ids, {"c": ids["c"].astype("int32")}
+    )
 
 
 def test_a_conversion_that_differs_stays_on_tensorflow_saying_why(
