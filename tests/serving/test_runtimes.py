@@ -23,6 +23,8 @@ import uvicorn
 from serving_helpers import CONFIG
 from serving_helpers import export_text_classifier
 from serving_helpers import free_port
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -271,6 +273,7 @@ def served(exported, tmp_path_factory):
             "url": url,
             "keys": keys,
             "grpc": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+            "models": model_service_pb2_grpc.ModelServiceStub(channel),
             "reload": reload_base,
         }
     channel.close()
@@ -381,6 +384,15 @@ def test_a_tampered_version_serves_on_tensorflow_and_its_status_says_why(
     assert row["state"] == "AVAILABLE" and row["runtime"] == "tensorflow"
     assert row["status"]["error_code"] == "OK"
     assert "litert disagrees with TensorFlow" in row["status"]["error_message"]
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "tampered"
+    metadata = (("authorization", f"Bearer {served['keys']['pro']}"),)
+    [over_grpc] = (
+        served["models"]
+        .GetModelStatus(request, metadata=metadata, timeout=60)
+        .model_version_status
+    )
+    assert over_grpc.status.error_message == row["status"]["error_message"]
 
 
 def test_hot_reload_proves_the_new_version_again(served, exported):
