@@ -33,6 +33,7 @@ from aiservice_kit._layout import read_metadata
 from aiservice_kit.cli import main as cli_main
 from aiservice_kit.export import export_saved_model
 from aiservice_kit.export.verify import compare_outputs
+from aiservice_kit.export.verify import prove_runtime
 from aiservice_kit.serving import create_app
 from aiservice_kit.serving._servable import load_version
 from aiservice_kit.serving.auth import KeyStore
@@ -160,6 +161,21 @@ def test_outputs_agree_within_the_verify_tolerance_and_ids_exactly():
     assert "has shape [1]" in compare_outputs(ids, {"c": np.array([1])})
     assert "'c' is int32, the SavedModel's int64" in compare_outputs(
         ids, {"c": ids["c"].astype("int32")}
+    )
+
+
+def test_inputs_the_savedmodel_refuses_prove_nothing():
+    def refuses(batch):
+        raise ValueError("ids out of range")
+
+    def echo(batch):
+        return dict(batch)
+
+    rows = {"ids": np.arange(4)}
+    assert prove_runtime(echo, echo, rows) is None
+    assert "cannot be proven" in prove_runtime(refuses, echo, rows)
+    assert "failed on a batch of 1: ValueError" in prove_runtime(
+        echo, refuses, rows
     )
 
 
