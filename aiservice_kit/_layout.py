@@ -84,6 +84,27 @@ REGRESS_OUTPUT = "outputs"
 EXPLAIN_SIGNATURE = "explain"
 #: Output of `EXPLAIN_SIGNATURE`: attributions shaped like the input.
 ATTRIBUTIONS = "attributions"
+#: Runtimes other than TensorFlow that a version may carry converted
+#: signatures for, fastest first: the order the server's `runtime="auto"`
+#: tries them in (`aiservice_kit.serving._runtimes`).
+ARTIFACT_RUNTIMES = ("litert", "onnx")
+#: File suffix of each runtime's converted signature.
+RUNTIME_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+#: Signatures converted for those runtimes (the others, which parse
+#: `tf.Example`s or take gradients, always run on TensorFlow).
+RUNTIME_SIGNATURES = (SERVING_SIGNATURE, PREDICT_SIGNATURE)
+#: Folder of a version directory holding the converted signatures
+#: (`runtimes/serving_default.tflite`, ...); TF Serving ignores it.
+RUNTIMES_DIR = "runtimes"
+#: File in `RUNTIMES_DIR`: the inputs the artifacts were proven on at
+#: export (numeric arrays by input name, `.npz` read without pickle).
+PROOF_INPUTS_FILE = "proof_inputs.npz"
+#: Metadata keys: runtime -> {signature: artifact path relative to the
+#: version directory}; runtime -> why it was not written; the proof inputs'
+#: relative path.
+RUNTIMES_KEY = "runtimes"
+RUNTIMES_SKIPPED_KEY = "runtimes_skipped"
+PROOF_INPUTS_KEY = "proof_inputs"
 #: Version of the metadata file's layout.
 FORMAT_VERSION = 1
 #: Folder of a version directory that holds the metadata (TF Serving's
@@ -128,6 +149,29 @@ def is_version_name(name: str) -> bool:
         and set(name) <= _ASCII_DIGITS
         and int(name) > 0
     )
+
+
+def runtime_artifact(runtime: str, signature: str) -> str:
+    """The path, relative to a version directory, of a converted signature.
+
+    Args:
+        runtime: str. One of `ARTIFACT_RUNTIMES`.
+        signature: str. A signature key, e.g. `SERVING_SIGNATURE`.
+
+    Returns:
+        A POSIX relative path, e.g. `runtimes/serving_default.tflite`.
+
+    Raises:
+        ValueError: for a runtime not in `ARTIFACT_RUNTIMES`.
+
+    Example:
+    ```python
+    from aiservice_kit._layout import runtime_artifact
+    runtime_artifact("onnx", "predict")  # 'runtimes/predict.onnx'
+    ```
+    """
+    check_choice("runtime", runtime, ARTIFACT_RUNTIMES)
+    return f"{RUNTIMES_DIR}/{signature}{RUNTIME_SUFFIXES[runtime]}"
 
 
 def metadata_path(version_dir: str | os.PathLike) -> Path:

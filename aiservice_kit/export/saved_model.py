@@ -12,8 +12,12 @@ import keras
 
 from aiservice_kit._layout import publish_version
 from aiservice_kit._validation import check_bool
+from aiservice_kit.export import _runtimes
 from aiservice_kit.export import _signature
 from aiservice_kit.export import explain as explain_signature
+from aiservice_kit.export.verify import DEFAULT_VERIFY_SAMPLES
+from aiservice_kit.export.verify import _synthetic_inputs
+from aiservice_kit.export.verify import as_samples
 from aiservice_kit.export.verify import verify_planned
 
 
@@ -28,6 +32,7 @@ def export_saved_model(
     task: str | None = None,
     input_dtypes: Mapping[str, str] | None = None,
     explain: bool = False,
+    runtimes: str | Sequence[str] | None = None,
 ) -> Path:
     """Exports any Keras model as `base_path/<version>/`, ready for TF Serving.
 
@@ -72,6 +77,23 @@ def export_saved_model(
     Python object (the metadata's `explain` entry records the method).
     Text models, models with several inputs and tabular models get none.
 
+    With `runtimes`, the `serving_default` and `predict` signatures are
+    also converted from the SavedModel for LiteRT (`.tflite`, builtin ops,
+    run with XNNPACK) and/or ONNX Runtime (`.onnx`), written as
+    `<version>/runtimes/<signature>.tflite|.onnx` (`_layout.RUNTIMES_DIR`)
+    and recorded in the metadata (`runtimes`), so `aiservice-kit serve
+    --runtime auto` can run them instead of TensorFlow once it has proven
+    them equal. Each artifact is proven equal to its signature before the
+    version is published (one row, then every verification row; floats
+    within `verify.FLOAT_TOLERANCE`, integers exactly), and the rows are
+    kept beside them (`runtimes/proof_inputs.npz`) for the server's own
+    proof. `runtimes="auto"` writes what the model fits and records why it
+    skipped the rest (`runtimes_skipped`: raw-string inputs, lookup
+    tables, recurrent layers that are not unrolled, a failed conversion); a
+    runtime named explicitly that the model cannot run raises instead.
+    The classify, regress and explain signatures always run on
+    TensorFlow.
+
     Args:
         model: keras.Model. Any Functional or Sequential model with
             symbolic inputs, one or several inputs and outputs.
@@ -91,6 +113,9 @@ def export_saved_model(
             does not apply to are exported without it either way). Off by
             default: writing the gradient graph made exports about 2x
             slower (a few seconds more per model).
+        runtimes: None, `"auto"`, `"litert"`, `"onnx"` or a list of
+            them. Other runtimes to convert the serving signatures for
+            (None: none). ONNX needs the `onnx` extra.
 
     Returns:
         The published version directory `base_path/<version>`.
@@ -100,7 +125,11 @@ def export_saved_model(
         ValueError: if an argument is invalid (a classifier's `task` for a
             model with several outputs, `class_names` of the wrong length).
         FileExistsError: if the version already exists.
-        ExportMismatchError: if the artifact disagrees with the model.
+        ExportMismatchError: if the artifact disagrees with the model,
+            or a runtime named in `runtimes` disagrees with the SavedModel.
+        ValueError: also if a runtime named in `runtimes` cannot express
+            the model (raw strings, lookup tables), naming the layer.
+        ExportError: if a runtime named in `runtimes` fails to convert.
 
     Example:
     ```python
@@ -118,6 +147,7 @@ def export_saved_model(
     """
     plan = _signature.plan(model, task, input_dtypes)
     check_bool("verify", verify)
+    wanted, explicit = _runtimes.check_runtimes(runtimes)
     explained = check_bool("explain", explain) and explain_signature.supports(
         plan
     )
@@ -141,6 +171,17 @@ def export_saved_model(
         if verify:
             verify_planned(
                 model, tmp_dir, sample_inputs, plan, format="saved_model"
+            )
+        if wanted:
+            samples = (
+                _synthetic_inputs(model, plan, DEFAULT_VERIFY_SAMPLES)
+                if sample_inputs is None
+                else as_samples(plan, sample_inputs)
+            )
+            metadata.update(
+                _runtimes.write_runtimes(
+                    model, plan, tmp_dir, wanted, explicit, samples
+                )
             )
 
     return publish_version(base_path, version, write, metadata)

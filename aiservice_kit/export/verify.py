@@ -344,7 +344,8 @@ def quiet_interpreter_deprecation() -> Iterator[None]:
         yield
 
 
-def _tflite_interpreter(path: Path) -> Any:
+def tflite_interpreter(path: Path) -> Any:
+    """The LiteRT interpreter of a `.tflite` file (XNNPACK on CPU)."""
     try:  # the standalone LiteRT runtime, when installed
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -357,7 +358,7 @@ def _tflite_interpreter(path: Path) -> Any:
 
 class _TFLiteRunner:
     def __init__(self, path: Path) -> None:
-        self.interpreter = _tflite_interpreter(path)
+        self.interpreter = tflite_interpreter(path)
         signatures = self.interpreter.get_signature_list()
         key = (
             SERVING_SIGNATURE
@@ -653,3 +654,123 @@ def verify_planned(
 
 
 # --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Runtime proofs: a converted signature against the SavedModel's own
+
+
+def compare_outputs(
+    expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
+) -> str | None:
+    """Tells why `got` differs from `expected`, or None when they agree.
+
+    Both must have the same output names, dtypes and shapes; float values
+    must match within `FLOAT_TOLERANCE * max(1, max |expected|)`, the
+    tolerance `verify_export` uses (NaN only where the reference has NaN);
+    integer, boolean and string values exactly.
+
+    Args:
+        expected: dict of name -> array. The reference outputs.
+        got: dict of name -> array. The candidate's outputs.
+
+    Returns:
+        None when every expected output agrees, else one sentence naming
+        the output and the difference.
+
+    Example:
+    ```python
+    import numpy as np
+    from aiservice_kit.export.verify import compare_outputs
+    compare_outputs({"y": np.ones(2)}, {"y": np.ones(2) + 1e-7})  # None
+    ```
+    """
+    if set(got) != set(expected):
+        return (
+            f"it returns the outputs {sorted(got)}, the SavedModel "
+            f"{sorted(expected)}"
+        )
+    for name in sorted(expected):
+        want, have = np.asarray(expected[name]), np.asarray(got[name])
+        if have.dtype != want.dtype:
+            return (
+                f"output {name!r} is {have.dtype}, the SavedModel's "
+                f"{want.dtype}"
+            )
+        if have.shape != want.shape:
+            return (
+                f"output {name!r} has shape {list(have.shape)}, the "
+                f"SavedModel's {list(want.shape)}"
+            )
+        if want.size == 0:
+            continue
+        if want.dtype.kind in "fc":
+            both_nan = np.isnan(want) & np.isnan(have)
+            diff = np.where(both_nan, 0.0, np.abs(have - want))
+            largest = float(np.max(diff))
+            finite = want[np.isfinite(want)]
+            scale = (
+                max(1.0, float(np.max(np.abs(finite)))) if finite.size else 1
+            )
+            tolerance = FLOAT_TOLERANCE * scale
+            if not largest <= tolerance:  # NaN fails too
+                return (
+                    f"output {name!r} differs by up to {largest:.3g} "
+                    f"(tolerance {tolerance:.3g})"
+                )
+        elif not np.array_equal(have, want):
+            wrong = int(np.sum(have != want))
+            return (
+                f"output {name!r} ({want.dtype}) differs in {wrong} of "
+                f"{want.size} values (integer and string outputs must be "
+                "equal)"
+            )
+    return None
+
+
+def prove_runtime(
+    reference: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    candidate: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    inputs: Mapping[str, np.ndarray],
+) -> str | None:
+    """Runs both on one row and on all rows; why they differ, or None.
+
+    Args:
+        reference: callable. The SavedModel signature (dict in, dict out).
+        candidate: callable. The converted signature in its runtime.
+        inputs: dict of name -> array. Rows to compare on (batch axis
+            first); the first row alone is run too, so batch sizes 1 and
+            `len(rows)` are both proven.
+
+    Returns:
+        None when the candidate agrees (`compare_outputs`) on both, else
+        why not, with the batch size (an error of the candidate counts as
+        a difference, and inputs the reference refuses prove nothing).
+
+    Example:
+    ```python
+    why = prove_runtime(savedmodel_fn, litert_fn, {"image": images})
+    ```
+    """
+    rows = len(next(iter(inputs.values())))
+    for size in sorted({1, rows}):
+        batch = {name: value[:size] for name, value in inputs.items()}
+        try:
+            want = reference(batch)
+        except Exception as error:  # e.g. ids out of a generated range
+            return (
+                "it cannot be proven: the proof inputs fail on the "
+                f"SavedModel itself on a batch of {size} "
+                f"({type(error).__name__}: {str(error)[:300]})"
+            )
+        try:
+            got = candidate(batch)
+        except Exception as error:  # each runtime raises its own kinds
+            return (
+                f"it failed on a batch of {size}: {type(error).__name__}: "
+                f"{str(error)[:300]}"
+            )
+        why = compare_outputs(want, got)
+        if why is not None:
+            return f"{why} on a batch of {size}"
+    return None

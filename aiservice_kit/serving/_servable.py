@@ -3,9 +3,11 @@
 `load_version` is the loader the registry is given: it loads
 `base_path/<N>/` with `tf.saved_model.load`, wraps each signature in a
 batcher and warms it up. Requests run through the SavedModel's
-signatures, never through `model.predict`. With `_sources`, this is the
-only serving module that imports TensorFlow (inside the functions, so
-importing the app stays light).
+signatures, never through `model.predict`; `serving_default` and
+`predict` may run on LiteRT or ONNX Runtime instead, once `_runtimes`
+has proven the version's converted artifacts equal to them. With
+`_sources`, this is the only serving module that imports TensorFlow
+(inside the functions, so importing the app stays light).
 """
 
 import asyncio
@@ -22,8 +24,11 @@ from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import read_metadata
 from aiservice_kit.serving._codec import TensorInfo
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._runtimes import TENSORFLOW
+from aiservice_kit.serving._runtimes import choose_runtime
 from aiservice_kit.serving.batching import Batcher
 from aiservice_kit.serving.batching import BatchingConfig
+from aiservice_kit.serving.config import DEFAULT_RUNTIME
 
 logger = logging.getLogger("aiservice_kit.serving")
 #: The signatures whose failed warm-up keeps a version from serving.
@@ -92,6 +97,8 @@ class Signature:
         name: str. The signature key (e.g. `serving_default`).
         inputs: dict of TensorInfo. The inputs by name.
         outputs: dict of TensorInfo. The outputs by name.
+        runtime: str. What runs it: `"tensorflow"`, or `"litert"` /
+            `"onnx"` once `use` switched it to a proven artifact.
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class Signature:
     ) -> None:
         self.name = name
         self._fn = fn
+        self.runtime = TENSORFLOW
+        self._runner: Callable[[dict], dict] | None = None
         self.inputs = {
             key: _tensor_info(key, spec)
             for key, spec in fn.structured_input_signature[1].items()
@@ -145,7 +154,58 @@ class Signature:
             for name in parts[0]
         }
 
+    def use(self, runtime: str, runner: Callable[[dict], dict]) -> None:
+        """Runs the signature on `runner` from now on (a proven artifact).
+
+        Args:
+            runtime: str. Its name (`"litert"`, `"onnx"`).
+            runner: callable. `runner(inputs) -> outputs`, dicts of numpy
+                arrays by tensor name (`_runtimes.LiteRTRuntime`, ...).
+        """
+        self._runner = runner
+        self.runtime = runtime
+
+    def _run_converted(
+        self, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        # The codecs already check names, dtypes and shapes against the
+        # signature; checked again here, as TensorFlow would, so a caller
+        # that skipped them gets a 400 rather than the runtime's error.
+        if set(inputs) != set(self.inputs):
+            raise ServingError(
+                f"Invalid input: the signature takes {sorted(self.inputs)}; "
+                f"received {sorted(inputs)}",
+                400,
+            )
+        feed = {}
+        for name, info in self.inputs.items():
+            value = np.asarray(inputs[name])
+            want = info.shape
+            if want is not None and (
+                value.ndim != len(want)
+                or any(
+                    w is not None and w != g
+                    for w, g in zip(want, value.shape, strict=True)
+                )
+            ):
+                raise ServingError(
+                    f"Invalid input: '{name}' has shape {list(value.shape)}; "
+                    f"the signature takes {info.describe()}",
+                    400,
+                )
+            feed[name] = value.astype(info.dtype, copy=False)
+        try:
+            return self._runner(feed)
+        except Exception as error:  # each runtime raises its own kinds
+            raise ServingError(
+                f"Model error ({self.runtime}): {type(error).__name__}: "
+                f"{str(error)[:_MAX_ERROR_CHARS]}",
+                500,
+            ) from None
+
     def _run_once(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._runner is not None:
+            return self._run_converted(inputs)
         import tensorflow as tf
 
         try:
@@ -238,10 +298,18 @@ class ServableVersion:
         path: Path. The version directory.
         batching: BatchingConfig. Applied to every signature.
         on_batch: callable or None. Receives each batch's size.
+        runtime: str. The model's `runtime` setting (`_runtimes`).
+
+    Attributes:
+        runtime: str. What runs `serving_default` and `predict`.
+        runtime_note: str. Why a runtime tried before it was refused
+            (empty when none was), shown in the version's status.
 
     Raises:
         Exception: whatever TensorFlow raises for a SavedModel it cannot
             load (the registry reports it).
+        ValueError: for `runtime="litert"`/`"onnx"` on a version that
+            cannot run on it (raw-string inputs, no artifact).
     """
 
     def __init__(
@@ -251,6 +319,7 @@ class ServableVersion:
         path: Path,
         batching: BatchingConfig,
         on_batch: Callable[[int], None] | None = None,
+        runtime: str = DEFAULT_RUNTIME,
     ) -> None:
         import tensorflow as tf
 
@@ -272,9 +341,29 @@ class ServableVersion:
         try:
             for name, signature in self.signatures.items():
                 signature.warm_up(decisive=name in _DECISIVE_SIGNATURES)
+            self.runtime, self.runtime_note = choose_runtime(
+                model_name,
+                version,
+                path,
+                self.metadata,
+                self.signatures,
+                runtime,
+            )
         except BaseException:
             self.close()
             raise
+
+    @property
+    def reported_runtime(self) -> str | None:
+        """The runtime its status row shows: None for plain TensorFlow.
+
+        A version on LiteRT or ONNX, or one that fell back to TensorFlow
+        (`runtime_note` says why), shows it; a plain TensorFlow version's
+        row stays exactly TF Serving's.
+        """
+        if self.runtime == TENSORFLOW and not self.runtime_note:
+            return None
+        return self.runtime
 
     def _read_metadata(self) -> dict[str, Any] | None:
         try:
@@ -308,6 +397,8 @@ def load_version(
     path: Path,
     batching: BatchingConfig,
     on_batch: Callable[[int], None] | None = None,
+    *,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> ServableVersion:
     """The registry's loader: loads and warms up one version.
 
@@ -317,6 +408,8 @@ def load_version(
         path: Path. The version directory.
         batching: BatchingConfig. Applied to every signature.
         on_batch: callable or None. Receives each batch's size.
+        runtime: str. `"auto"`, `"tensorflow"`, `"litert"` or `"onnx"`:
+            what runs `serving_default` and `predict` (`_runtimes`).
 
     Returns:
         The loaded ServableVersion.
@@ -324,6 +417,7 @@ def load_version(
     Raises:
         Exception: whatever TensorFlow raises for a SavedModel it cannot
             load (the registry reports it in the model status).
+        ValueError: for a runtime the version cannot run on at all.
 
     Example:
     ```python
@@ -332,4 +426,6 @@ def load_version(
     registry = Registry({"mnist": config}, loader=load_version)
     ```
     """
-    return ServableVersion(model_name, version, path, batching, on_batch)
+    return ServableVersion(
+        model_name, version, path, batching, on_batch, runtime
+    )

@@ -40,7 +40,9 @@ from aiservice_kit.serving.config import DEFAULT_MAX_INSTANCES_PER_REQUEST
 from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import DEFAULT_PORT
+from aiservice_kit.serving.config import DEFAULT_RUNTIME
 from aiservice_kit.serving.config import GRPC_PORT
+from aiservice_kit.serving.config import RUNTIME_CHOICES
 from aiservice_kit.serving.config import default_db_path
 from aiservice_kit.serving.config import load_config
 
@@ -217,7 +219,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
         models = {
             name: ModelConfig(
-                Path(path), batching, args.keep_versions, limits=limits
+                Path(path),
+                batching,
+                args.keep_versions,
+                limits=limits,
+                runtime=args.runtime,
             )
             for name, path in args.model
         }
@@ -473,6 +479,15 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         default=DEFAULT_KEEP_VERSIONS,
         help="newest loadable versions kept loaded "
         f"(default {DEFAULT_KEEP_VERSIONS})",
+    )
+    serve.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default=DEFAULT_RUNTIME,
+        help="what runs each --model's serving_default/predict: auto = the "
+        "version's LiteRT, else ONNX artifact once proven equal to "
+        "TensorFlow, else TensorFlow (per model in --config; default "
+        f"{DEFAULT_RUNTIME})",
     )
     serve.add_argument(
         "--max-body-bytes",

@@ -31,6 +31,7 @@ version_labels = { stable = 1, canary = 2 }   # /labels/stable:predict
 max_instances_per_request = 1024   # admission limits (docs/serving.md)
 max_inflight_instances = 4096
 max_inflight_bytes = 33554432
+runtime = "auto"    # or "tensorflow", "litert", "onnx" (docs/serving.md)
 ```
 """
 
@@ -76,6 +77,17 @@ DEFAULT_MAX_WAIT_MS = 0.0
 MAX_WAIT_MS_LIMIT = 10_000
 #: Newest loadable versions kept loaded per model.
 DEFAULT_KEEP_VERSIONS = 2
+#: What runs a version's `serving_default` and `predict` signatures:
+#: "auto" runs the fastest converted artifact the version carries (LiteRT,
+#: then ONNX; `export_saved_model(..., runtimes=...)`) once proven equal to
+#: TensorFlow, else TensorFlow; "litert"/"onnx" require that artifact (a
+#: version without it fails to load); "tensorflow" never converts.
+DEFAULT_RUNTIME = "auto"
+#: Accepted values of a model's `runtime`.
+RUNTIME_CHOICES = ("auto", "tensorflow", "litert", "onnx")
+#: Rows of generated inputs a version's runtime is proven on when its
+#: metadata holds no proof inputs (batch sizes 1 and this are both run).
+PROOF_ROWS = 8
 #: Seconds between scans of the base paths for new versions.
 DEFAULT_POLL_INTERVAL_S = 1.0
 #: Seconds an old version stays loaded after it stops being served, so the
@@ -233,6 +245,7 @@ _MODEL_FIELDS = (
     "max_instances_per_request",
     "max_inflight_instances",
     "max_inflight_bytes",
+    "runtime",
 )
 
 
@@ -319,6 +332,7 @@ def parse_config(
                 AdmissionLimits(
                     **{k: fields[k] for k in LIMIT_FIELDS if k in fields}
                 ),
+                runtime=fields.get("runtime", DEFAULT_RUNTIME),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"`models.{name}`: {error}") from None

@@ -36,7 +36,9 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.batching import BatchingConfig
 from aiservice_kit.serving.config import DEFAULT_KEEP_VERSIONS
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
+from aiservice_kit.serving.config import DEFAULT_RUNTIME
 from aiservice_kit.serving.config import RETIRE_GRACE_S
+from aiservice_kit.serving.config import RUNTIME_CHOICES
 from aiservice_kit.serving.config import STALE_TMP_S
 
 logger = logging.getLogger("aiservice_kit.serving")
@@ -57,6 +59,11 @@ class ModelConfig:
             change; clients keep their URL.
         limits: AdmissionLimits. Instances per request, and bytes and
             instances in flight (`_admission`).
+        runtime: str. What runs the `serving_default` and `predict`
+            signatures: `"auto"` (a converted artifact proven equal to
+            TensorFlow at load, LiteRT first, else TensorFlow),
+            `"tensorflow"`, `"litert"` or `"onnx"` (see
+            `aiservice_kit.serving._runtimes`).
     """
 
     base_path: str | Path
@@ -66,8 +73,15 @@ class ModelConfig:
         default_factory=dict, hash=False
     )
     limits: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(
+                "`runtime` must be one of "
+                f"{', '.join(repr(c) for c in RUNTIME_CHOICES)}. "
+                f"Received: runtime={self.runtime!r}"
+            )
         if not isinstance(self.base_path, (str, os.PathLike)):
             raise TypeError(
                 "`base_path` must be a path to a directory of versions. "
@@ -125,10 +139,18 @@ class VersionStatus:
     state: str
     error_code: str = "OK"
     error_message: str = ""
+    runtime: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form TF Serving returns."""
-        return {
+        """The JSON form TF Serving returns (plus `runtime` when set).
+
+        `runtime` (`"litert"`, `"onnx"`, or `"tensorflow"` after a
+        fallback) is an extra key TF Serving clients ignore, present for
+        a version that runs on another runtime or fell back from one;
+        after a fallback `error_message` says why (`error_code` stays OK:
+        the version serves).
+        """
+        row = {
             "version": str(self.version),
             "state": self.state,
             "status": {
@@ -136,6 +158,9 @@ class VersionStatus:
                 "error_message": self.error_message,
             },
         }
+        if self.runtime is not None:
+            row["runtime"] = self.runtime
+        return row
 
 
 class Servable(Protocol):
@@ -147,11 +172,9 @@ class Servable(Protocol):
         """Releases the version once no request holds it."""
 
 
-#: `loader(model_name, version, path, batching, on_batch) -> Servable`;
-#: raises when the version cannot be loaded.
-Loader = Callable[
-    [str, int, Path, BatchingConfig, Callable[[int], None] | None], Servable
-]
+#: `loader(model_name, version, path, batching, on_batch, runtime=...)
+#: -> Servable`; raises when the version cannot be loaded.
+Loader = Callable[..., Servable]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,7 +431,12 @@ class ModelRegistry:
         started = time.monotonic()
         try:
             version = self._loader(
-                self.name, number, path, self.config.batching, self._on_batch
+                self.name,
+                number,
+                path,
+                self.config.batching,
+                self._on_batch,
+                runtime=self.config.runtime,
             )
         except Exception as error:
             self._failed[number] = _fingerprint(path)
@@ -426,7 +454,12 @@ class ModelRegistry:
             )
             return None
         self._failed.pop(number, None)
-        self._status[number] = VersionStatus(number, "AVAILABLE")
+        self._status[number] = VersionStatus(
+            number,
+            "AVAILABLE",
+            error_message=getattr(version, "runtime_note", ""),
+            runtime=getattr(version, "reported_runtime", None),
+        )
         logger.info(
             "model %s: version %d loaded in %.2f s",
             self.name,

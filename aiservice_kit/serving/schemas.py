@@ -63,6 +63,7 @@ class VersionStatus(pydantic.BaseModel):
     version: str
     state: str
     status: StatusDetail
+    runtime: str | None = None  # once loaded: tensorflow, litert or onnx
 
 
 class ModelStatusResponse(pydantic.BaseModel):

@@ -43,7 +43,7 @@ class Loader:
         self.calls: list[int] = []
         self.loaded: dict[int, Loaded] = {}
 
-    def __call__(self, name, version, path, batching, on_batch):
+    def __call__(self, name, version, path, batching, on_batch, runtime):
         self.calls.append(version)
         if (path / "broken").exists():
             raise ValueError(f"cannot load {path}\nsecond line")
