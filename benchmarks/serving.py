@@ -1,17 +1,29 @@
 """Serving benchmark: aiservice_kit vs `model.predict` per request vs BentoML.
 
 Serves the same MNIST `build_cnn` model (default architecture, 28x28 uint8
-input) three ways, one server at a time on 127.0.0.1, and drives each with
-the same asyncio/httpx clients at concurrency 1, 8 and 32 (one image per
+input) several ways, one server at a time on 127.0.0.1, and drives each
+with the same asyncio clients at concurrency 1, 8 and 32 (one image per
 request, bounded request counts and time):
 
-- `aiservice_kit`: `aiservice-kit serve` with API keys ON and every call
-  metered in the SQLite ledger before its response (the full product path),
-  dynamic batching on the SavedModel signature.
-- `aiservice_kit_grpc`: the same server process, called over TF Serving's
+- `SERVER_ROWS`: `aiservice-kit serve` rows, one line each: (row name,
+  extra `serve` arguments). Every row runs with API keys ON, quotas and
+  metering ON: the key is on a plan with a rate limit and a monthly quota
+  (large enough never to refuse), so every call takes a shared token,
+  reserves its instances and settles them with its ledger record in the
+  SQLite ledger before its response. Dynamic batching on the SavedModel
+  signature.
+- `aiservice_kit_grpc`: the first row's server, called over TF Serving's
   gRPC API (`--grpc-port`, `PredictionServiceStub.Predict` from
   `tensorflow-serving-api`, key as metadata, one channel per client);
   skipped with the reason when `grpc`/`tensorflow_serving` are absent.
+- `aiservice_kit mixed`: the first row's settings, plus a recommender, while
+  hostile clients run beside the normal ones at concurrency 32: bad JSON,
+  a lone surrogate, arrays nested 960 deep, 2,000-instance batches, bodies
+  over `--max-body-bytes`, 60,000-row recommender requests, non-ASCII
+  version digits, unknown keys, and slow-loris connections sending a header
+  line a second. The normal clients' figures are reported with the rest;
+  the hostile answers are counted by status (all must be 4xx, the server
+  must stay up and `/metrics` must count no 5xx).
 - `baseline`: the tutorial server, FastAPI calling `model.predict` on the
   loaded `.keras` model per request.
 - `bentoml`: BentoML with adaptive batching (`batchable=True`) calling the
@@ -19,27 +31,25 @@ request, bounded request counts and time):
   (`benchmarks/.venv-bentoml`, created with `--setup-bentoml`), never the
   project's `.venv`; it is skipped with the reason when that venv is absent.
 
-With `--postgres`, two more rows, for a key on a plan with a rate limit and
-a monthly quota (so every call takes a shared token, reserves its instances
-and settles them with its ledger record):
-
-- `sqlite quota`: one `aiservice-kit serve` on a SQLite file.
-- `pg 2 replicas`: two `aiservice-kit serve` processes on one PostgreSQL
-  database (a throwaway server from `tests/postgres_server.py`, or
-  `--postgres-url`), the clients split between them.
+With `--postgres`, a `pg 2 replicas` row: two `aiservice-kit serve`
+processes on one PostgreSQL database (a throwaway server from
+`tests/postgres_server.py`, or `--postgres-url`), the clients split
+between them, the same metered plan.
 
 Prints p50/p99 latency and requests/s per server and concurrency, the ratio
 to the baseline's throughput, and the acceptance checks (>= 5x the baseline
-at concurrency 32, p50 <= 5 ms at concurrency 1).
+at concurrency 32, >= 2x BentoML at concurrency 32 with quotas and metering
+on, p50 <= 5 ms at concurrency 1, no 5xx under hostile load).
 
-    .venv/bin/python benchmarks/serving.py            # ~3-4 minutes here
-    .venv/bin/python benchmarks/serving.py --quick    # ~1-2 minutes
+    .venv/bin/python benchmarks/serving.py            # ~6 minutes here
+    .venv/bin/python benchmarks/serving.py --quick    # ~3-4 minutes
     .venv/bin/python benchmarks/serving.py --setup-bentoml   # once
-    .venv/bin/python benchmarks/serving.py --skip-bentoml --postgres
+    .venv/bin/python benchmarks/serving.py --postgres
 """
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import signal
@@ -57,14 +67,46 @@ REPO = Path(__file__).resolve().parents[1]
 BENTO_VENV = REPO / "benchmarks" / ".venv-bentoml"
 CONCURRENCY = (1, 8, 32)
 
+#: The aiservice_kit server rows: (row name, extra `aiservice-kit serve`
+#: arguments). Each runs alone, on the SQLite ledger, keys on, with the
+#: metered key (`METERED_CONFIG`). The first row also serves gRPC and sets
+#: up the mixed hostile/normal row.
+SERVER_ROWS: list[tuple[str, list[str]]] = [
+    ("aiservice_kit", []),
+]
+
+#: The plan of every aiservice_kit row: a rate limit and a monthly quota,
+#: so every call takes a shared token, reserves its instances and settles
+#: them; large enough that none is refused.
+METERED_CONFIG = {
+    "plans": {
+        "metered": {
+            "requests_per_second": 1_000_000,
+            "burst": 1_000_000,
+            "monthly_instances": 1_000_000_000,
+        }
+    }
+}
+
+#: Requests per second of each hostile kind in the mixed row (paced, so
+#: the row measures normal clients beside a steady stream of bad calls,
+#: not a flood that only measures the CPU left over).
+HOSTILE_RATE = 20
+
+#: Slow-loris connections of the mixed row (each sends a header line a
+#: second until the server's header timeout answers 408).
+SLOW_LORIS = 16
+
 BASELINE_APP = """
 import os
-import keras
 import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-model = keras.saving.load_model(os.environ["MODEL_PATH"])
+# The builders' model class is registered when aiservice_kit loads it.
+from aiservice_kit.export import load_model
+
+model = load_model(os.environ["MODEL_PATH"])
 app = FastAPI()
 
 
@@ -154,10 +196,11 @@ class _Connection:
     servers under test on a 2-core machine), the same for every server.
     """
 
-    def __init__(self, host, port, path, body, headers):
+    def __init__(self, host, port, path, body, headers, length=None):
         head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
-        head += [f"Content-Length: {len(body)}", "", ""]
+        length = len(body) if length is None else length
+        head += [f"Content-Length: {length}", "", ""]
         self.request = "\r\n".join(head).encode() + body
         self.host, self.port = host, port
         self.reader = self.writer = None
@@ -352,85 +395,231 @@ def bench(name, url, headers, body, counts, max_seconds):
     return results
 
 
-def serve_ours(work, name, db, config=None):
-    """Starts `aiservice-kit serve` on `db`; returns (handle, port)."""
+def serve_ours(work, name, db, config, extra=(), models=None):
+    """Starts `aiservice-kit serve` on `db`; returns (handle, port).
+
+    Args:
+        work: Path. The benchmark's folder (logs go there).
+        name: str. The row's name, for the log file.
+        db: Path or str. The ledger (SQLite file or PostgreSQL URL).
+        config: Path. The config file with the metered plan.
+        extra: list of str. More `serve` arguments (a row's flags).
+        models: dict or None. name -> base path; default: mnist only.
+    """
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "aiservice_kit.cli",
-        "serve",
-        "--model",
-        f"mnist={work / 'mnist'}",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        "--auth",
-        "on",
-        "--access-log",
-        "off",
-        "--log-level",
-        "warning",
-    ]
-    if config is not None:
-        command += ["--config", str(config)]
+    models = models or {"mnist": work / "mnist"}
+    command = [sys.executable, "-m", "aiservice_kit.cli", "serve"]
+    for model, path in models.items():
+        command += ["--model", f"{model}={path}"]
+    command += ["--port", str(port), "--db", str(db), "--auth", "on"]
+    command += ["--config", str(config), "--access-log", "off"]
+    command += ["--log-level", "warning", *extra]
+    slug = "".join(c if c.isalnum() else "-" for c in name)
     handle = start(
         command,
         REPO,
         {},
         f"http://127.0.0.1:{port}/readyz",
-        work / f"{name}.log",
+        work / f"{slug}.log",
     )
     return handle, port
 
 
-#: The plan of the `--postgres` rows: every shared check runs, none refuses.
-METERED_CONFIG = {
-    "plans": {
-        "metered": {
-            "requests_per_second": 1_000_000,
-            "burst": 1_000_000,
-            "monthly_instances": 1_000_000_000,
-        }
+def _deep(depth: int, leaf: bytes) -> bytes:
+    return b'{"instances": ' + b"[" * depth + leaf + b"]" * depth + b"}"
+
+
+def hostile_requests(key, normal_body):
+    """Kind -> (path, body, headers, declared length or None)."""
+    auth = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/json",
     }
-}
+    mnist = "/v1/models/mnist:predict"
+    rows = json.dumps({"inputs": {"item_ids": [["-1"]] * 60000}}).encode()
+    return {
+        "bad JSON": (mnist, b'{"instances": [[1, 2', auth, None),
+        "lone surrogate": (mnist, b'{"instances": ["\\ud800"]}', auth, None),
+        "nested 960 deep": (mnist, _deep(960, b"1"), auth, None),
+        "2,000 instances": (
+            mnist,
+            json.dumps({"instances": [0] * 2000}).encode(),
+            auth,
+            None,
+        ),
+        "body over the limit": (mnist, b"", auth, 17 * 1024 * 1024),
+        "60,000 recommender rows": (
+            "/v1/models/recommender:predict",
+            rows,
+            auth,
+            None,
+        ),
+        "version digits '²'": (
+            "/v1/models/mnist/versions/%C2%B2:predict",
+            normal_body,
+            auth,
+            None,
+        ),
+        "unknown key": (
+            mnist,
+            normal_body,
+            {**auth, "Authorization": "Bearer ask_000000000000_forged"},
+            None,
+        ),
+    }
 
 
-def bench_shared(work, body, counts, max_seconds, postgres_url):
-    """The `--postgres` rows: SQLite, one replica; PostgreSQL, two."""
+async def _hostile(parsed, kind, request, stop, statuses):
+    """One kind of hostile request, HOSTILE_RATE a second, until `stop`."""
+    path, body, headers, length = request
+    connection = None
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while not stop.is_set():
+        next_at += 1 / HOSTILE_RATE
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        if connection is None:
+            connection = _Connection(
+                parsed.host, parsed.port, path, body, headers, length
+            )
+        try:
+            status = await connection.call()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            statuses[kind]["closed without an answer"] += 1
+            connection.close()
+            connection = None
+            continue
+        statuses[kind][status] += 1
+        if length is not None:  # the body was never sent: a new connection
+            connection.close()
+            connection = None
+    if connection is not None:
+        connection.close()
+
+
+async def _slow_loris(parsed, stop, statuses):
+    """A header line a second, until the server answers or `stop`."""
+    kind = "slow-loris headers"
+    while not stop.is_set():
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        writer.write(b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while not stop.is_set():
+                try:
+                    head = await asyncio.wait_for(
+                        reader.readuntil(b"\r\n\r\n"), 1.0
+                    )
+                except TimeoutError:
+                    writer.write(b"X-Slow: 1\r\n")
+                    continue
+                statuses[kind][int(head.split()[1])] += 1
+                break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            statuses[kind]["closed without an answer"] += 1
+        finally:
+            writer.close()
+
+
+async def drive_mixed(url, body, headers, requests, max_seconds, hostile):
+    """`drive` at concurrency 32 with hostile clients beside it."""
+    parsed = httpx.URL(url)
+    stop = asyncio.Event()
+    statuses = collections.defaultdict(collections.Counter)
+    tasks = [
+        asyncio.ensure_future(_hostile(parsed, kind, request, stop, statuses))
+        for kind, request in hostile.items()
+    ]
+    tasks += [
+        asyncio.ensure_future(_slow_loris(parsed, stop, statuses))
+        for _ in range(SLOW_LORIS)
+    ]
+    await asyncio.sleep(0.5)  # the hostile clients are running
+    began = time.perf_counter()
+    result = await drive(url, body, headers, 32, requests, max_seconds)
+    result["seconds"] = time.perf_counter() - began
+    stop.set()
+    await asyncio.gather(*tasks)
+    return result, {kind: dict(counts) for kind, counts in statuses.items()}
+
+
+def bench_mixed(work, db, config, extra, key, admin, body, seconds):
+    """The mixed row, `seconds` long: (result at c=32, hostile statuses).
+
+    Time-bound rather than a request count, so the slow-loris connections
+    reach the server's header timeout (10 s) within the window.
+    """
+    from aiservice_kit.recommenders import CosineRecommender
+
+    users = ["u1", "u1", "u2", "u2", "u3", "u3", "u4"]
+    items = ["a", "b", "a", "c", "b", "c", "d"]
+    recommender = CosineRecommender(n_neighbors=3).fit((users, items))
+    recommender.export(work / "recommender", 1, top_k=2)
+    models = {"mnist": work / "mnist", "recommender": work / "recommender"}
+    handle, port = serve_ours(work, "mixed", db, config, extra, models)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        _run(drive(base + "/v1/models/mnist:predict", body,
+                   {"Content-Type": "application/json", **headers}, 4, 40,
+                   30))  # fmt: skip
+        result, statuses = _run(
+            drive_mixed(
+                base + "/v1/models/mnist:predict",
+                body,
+                {"Content-Type": "application/json", **headers},
+                10**9,
+                seconds,
+                hostile_requests(key, body),
+            )
+        )
+        alive = httpx.get(base + "/healthz", timeout=10).status_code == 200
+        metrics = httpx.get(
+            base + "/metrics",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
+        ).text
+    finally:
+        stop(handle)
+    counted_5xx = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("aiservice_kit_predict_errors_total")
+        and 'status="5' in line
+    ]
+    r = result
+    print(
+        f"  {'mixed':14s} c=32  {r['rps']:8.1f} req/s  "
+        f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+        f"(normal clients; {r['errors']} failed)",
+        flush=True,
+    )
+    return result, statuses, alive, counted_5xx
+
+
+def bench_postgres(work, config, body, counts, max_seconds, postgres_url):
+    """The `--postgres` row: two replicas on one PostgreSQL database."""
     from aiservice_kit.serving import KeyStore
 
-    config = work / "metered.json"
-    config.write_text(json.dumps(METERED_CONFIG))
-    results = {}
-    for name, db, replicas in (
-        ("sqlite quota", work / "metered.db", 1),
-        ("pg 2 replicas", postgres_url, 2),
-    ):
-        store = KeyStore(db)
-        key = store.create(f"bench-{replicas}", "metered")[0]
-        store.close()
-        handles, urls = [], []
-        try:
-            for index in range(replicas):
-                handle, port = serve_ours(
-                    work, f"{name.split()[0]}{index}", db, config
-                )
-                handles.append(handle)
-                urls.append(f"http://127.0.0.1:{port}/v1/models/mnist:predict")
-            results[name] = bench(
-                name,
-                urls,
-                {"Authorization": f"Bearer {key}"},
-                body,
-                counts,
-                max_seconds,
-            )
-        finally:
-            for handle in handles:
-                stop(handle)
-    return results
+    store = KeyStore(postgres_url)
+    key = store.create("bench-pg", "metered")[0]
+    store.close()
+    handles, urls = [], []
+    try:
+        for index in range(2):
+            handle, port = serve_ours(work, f"pg{index}", postgres_url, config)
+            handles.append(handle)
+            urls.append(f"http://127.0.0.1:{port}/v1/models/mnist:predict")
+        return bench(
+            "pg 2 replicas",
+            urls,
+            {"Authorization": f"Bearer {key}"},
+            body,
+            counts,
+            max_seconds,
+        )
+    finally:
+        for handle in handles:
+            stop(handle)
 
 
 def setup_bentoml() -> None:
@@ -451,6 +640,29 @@ def setup_bentoml() -> None:
     )
 
 
+def _start_bentoml(work, version_dir):
+    """(handle, port), or (None, why not)."""
+    bentoml_bin = BENTO_VENV / "bin" / "bentoml"
+    if not bentoml_bin.exists():
+        return None, (
+            f"skipped: {BENTO_VENV.relative_to(REPO)} not found; run "
+            "`python benchmarks/serving.py --setup-bentoml` once"
+        )
+    (work / "service.py").write_text(BENTO_SERVICE)
+    port = free_port()
+    try:
+        handle = start(
+            [str(bentoml_bin), "serve", "service:Mnist", "--port", str(port)],
+            work,
+            {"MODEL_PATH": str(version_dir), "BENTOML_DO_NOT_TRACK": "true"},
+            f"http://127.0.0.1:{port}/readyz",
+            work / "bentoml.log",
+        )
+    except RuntimeError as error:
+        return None, f"failed to start: {str(error)[-300:]}"
+    return handle, port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls")
@@ -460,13 +672,16 @@ def main() -> int:
         help=f"create {BENTO_VENV.relative_to(REPO)} and exit",
     )
     parser.add_argument(
-        "--skip-bentoml", action="store_true", help="only ours vs baseline"
+        "--skip-bentoml", action="store_true", help="no BentoML row"
+    )
+    parser.add_argument(
+        "--skip-mixed", action="store_true", help="no hostile/normal row"
     )
     parser.add_argument("--json", type=Path, help="also write results here")
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="add a metered SQLite row and a two-replica PostgreSQL row",
+        help="add a two-replica PostgreSQL row",
     )
     parser.add_argument(
         "--postgres-url",
@@ -495,65 +710,62 @@ def main() -> int:
     version_dir = export_saved_model(model, work / "mnist")
     images = np.random.default_rng(0).integers(0, 256, (1, 28, 28))
     body = json.dumps({"instances": images.tolist()}).encode()
-    store = KeyStore(work / "service.db")
-    key = store.create("bench", "unlimited")[0]
+    config = work / "metered.json"
+    config.write_text(json.dumps(METERED_CONFIG))
+    db = work / "service.db"
+    store = KeyStore(db)
+    key = store.create("bench", "metered")[0]
+    admin = store.create("prometheus", "metered", scopes=["admin"])[0]
     store.close()
+    auth = {"Authorization": f"Bearer {key}"}
     print(
         f"MNIST build_cnn ({model.count_params():,} params), one 28x28 image "
-        f"per request, {os.cpu_count()} CPUs, requests per level: {counts}"
+        f"per request, {os.cpu_count()} CPUs, requests per level: {counts}; "
+        f"aiservice_kit rows on plan {METERED_CONFIG['plans']['metered']}"
     )
     results = {}
     grpc_note = _grpc_missing()
-    grpc_args = (
-        [] if grpc_note else ["--grpc-port", str(grpc_port := free_port())]
-    )
 
-    port = free_port()
-    handle = start(
-        [
-            sys.executable,
-            "-m",
-            "aiservice_kit.cli",
-            "serve",
-            "--model",
-            f"mnist={work / 'mnist'}",
-            "--port",
-            str(port),
-            *grpc_args,
-            "--db",
-            str(work / "service.db"),
-            "--auth",
-            "on",
-            "--access-log",
-            "off",
-            "--log-level",
-            "warning",
-        ],
-        REPO,
-        {},
-        f"http://127.0.0.1:{port}/readyz",
-        work / "ours.log",
-    )
-    try:
-        results["aiservice_kit"] = bench(
-            "aiservice_kit",
-            f"http://127.0.0.1:{port}/v1/models/mnist:predict",
-            {"Authorization": f"Bearer {key}"},
-            body,
-            counts,
-            max_seconds,
-        )
-        if not grpc_note:
-            results["aiservice_kit_grpc"] = bench_grpc(
-                "aiservice_kit_grpc",
-                f"127.0.0.1:{grpc_port}",
-                key,
-                images,
+    for index, (name, extra) in enumerate(SERVER_ROWS):
+        grpc = []
+        if index == 0 and not grpc_note:
+            grpc = ["--grpc-port", str(grpc_port := free_port())]
+        handle, port = serve_ours(work, name, db, config, [*extra, *grpc])
+        try:
+            results[name] = bench(
+                name,
+                f"http://127.0.0.1:{port}/v1/models/mnist:predict",
+                auth,
+                body,
                 counts,
                 max_seconds,
             )
-    finally:
-        stop(handle)
+            if grpc:
+                results["aiservice_kit_grpc"] = bench_grpc(
+                    "aiservice_kit_grpc",
+                    f"127.0.0.1:{grpc_port}",
+                    key,
+                    images,
+                    counts,
+                    max_seconds,
+                )
+        finally:
+            stop(handle)
+
+    mixed = None
+    if not args.skip_mixed:
+        result, statuses, alive, counted_5xx = bench_mixed(
+            work,
+            db,
+            config,
+            SERVER_ROWS[0][1],
+            key,
+            admin,
+            body,
+            max(max_seconds, 15),
+        )
+        results["aiservice_kit mixed"] = {32: result}
+        mixed = {"hostile": statuses, "alive": alive, "5xx": counted_5xx}
 
     (work / "baseline_app.py").write_text(BASELINE_APP)
     port = free_port()
@@ -587,55 +799,31 @@ def main() -> int:
 
     if args.postgres:
         if args.postgres_url:
-            results.update(
-                bench_shared(work, body, counts, max_seconds, args.postgres_url)
+            results["pg 2 replicas"] = bench_postgres(
+                work, config, body, counts, max_seconds, args.postgres_url
             )
         else:
             sys.path.insert(0, str(REPO / "tests"))
             from postgres_server import postgres_server
 
             with postgres_server() as url:
-                results.update(
-                    bench_shared(work, body, counts, max_seconds, url)
+                results["pg 2 replicas"] = bench_postgres(
+                    work, config, body, counts, max_seconds, url
                 )
 
     bento_note = None
-    bentoml_bin = BENTO_VENV / "bin" / "bentoml"
     if args.skip_bentoml:
         bento_note = "skipped (--skip-bentoml)"
-    elif not bentoml_bin.exists():
-        bento_note = (
-            f"skipped: {BENTO_VENV.relative_to(REPO)} not found; run "
-            "`python benchmarks/serving.py --setup-bentoml` once"
-        )
     else:
-        (work / "service.py").write_text(BENTO_SERVICE)
-        port = free_port()
-        try:
-            handle = start(
-                [
-                    str(bentoml_bin),
-                    "serve",
-                    "service:Mnist",
-                    "--port",
-                    str(port),
-                ],
-                work,
-                {
-                    "MODEL_PATH": str(version_dir),
-                    "BENTOML_DO_NOT_TRACK": "true",
-                },
-                f"http://127.0.0.1:{port}/readyz",
-                work / "bentoml.log",
-            )
-        except RuntimeError as error:
-            bento_note = f"failed to start: {str(error)[-300:]}"
+        handle, port = _start_bentoml(work, version_dir)
+        if handle is None:
+            bento_note = port
         else:
             try:
                 results["bentoml"] = bench(
                     "bentoml",
                     f"http://127.0.0.1:{port}/predict",
-                    {"Content-Type": "application/json"},
+                    {},
                     body,
                     counts,
                     max_seconds,
@@ -643,19 +831,25 @@ def main() -> int:
             finally:
                 stop(handle)
 
+    return report(results, mixed, bento_note, grpc_note, args.json)
+
+
+def report(results, mixed, bento_note, grpc_note, json_path) -> int:
+    """Prints the table and the checks; returns the exit status."""
     base = results["baseline"]
     print()
     print(
-        "| server | concurrency | requests | req/s | p50 ms | p99 ms "
-        "| x baseline req/s |"
+        "| server | concurrency | requests | failed | req/s | p50 ms "
+        "| p99 ms | x baseline req/s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, per_level in results.items():
         for concurrency, r in per_level.items():
             ratio = r["rps"] / base[concurrency]["rps"]
             print(
-                f"| {name} | {concurrency} | {r['requests']} | {r['rps']:.1f} "
-                f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio:.1f}x |"
+                f"| {name} | {concurrency} | {r['requests']} | {r['errors']} "
+                f"| {r['rps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {ratio:.1f}x |"
             )
     if bento_note:
         print(f"\nBentoML: {bento_note}")
@@ -666,10 +860,10 @@ def main() -> int:
         for concurrency in CONCURRENCY:
             ratio = (
                 results["aiservice_kit_grpc"][concurrency]["rps"]
-                / results["aiservice_kit"][concurrency]["rps"]
+                / results[SERVER_ROWS[0][0]][concurrency]["rps"]
             )
             print(f"gRPC / REST throughput at c={concurrency}: {ratio:.2f}x")
-    ours = results["aiservice_kit"]
+    ours = results[SERVER_ROWS[0][0]]
     speedup = ours[32]["rps"] / base[32]["rps"]
     checks = [
         (f"throughput at c=32 >= 5x baseline ({speedup:.1f}x)", speedup >= 5),
@@ -680,17 +874,66 @@ def main() -> int:
     ]
     if "bentoml" in results:
         ratio = ours[32]["rps"] / results["bentoml"][32]["rps"]
-        print(f"aiservice_kit / BentoML throughput at c=32: {ratio:.2f}x")
+        print(
+            f"aiservice_kit (quotas, metering) / BentoML at c=32: {ratio:.2f}x"
+        )
+        checks.append(
+            (
+                "throughput at c=32 >= 2x BentoML's with quotas and metering "
+                f"on ({ratio:.2f}x)",
+                ratio >= 2,
+            )
+        )
+    if mixed is not None:
+        print("\nHostile clients beside the normal ones (answers by status):")
+        print("\n| hostile request | answers |\n|---|---|")
+        wrong = 0
+        for kind, counts in mixed["hostile"].items():
+            text = ", ".join(f"{n} x {status}" for status, n in counts.items())
+            print(f"| {kind} | {text} |")
+            wrong += sum(
+                n
+                for status, n in counts.items()
+                if not (isinstance(status, int) and 400 <= status < 500)
+            )
+        clean = ours[32]["rps"]
+        loaded = results["aiservice_kit mixed"][32]
+        sent = sum(sum(c.values()) for c in mixed["hostile"].values())
+        print(
+            f"normal clients' throughput beside {sent} hostile answers "
+            f"({HOSTILE_RATE}/s per kind, {SLOW_LORIS} slow-loris "
+            f"connections) in ~{loaded['seconds']:.0f} s: "
+            f"{loaded['rps']:.1f} req/s, {loaded['rps'] / clean:.2f}x the "
+            "clean c=32 row"
+        )
+        checks.append(
+            (f"every hostile answer is a 4xx ({wrong} not)", not wrong)
+        )
+        checks.append(
+            (f"server alive after ({mixed['alive']})", mixed["alive"])
+        )
+        checks.append(
+            (
+                f"/metrics counts no 5xx ({len(mixed['5xx'])} lines)",
+                not mixed["5xx"],
+            )
+        )
     errors = sum(r["errors"] for per in results.values() for r in per.values())
-    checks.append((f"no failed requests ({errors})", errors == 0))
+    checks.append((f"no failed normal requests ({errors})", errors == 0))
     print()
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    if args.json:
-        args.json.write_text(
+    if json_path:
+        json_path.write_text(
             json.dumps(
-                {"results": results, "bentoml": bento_note, "grpc": grpc_note},
+                {
+                    "results": results,
+                    "mixed": mixed,
+                    "bentoml": bento_note,
+                    "grpc": grpc_note,
+                },
                 indent=2,
+                default=str,
             )
         )
     return 0 if all(ok for _, ok in checks) else 1

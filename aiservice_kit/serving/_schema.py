@@ -7,7 +7,7 @@ newer server is refused rather than misread.
 
 Tables:
 
-- `api_keys`: the keys (`auth.KeyStore`).
+- `api_keys`: the keys (`auth.KeyStore`) and their scopes.
 - `usage`: the ledger, one row per metered call (and the API it used);
   `request_id` is unique, so a call can be settled only once.
 - `key_usage`: instances of successful calls per key and calendar month
@@ -101,6 +101,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         3,
         # The API of each call (`predict`, `explain`), priced separately.
         ("ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'predict'",),
+    ),
+    (
+        4,
+        # The scopes of each key, space-separated (`admin` reads the
+        # operator pages). Existing keys get none: an operator grants
+        # `admin` with `aiservice-kit keys grant KEY admin`.
+        ("ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",),
     ),
 )
 

@@ -31,6 +31,7 @@ from aiservice_kit.serving._service import Metrics
 from aiservice_kit.serving._service import Service
 from aiservice_kit.serving._sources import InMemoryExports
 from aiservice_kit.serving._sources import model_configs
+from aiservice_kit.serving.auth import ADMIN_SCOPE
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.auth import KeyStore
 from aiservice_kit.serving.batching import BatchingConfig
@@ -142,12 +143,16 @@ class _BodyLimit:
 
 
 #: Pages that describe or watch the server rather than serve models: with
-#: auth on, they need an API key allowed every model.
+#: auth on, they need an API key with the admin scope.
 PROTECTED_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json")
 
 
 class _OperatorOnly:
-    """With auth required, `PROTECTED_PATHS` need an unrestricted key."""
+    """With auth required, `PROTECTED_PATHS` need a key with `ADMIN_SCOPE`.
+
+    401 without a key (or with a bad one), 403 naming the scope for a key
+    without it. The key is looked up off the event loop.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -160,18 +165,11 @@ class _OperatorOnly:
             service = getattr(scope["app"].state, "service", None)
             if service is not None and service.auth.required:
                 try:
-                    key = service.auth.authenticate(Headers(scope=scope))
+                    key = await service.auth.aauthenticate(Headers(scope=scope))
+                    service.auth.require_scope(key, ADMIN_SCOPE, path)
                 except ServingError as error:
                     await _error_response(
                         error.message, error.status_code, error.headers
-                    )(scope, receive, send)
-                    return
-                if key is not None and key.models is not None:
-                    await _error_response(
-                        f"API key '{key.name}' may not read {path}: it is "
-                        "limited to some models; use a key allowed every "
-                        "model.",
-                        403,
                     )(scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -387,12 +385,24 @@ def create_app(
             prices=config.prices,
             metrics=metrics,
         )
-        if auth and not store.list():
+        active = store.list() if auth else []
+        if auth and not active:
             logger.warning(
                 "API keys are required but the key store %s holds no "
                 "active key: every call will get 401. Create one with "
                 "`aiservice-kit keys create --name NAME --plan PLAN`.",
                 db_path,
+            )
+        elif auth and not any(k.has_scope(ADMIN_SCOPE) for k in active):
+            logger.warning(
+                "No active API key in %s has the '%s' scope: %s answer "
+                "403 to every key. Grant it with `aiservice-kit keys grant "
+                "NAME %s` (or `keys create ... --%s`).",
+                db_path,
+                ADMIN_SCOPE,
+                ", ".join(PROTECTED_PATHS),
+                ADMIN_SCOPE,
+                ADMIN_SCOPE,
             )
         logger.info(
             "serving %s (auth %s, ledger %s)",

@@ -5,6 +5,12 @@ the secret are stored (the secret is 256 random bits, so a fast hash is
 safe, as with GitHub or Stripe tokens); the full key is shown once, when it
 is created. Clients send it as `Authorization: Bearer <key>` or
 `X-API-Key: <key>`.
+
+A key may carry scopes beyond calling models. The one scope today is
+`admin`: with auth on, the operator pages (`/metrics`, `/docs`, `/redoc`,
+`/openapi.json`) answer only keys that have it. Keys are created without
+it (`keys create --admin` gives it) and keys of an older database migrate
+without it (`keys grant KEY admin` gives it).
 """
 
 import asyncio
@@ -25,6 +31,10 @@ from aiservice_kit.serving.config import KEY_CACHE_SIZE
 from aiservice_kit.serving.config import KEY_CACHE_TTL_S
 
 KEY_PREFIX = "ask_"
+#: The scope of the operator pages (metrics and API docs).
+ADMIN_SCOPE = "admin"
+#: Every scope a key may have.
+SCOPES = (ADMIN_SCOPE,)
 
 
 def _now() -> str:
@@ -35,6 +45,20 @@ def _now() -> str:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """`scopes` checked against `SCOPES`, sorted and without repeats."""
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    scopes = list(scopes)
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ValueError(
+            f"`scopes` must be among {', '.join(SCOPES)}. "
+            f"Received: scopes={scopes!r}"
+        )
+    return tuple(sorted(set(scopes)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +72,8 @@ class ApiKey:
         models: tuple of str or None. Models the key may call (None: all).
         created_at: str. ISO-8601 UTC.
         revoked_at: str or None. ISO-8601 UTC once revoked.
+        scopes: tuple of str. What the key may do beyond calling its
+            models (`"admin"`: read the operator pages).
     """
 
     id: str
@@ -56,12 +82,18 @@ class ApiKey:
     models: tuple[str, ...] | None
     created_at: str
     revoked_at: str | None = None
+    scopes: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         """A JSON-ready dict."""
         data = dataclasses.asdict(self)
         data["models"] = None if self.models is None else list(self.models)
+        data["scopes"] = list(self.scopes)
         return data
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether this key has `scope` (see `SCOPES`)."""
+        return scope in self.scopes
 
     def may_use(self, model: str) -> bool:
         """Whether this key may call `model`."""
@@ -82,6 +114,7 @@ class KeyStore:
     key, record = store.create("acme", plan="free")
     print(key)  # shown once
     store.verify(key).name  # "acme"
+    store.create("prometheus", plan="free", scopes=["admin"])
     ```
     """
 
@@ -94,6 +127,7 @@ class KeyStore:
         name: str,
         plan: str,
         models: Iterable[str] | None = None,
+        scopes: Iterable[str] = (),
     ) -> tuple[str, ApiKey]:
         """Creates a key; returns `(secret_key, record)`.
 
@@ -101,12 +135,15 @@ class KeyStore:
             name: str. Owner of the key (unique among active keys).
             plan: str. Plan name (rate limit and monthly quota).
             models: iterable of str or None. Models it may call; None: all.
+            scopes: iterable of str. Scopes among `SCOPES` (`"admin"`
+                reads the operator pages); none by default.
 
         Returns:
             The full key (store it: it is not kept) and its record.
 
         Raises:
-            ValueError: for an empty or duplicate name or plan.
+            ValueError: for an empty or duplicate name or plan, or an
+                unknown scope.
         """
         for arg, value in (("name", name), ("plan", plan)):
             if not isinstance(value, str) or not value.strip():
@@ -122,6 +159,7 @@ class KeyStore:
                 "`models` must name at least one model, or be None for all. "
                 f"Received: models={models!r}"
             )
+        scope_list = _scopes(scopes)
         if any(key.name == name for key in self.list()):
             raise ValueError(
                 f"`name` must be unique among active keys; {name!r} exists. "
@@ -130,12 +168,14 @@ class KeyStore:
             )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        record = ApiKey(key_id, name, plan, model_list, _now())
+        record = ApiKey(
+            key_id, name, plan, model_list, _now(), scopes=scope_list
+        )
         with self._db.transaction() as tx:
             tx.execute(
                 "INSERT INTO api_keys (id, name, plan, models, "
-                "secret_sha256, created_at, revoked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                "secret_sha256, created_at, revoked_at, scopes) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     key_id,
                     name,
@@ -143,6 +183,7 @@ class KeyStore:
                     None if model_list is None else json.dumps(model_list),
                     _hash(secret),
                     record.created_at,
+                    " ".join(scope_list),
                 ),
             )
         return f"{KEY_PREFIX}{key_id}_{secret}", record
@@ -150,8 +191,8 @@ class KeyStore:
     def _rows(self, where: str = "", params: tuple = ()) -> list[ApiKey]:
         with self._db.read() as tx:
             rows = tx.execute(
-                "SELECT id, name, plan, models, created_at, revoked_at "
-                f"FROM api_keys {where} ORDER BY created_at, id",
+                "SELECT id, name, plan, models, created_at, revoked_at, "
+                f"scopes FROM api_keys {where} ORDER BY created_at, id",
                 params,
             )
         return [
@@ -162,6 +203,7 @@ class KeyStore:
                 None if row[3] is None else tuple(json.loads(row[3])),
                 row[4],
                 row[5],
+                tuple(row[6].split()),
             )
             for row in rows
         ]
@@ -205,6 +247,57 @@ class KeyStore:
                 (revoked_at, key.id),
             )
         return dataclasses.replace(key, revoked_at=revoked_at)
+
+    def grant(self, id_or_name: str, scope: str) -> ApiKey:
+        """Gives an active key a scope; returns the updated record.
+
+        Args:
+            id_or_name: str. The key's id or name.
+            scope: str. One of `SCOPES`.
+
+        Returns:
+            The key's record with the scope.
+
+        Raises:
+            ValueError: when no active key matches, or an unknown scope.
+
+        Example:
+        ```python
+        store.grant("prometheus", "admin")
+        ```
+        """
+        key = self.find(id_or_name)
+        return self._set_scopes(key, _scopes([*key.scopes, scope]))
+
+    def withdraw(self, id_or_name: str, scope: str) -> ApiKey:
+        """Takes a scope from an active key; returns the updated record.
+
+        Args:
+            id_or_name: str. The key's id or name.
+            scope: str. One of `SCOPES`.
+
+        Returns:
+            The key's record without the scope.
+
+        Raises:
+            ValueError: when no active key matches, or an unknown scope.
+
+        Example:
+        ```python
+        store.withdraw("prometheus", "admin")
+        ```
+        """
+        key = self.find(id_or_name)
+        _scopes([scope])
+        return self._set_scopes(key, tuple(s for s in key.scopes if s != scope))
+
+    def _set_scopes(self, key: ApiKey, scopes: tuple[str, ...]) -> ApiKey:
+        with self._db.transaction() as tx:
+            tx.execute(
+                "UPDATE api_keys SET scopes = ? WHERE id = ?",
+                (" ".join(scopes), key.id),
+            )
+        return dataclasses.replace(key, scopes=scopes)
 
     def verify(self, secret_key: str) -> ApiKey | None:
         """The active key matching a full secret key, or None."""
@@ -342,6 +435,27 @@ class Authenticator:
         key = await asyncio.to_thread(self.store.verify, secret_key)
         self._remember(secret_key, now, key)
         return self._checked(key)
+
+    @staticmethod
+    def require_scope(key: ApiKey | None, scope: str, what: str) -> None:
+        """403 when `key` lacks `scope` (None: an anonymous call, allowed).
+
+        Args:
+            key: ApiKey or None. The calling key.
+            scope: str. The scope needed (one of `SCOPES`).
+            what: str. What the call reads, for the message.
+
+        Raises:
+            ServingError: 403 naming the scope and how to grant it.
+        """
+        if key is not None and not key.has_scope(scope):
+            raise ServingError(
+                f"API key '{key.name}' may not read {what}: it needs the "
+                f"'{scope}' scope. Use a key created with `aiservice-kit "
+                f"keys create --{scope}`, or grant it with `aiservice-kit "
+                f"keys grant {key.name} {scope}`.",
+                403,
+            )
 
     @staticmethod
     def authorize(key: ApiKey | None, model: str) -> None:

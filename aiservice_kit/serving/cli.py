@@ -23,6 +23,8 @@ from aiservice_kit._layout import list_versions
 from aiservice_kit.cli import UsageError
 from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._db import is_postgres
+from aiservice_kit.serving.auth import ADMIN_SCOPE
+from aiservice_kit.serving.auth import SCOPES
 from aiservice_kit.serving.config import DEFAULT_BODY_TIMEOUT_S
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
@@ -302,7 +304,9 @@ def _keys_create(args: argparse.Namespace) -> int:
         models = [name.strip() for name in args.models.split(",") if name]
     store = _open(KeyStore, _db(args))
     try:
-        key, record = store.create(args.name, args.plan, models)
+        key, record = store.create(
+            args.name, args.plan, models, [ADMIN_SCOPE] if args.admin else []
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     finally:
@@ -311,9 +315,11 @@ def _keys_create(args: argparse.Namespace) -> int:
         print(json.dumps({"key": key, **record.to_json()}))
     else:
         print(key)
+        scopes = f" with scopes {', '.join(record.scopes)}"
         print(
             f"API key {record.id} for {record.name!r} on plan "
-            f"{record.plan!r}. Store it now: it cannot be shown again.",
+            f"{record.plan!r}{scopes if record.scopes else ''}. Store it "
+            "now: it cannot be shown again.",
             file=sys.stderr,
         )
     return 0
@@ -335,12 +341,31 @@ def _keys_list(args: argparse.Namespace) -> int:
                 key.name,
                 key.plan,
                 "all" if key.models is None else ",".join(key.models),
+                ",".join(key.scopes) or "-",
                 key.created_at,
                 key.revoked_at or "",
             ]
             for key in keys
         ],
-        ["ID", "NAME", "PLAN", "MODELS", "CREATED", "REVOKED"],
+        ["ID", "NAME", "PLAN", "MODELS", "SCOPES", "CREATED", "REVOKED"],
+    )
+    return 0
+
+
+def _keys_scope(args: argparse.Namespace) -> int:
+    from aiservice_kit.serving.auth import KeyStore
+
+    store = _open(KeyStore, _db(args, must_exist=True))
+    change = store.grant if args.keys_command == "grant" else store.withdraw
+    try:
+        record = change(args.key, args.scope)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        store.close()
+    print(
+        f"API key {record.id} ({record.name}) scopes: "
+        f"{', '.join(record.scopes) or 'none'}."
     )
     return 0
 
@@ -539,7 +564,7 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
 
 
 def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
-    """Adds `keys create|list|revoke` (sets `handler`; returns its parser).
+    """Adds `keys create|list|revoke|grant|withdraw` (sets `handler`).
 
     Args:
         subparsers: the object `ArgumentParser.add_subparsers()` returned.
@@ -562,6 +587,12 @@ def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
         "--models", default=None, help="comma-separated models (default: all)"
     )
     create.add_argument(
+        f"--{ADMIN_SCOPE}",
+        action="store_true",
+        help="give the key the admin scope: with auth on, it may read "
+        "/metrics, /docs, /redoc and /openapi.json",
+    )
+    create.add_argument(
         "--json", action="store_true", help="print the key and record as JSON"
     )
     _add_db(create)
@@ -578,6 +609,14 @@ def add_keys_parser(subparsers: Any, name: str = "keys") -> Any:
     revoke.add_argument("key", help="key id or name")
     _add_db(revoke)
     revoke.set_defaults(handler=_keys_revoke)
+    for action, verb in (("grant", "give"), ("withdraw", "take back")):
+        change = actions.add_parser(
+            action, help=f"{verb} a scope (admin) of a key by id or name"
+        )
+        change.add_argument("key", help="key id or name")
+        change.add_argument("scope", choices=SCOPES, help="the scope")
+        _add_db(change)
+        change.set_defaults(handler=_keys_scope)
     return keys
 
 

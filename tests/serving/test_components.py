@@ -67,6 +67,26 @@ def test_keys_are_stored_hashed_and_shown_once(tmp_path):
     store.close()
 
 
+def test_keys_have_no_scope_unless_given_and_scopes_are_checked(tmp_path):
+    store = KeyStore(tmp_path / "keys.db")
+    _, plain = store.create("acme", "free")
+    key, admin = store.create("ops", "free", scopes=["admin"])
+
+    assert plain.scopes == () and not plain.has_scope("admin")
+    assert admin.scopes == ("admin",) and store.verify(key).has_scope("admin")
+    assert store.grant("acme", "admin").scopes == ("admin",)
+    assert store.get(plain.id).scopes == ("admin",)
+    assert store.withdraw(plain.id, "admin").scopes == ()
+    assert store.get(plain.id).to_json()["scopes"] == []
+    with pytest.raises(ValueError, match=r"Received: scopes=\['root'\]"):
+        store.create("x", "free", scopes=["root"])
+    with pytest.raises(ValueError, match="Received: scopes="):
+        store.grant("acme", "root")
+    with pytest.raises(ValueError, match="Received: key='nobody'"):
+        store.grant("nobody", "admin")
+    store.close()
+
+
 def test_ledger_summarizes_usage_per_key_and_model(tmp_path):
     meter = SQLiteMeter(tmp_path / "ledger.db")
     meter.record_many(

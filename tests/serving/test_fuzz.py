@@ -24,7 +24,7 @@ MODELS = ("mnist", "half_plus_three", "multi", "echo", "text", "recommender")
 def fuzz_server(model_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     store = KeyStore(tmp / "db.sqlite")
-    key = store.create("fuzzer", "pro")[0]
+    key = store.create("fuzzer", "pro", scopes=["admin"])[0]
     store.close()
     args = ["--db", str(tmp / "db.sqlite"), "--auth", "on"]
     args += ["--config", str(model_root / "config.json")]

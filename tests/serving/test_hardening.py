@@ -46,7 +46,8 @@ def export_guarded(base: Path, version: int, minimum: int) -> Path:
 def hostile(model_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hardening")
     store = KeyStore(tmp / "db.sqlite")
-    key = store.create("operator", "pro")[0]
+    key = store.create("operator", "pro", scopes=["admin"])[0]
+    customer = store.create("customer", "pro")[0]
     narrow = store.create("narrow", "pro", models=["echo"])[0]
     store.close()
     export_guarded(tmp / "guarded", 1, minimum=0)
@@ -67,6 +68,7 @@ def hostile(model_root, tmp_path_factory):
     args += ["--model", f"guarded={tmp / 'guarded'}"]
     running = Server(args, tmp / "server.log").start()
     running.headers = {"X-API-Key": key}
+    running.customer = {"X-API-Key": customer}
     running.narrow = {"X-API-Key": narrow}
     yield running
     running.stop()
@@ -293,12 +295,21 @@ def test_too_many_or_too_large_headers_get_431(hostile):
 # -- Exposure and metrics ----------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/docs", "/openapi.json"])
-def test_operator_pages_need_an_unrestricted_key_when_auth_is_on(hostile, path):
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/docs", "/redoc", "/openapi.json"]
+)
+def test_operator_pages_need_a_key_with_the_admin_scope(hostile, path):
+    # No key, a key limited to some models, and a key allowed every model
+    # but without the admin scope: none may read the operator pages.
+    customer = httpx.get(hostile.url + path, headers=hostile.customer)
+
     assert httpx.get(hostile.url + path).status_code == 401
     assert (
         httpx.get(hostile.url + path, headers=hostile.narrow).status_code == 403
     )
+    assert customer.status_code == 403
+    assert "'admin' scope" in customer.json()["error"]
+    assert "keys grant customer admin" in customer.json()["error"]
     assert (
         httpx.get(hostile.url + path, headers=hostile.headers).status_code
         == 200

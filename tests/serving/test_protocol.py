@@ -28,13 +28,14 @@ def keys(model_root, tmp_path_factory):
     db = tmp_path_factory.mktemp("protocol") / "service.db"
     store = KeyStore(db)
     made = {
-        name: store.create(name, plan, models)[0]
-        for name, plan, models in (
-            ("acme", "pro", None),
-            ("mnist-only", "pro", ["mnist"]),
-            ("limited", "limited", None),
-            ("quota", "quota", None),
-            ("gone", "pro", None),
+        name: store.create(name, plan, models, scopes)[0]
+        for name, plan, models, scopes in (
+            ("acme", "pro", None, ()),
+            ("mnist-only", "pro", ["mnist"], ()),
+            ("limited", "limited", None, ()),
+            ("quota", "quota", None, ()),
+            ("gone", "pro", None, ()),
+            ("ops", "pro", None, ("admin",)),
         )
     }
     store.revoke("gone")
@@ -545,15 +546,17 @@ def test_usage_endpoint_and_cli_bill_the_calls(server, keys, capsys):
     assert httpx.get(server.url + "/v1/usage").status_code == 401
 
 
-def test_health_readiness_metrics_and_openapi(server, http):
+def test_health_readiness_metrics_and_openapi(server, keys, http):
     http.post("/v1/models/half_plus_three:predict", json={"instances": [1.0]})
+    ops = {"Authorization": f"Bearer {keys[1]['ops']}"}
 
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(server.url + "/readyz").json()
     assert ready["models"]["mnist"] == [2, 1]
-    # With auth on, the operator pages need a key allowed every model.
+    # With auth on, the operator pages need a key with the admin scope.
     assert httpx.get(server.url + "/metrics").status_code == 401
-    metrics = http.get("/metrics").text
+    assert http.get("/metrics").status_code == 403  # unrestricted, no admin
+    metrics = http.get("/metrics", headers=ops).text
     assert 'aiservice_kit_predict_requests_total{model="half_plus_three"' in (
         metrics
     )
@@ -562,9 +565,9 @@ def test_health_readiness_metrics_and_openapi(server, http):
     assert 'aiservice_kit_predict_errors_total{model="mnist",status="400"}' in (
         metrics
     )
-    spec = http.get("/openapi.json").json()
+    spec = http.get("/openapi.json", headers=ops).json()
     assert "/v1/models/{model_name}:predict" in spec["paths"]
-    assert http.get("/docs").status_code == 200
+    assert http.get("/docs", headers=ops).status_code == 200
 
 
 def test_access_log_is_json_and_never_holds_a_key(server, keys, http):
