@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aiservice_kit.recommenders import _factor_adam
 
 @keras.saving.register_keras_serializable(package="aiservice_kit")
 class FactorScore(keras.layers.Layer):
@@ -66,23 +67,18 @@ def build_model(
     *,
     global_mean: float,
     regularization: float,
-    init_std: float,
-    seed: int,
 ) -> keras.Model:
-    """The uncompiled scoring model; see the module docstring."""
-    init = keras.initializers.RandomNormal(stddev=init_std, seed=seed)
+    """The uncompiled scoring model, zero tables; see the module docstring.
+
+    `fit` assigns the initial factors (`_factor_adam.initial_tables`).
+    """
     user = keras.Input((), dtype="int32", name="user")
     item = keras.Input((), dtype="int32", name="item")
     user_factors = keras.layers.Embedding(
-        n_users, n_factors, embeddings_initializer=init, name="user_factors"
+        n_users, n_factors, embeddings_initializer="zeros", name="user_factors"
     )
     item_factors = keras.layers.Embedding(
-        n_items,
-        n_factors,
-        embeddings_initializer=keras.initializers.RandomNormal(
-            stddev=init_std, seed=seed + 1
-        ),
-        name="item_factors",
+        n_items, n_factors, embeddings_initializer="zeros", name="item_factors"
     )
     user_bias = keras.layers.Embedding(
         n_users, 1, embeddings_initializer="zeros", name="user_bias"
@@ -116,6 +112,25 @@ def build_model(
     return keras.Model(inputs, output, name=f"matrix_factorization_{objective}")
 
 
+def _epoch_order(n: int, epoch: tf.Tensor, seed: int) -> tf.Tensor:
+    """`argsort(_factor_adam.epoch_keys(n, epoch, seed))` in TensorFlow."""
+    mask = tf.constant(0xFFFFFFFF, tf.int64)
+    key = (
+        tf.constant((seed & 0xFFFFFFFF) * _factor_adam.SEED_MIX, tf.int64)
+        + (epoch + 1) * _factor_adam.EPOCH_MIX
+    ) & mask
+
+    def xorshift(x):
+        return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+    x = tf.bitwise.bitwise_xor(tf.range(n, dtype=tf.int64), key)
+    x = (xorshift(x) * _factor_adam.HASH_MIX) & mask
+    x = (xorshift(x) * _factor_adam.HASH_MIX) & mask
+    x = xorshift(x)
+    # The keys are distinct 32-bit integers: exact in float64, no ties.
+    return tf.argsort(tf.cast(x, tf.float64), stable=True)
+
+
 def _dataset(
     objective: str,
     users: np.ndarray,
@@ -131,8 +146,8 @@ def _dataset(
     i = tf.constant(items.astype(np.int32))
     r = tf.constant(ratings.astype(np.float32))
 
-    def permutation(_):
-        order = tf.random.shuffle(tf.range(n), seed=seed)
+    def permutation(epoch):
+        order = _epoch_order(n, epoch, seed)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(index):
@@ -144,8 +159,9 @@ def _dataset(
         )
         return (user, item, sampled), tf.zeros(tf.shape(index))
 
-    # One permutation per epoch, all epochs in one iterator: Keras keeps
-    # a single iterator over the epochs when `steps_per_epoch` is given.
+    # One permutation per epoch (the one the compiled explicit fit uses),
+    # all epochs in one iterator: Keras keeps a single iterator over the
+    # epochs when `steps_per_epoch` is given.
     dataset = tf.data.Dataset.range(epochs).flat_map(permutation)
     dataset = dataset.map(gather)
     options = tf.data.Options()
@@ -185,9 +201,16 @@ def fit(
         n_factors,
         global_mean=global_mean,
         regularization=regularization,
-        init_std=init_std,
-        seed=seed,
     )
+    # The initial tables of the compiled one-device fit (`_factor_adam`).
+    user_table, item_table = _factor_adam.initial_tables(
+        n_users, n_items, n_factors, init_std, seed
+    )
+    for name, table, column in (
+        ("user_factors", user_table, slice(0, n_factors)),
+        ("item_factors", item_table, slice(0, n_factors)),
+    ):
+        model.get_layer(name).embeddings.assign(table[:, column])
     steps = -(-len(users) // batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

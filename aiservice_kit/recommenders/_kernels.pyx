@@ -28,6 +28,8 @@ the callers in `_neighbours.py`: indptr int64, indices int32, values float64
 
 from libc.stdint cimport int32_t
 from libc.stdint cimport int64_t
+from libc.math cimport pow
+from libc.math cimport sqrt
 from libcpp.algorithm cimport nth_element
 
 import numpy as np
@@ -608,3 +610,132 @@ def score_and_select(
             if exclude_liked:
                 for p in range(x_indptr[r], x_indptr[r + 1]):
                     banned[x_indices[p]] = 0
+
+
+# -- MatrixFactorization("explicit") on one device ------------------------
+
+
+cdef inline void _adam_dense(
+    float *w, float *g, float *g2, float *m, float *v, Py_ssize_t size,
+    float alpha, float one_minus_b1, float one_minus_b2, float eps,
+) noexcept nogil:
+    """Keras' `Adam.update_step` on every entry; zeroes `g` and `g2`.
+
+    `g` is the summed gradient, `g2` the sum of its occurrences' squares:
+    Keras squares an embedding's `IndexedSlices` gradient per occurrence
+    before the duplicates are summed into the second moment.
+    """
+    cdef Py_ssize_t t
+    cdef float mt, vt
+    for t in range(size):
+        mt = m[t] + (g[t] - m[t]) * one_minus_b1
+        vt = v[t] + (g2[t] - v[t]) * one_minus_b2
+        g[t] = 0.0
+        g2[t] = 0.0
+        m[t] = mt
+        v[t] = vt
+        w[t] = w[t] - mt * alpha / (sqrt(vt) + eps)
+
+
+def mf_adam_epoch(
+    float[:, ::1] user_table,
+    float[:, ::1] item_table,
+    float[:, ::1] user_m,
+    float[:, ::1] user_v,
+    float[:, ::1] item_m,
+    float[:, ::1] item_v,
+    float[:, ::1] user_grad,
+    float[:, ::1] user_grad_sq,
+    float[:, ::1] item_grad,
+    float[:, ::1] item_grad_sq,
+    const int32_t[::1] users,
+    const int32_t[::1] items,
+    const float[::1] ratings,
+    const int64_t[::1] order,
+    Py_ssize_t batch_size,
+    float mean,
+    float reg,
+    double learning_rate,
+    int64_t step,
+):
+    """One epoch of biased MF by mini-batch Adam; returns the loss sum.
+
+    Tables are `[factors | bias]` rows (the bias in the last column).
+    Each batch of `order` takes the mean over its pairs of
+    `(r - mean - b_u - b_i - p_u . q_i)^2 + reg * (|p_u|^2 + |q_i|^2 +
+    b_u^2 + b_i^2)`, its gradient at the pre-batch tables, and one dense
+    Adam step numbered from `step + 1` (Keras' rule and defaults: beta
+    0.9/0.999, epsilon 1e-7, every entry's moments decay, the second
+    moment fed per occurrence as in `_adam_dense`): the training that
+    `keras.Model.fit` runs on the same model, in float32, with one pass
+    over the batch's pairs and one over the tables. The four gradient
+    buffers must be zeros; they are left zeroed.
+    """
+    cdef Py_ssize_t n = order.shape[0]
+    cdef Py_ssize_t width = user_table.shape[1]
+    cdef Py_ssize_t k = width - 1
+    cdef Py_ssize_t start, stop, j, f, u, i
+    cdef double total = 0.0, t, alpha
+    cdef float e, c, dot, pen, pu, qi, dp, dq
+    cdef float *pw
+    cdef float *qw
+    cdef float *pg
+    cdef float *qg
+    cdef float *pg2
+    cdef float *qg2
+    if item_table.shape[1] != width or batch_size < 1:
+        raise ValueError("tables must share their width; batch_size >= 1")
+    with nogil:
+        start = 0
+        while start < n:
+            stop = min(start + batch_size, n)
+            c = 2.0 / <float>(stop - start)
+            for j in range(start, stop):
+                u = users[order[j]]
+                i = items[order[j]]
+                pw = &user_table[u, 0]
+                qw = &item_table[i, 0]
+                pg = &user_grad[u, 0]
+                qg = &item_grad[i, 0]
+                pg2 = &user_grad_sq[u, 0]
+                qg2 = &item_grad_sq[i, 0]
+                dot = 0.0
+                pen = 0.0
+                for f in range(k):
+                    dot = dot + pw[f] * qw[f]
+                    pen = pen + pw[f] * pw[f] + qw[f] * qw[f]
+                pen = pen + pw[k] * pw[k] + qw[k] * qw[k]
+                e = ratings[order[j]] - (mean + pw[k] + qw[k] + dot)
+                total += e * e + reg * pen
+                for f in range(k):
+                    pu = pw[f]
+                    qi = qw[f]
+                    dp = c * (reg * pu - e * qi)
+                    dq = c * (reg * qi - e * pu)
+                    pg[f] += dp
+                    qg[f] += dq
+                    pg2[f] += dp * dp
+                    qg2[f] += dq * dq
+                dp = c * (reg * pw[k] - e)
+                dq = c * (reg * qw[k] - e)
+                pg[k] += dp
+                qg[k] += dq
+                pg2[k] += dp * dp
+                qg2[k] += dq * dq
+            step += 1
+            t = <double>step
+            alpha = learning_rate * sqrt(1.0 - pow(0.999, t)) / (
+                1.0 - pow(0.9, t)
+            )
+            _adam_dense(
+                &user_table[0, 0], &user_grad[0, 0], &user_grad_sq[0, 0],
+                &user_m[0, 0], &user_v[0, 0], user_table.shape[0] * width,
+                <float>alpha, <float>0.1, <float>0.001, <float>1e-7,
+            )
+            _adam_dense(
+                &item_table[0, 0], &item_grad[0, 0], &item_grad_sq[0, 0],
+                &item_m[0, 0], &item_v[0, 0], item_table.shape[0] * width,
+                <float>alpha, <float>0.1, <float>0.001, <float>1e-7,
+            )
+            start = stop
+    return total

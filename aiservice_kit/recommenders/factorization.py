@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from aiservice_kit import _validation
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
+from aiservice_kit.recommenders import _factor_adam
 from aiservice_kit.recommenders import _factor_als
 from aiservice_kit.recommenders import _factor_scoring
 from aiservice_kit.recommenders import _rating_data
@@ -316,29 +317,24 @@ class MatrixFactorization(ParamsMixin):
         settings: dict,
         show: bool,
     ) -> tuple[tuple[np.ndarray, ...], list[float]]:
+        names = ("n_factors", "epochs", "learning_rate", "regularization")
+        names += ("batch_size", "init_std", "seed")
+        kwargs = {name: settings[name] for name in names}
+        args = (users, items, ratings, n_users, n_items)
+        if self.objective == "explicit" and not (
+            _factor_adam.strategy_in_scope()
+        ):
+            return _factor_adam.fit(
+                *args, global_mean=self.global_mean_, show=show, **kwargs
+            )
         from aiservice_kit.recommenders import _factor_keras
 
         return _factor_keras.fit(
             self.objective,
-            users,
-            items,
-            ratings,
-            n_users,
-            n_items,
+            *args,
             global_mean=self.global_mean_,
             verbose=1 if show else 0,
-            **{
-                name: settings[name]
-                for name in (
-                    "n_factors",
-                    "epochs",
-                    "learning_rate",
-                    "regularization",
-                    "batch_size",
-                    "init_std",
-                    "seed",
-                )
-            },
+            **kwargs,
         )
 
     # ------------------------------------------------------------ queries
