@@ -86,9 +86,7 @@ def fit(
         objective as Keras reports it.
     """
     kernels = _neighbours.load_kernels()
-    user_t, item_t = initial_tables(
-        n_users, n_items, n_factors, init_std, seed
-    )
+    user_t, item_t = initial_tables(n_users, n_items, n_factors, init_std, seed)
     state = [np.zeros_like(t) for t in (user_t, user_t, item_t, item_t)]
     grads = [np.zeros_like(t) for t in (user_t, user_t, item_t, item_t)]
     users = np.ascontiguousarray(users, np.int32)

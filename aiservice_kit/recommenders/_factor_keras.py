@@ -1,14 +1,19 @@
 """The Keras side of `MatrixFactorization` (imported by `fit` only).
 
+It trains BPR, and the explicit objective inside a `tf.distribute`
+scope; outside one the explicit training runs in a compiled kernel that
+takes the same steps (`_factor_adam`).
+
 The model is four `Embedding` tables (user and item factors and biases)
 and one layer that scores a (user, item) pair; it outputs the score and
 the pair's L2 penalty side by side so that a plain Keras loss adds them,
 which keeps the regularisation per rating (surprise's SGD objective)
 without `add_loss` and works unchanged under any `tf.distribute`
 strategy. The input is a `tf.data` pipeline that shuffles positions, not
-triples: each epoch draws one permutation and gathers batches from the
-three columns, which costs a few ms where an element-wise `shuffle` of
-100k triples costs most of a second.
+triples: each epoch sorts positions by a keyed hash (the permutation the
+kernel uses) and gathers batches from the three columns, which costs a
+few ms where an element-wise `shuffle` of 100k triples costs most of a
+second.
 """
 
 import keras
@@ -16,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from aiservice_kit.recommenders import _factor_adam
+
 
 @keras.saving.register_keras_serializable(package="aiservice_kit")
 class FactorScore(keras.layers.Layer):

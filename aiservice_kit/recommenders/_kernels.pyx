@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False
 # distutils: language = c++
-"""Compiled sparse kernels behind `CosineRecommender` (Cython, no GIL).
+"""Compiled kernels behind the recommenders (Cython, no GIL).
 
 Two kernels cover every verb:
 
@@ -20,6 +20,11 @@ items x items or users x items matrix. Ties are broken by the lower index
 everywhere, as `tf.math.top_k` does, so exported models agree with the
 Python object.
 
+A third, `mf_adam_epoch`, is `MatrixFactorization("explicit")`'s
+training on one device: an epoch of mini-batch Adam on the factor and
+bias tables, the steps `keras.Model.fit` takes on the same Keras model
+(`_factor_adam`).
+
 Compiled ahead of time (not JIT) so that importing and first use cost a
 few MB, as implicit's own extension does; the array types are fixed by
 the callers in `_neighbours.py`: indptr int64, indices int32, values float64
@@ -30,6 +35,7 @@ from libc.stdint cimport int32_t
 from libc.stdint cimport int64_t
 from libc.math cimport pow
 from libc.math cimport sqrt
+from libc.math cimport sqrtf
 from libcpp.algorithm cimport nth_element
 
 import numpy as np
@@ -615,6 +621,51 @@ def score_and_select(
 # -- MatrixFactorization("explicit") on one device ------------------------
 
 
+cdef extern from *:
+    """
+    // One rating's loss and gradient for `mf_adam_epoch`, in C so that
+    // the reductions over factors vectorise (`omp simd`, built with
+    // -fopenmp-simd: SIMD only, no threads) and the six rows are known
+    // not to alias. Rows are [factors | bias], `k` factors.
+    static inline double aik_mf_pair(
+        const float *__restrict__ p, const float *__restrict__ q,
+        float *__restrict__ pg, float *__restrict__ qg,
+        float *__restrict__ pg2, float *__restrict__ qg2,
+        Py_ssize_t k, float rating, float mean, float reg, float c)
+    {
+        float dot = 0.0f, pen = 0.0f;
+        #pragma omp simd reduction(+:dot, pen)
+        for (Py_ssize_t f = 0; f < k; ++f) {
+            dot += p[f] * q[f];
+            pen += p[f] * p[f] + q[f] * q[f];
+        }
+        pen += p[k] * p[k] + q[k] * q[k];
+        const float e = rating - (mean + p[k] + q[k] + dot);
+        #pragma omp simd
+        for (Py_ssize_t f = 0; f < k; ++f) {
+            const float dp = c * (reg * p[f] - e * q[f]);
+            const float dq = c * (reg * q[f] - e * p[f]);
+            pg[f] += dp;
+            qg[f] += dq;
+            pg2[f] += dp * dp;
+            qg2[f] += dq * dq;
+        }
+        const float dp = c * (reg * p[k] - e);
+        const float dq = c * (reg * q[k] - e);
+        pg[k] += dp;
+        qg[k] += dq;
+        pg2[k] += dp * dp;
+        qg2[k] += dq * dq;
+        return (double)(e * e + reg * pen);
+    }
+    """
+    double aik_mf_pair(
+        const float *p, const float *q, float *pg, float *qg, float *pg2,
+        float *qg2, Py_ssize_t k, float rating, float mean, float reg,
+        float c,
+    ) noexcept nogil
+
+
 cdef inline void _adam_dense(
     float *w, float *g, float *g2, float *m, float *v, Py_ssize_t size,
     float alpha, float one_minus_b1, float one_minus_b2, float eps,
@@ -634,7 +685,7 @@ cdef inline void _adam_dense(
         g2[t] = 0.0
         m[t] = mt
         v[t] = vt
-        w[t] = w[t] - mt * alpha / (sqrt(vt) + eps)
+        w[t] = w[t] - mt * alpha / (sqrtf(vt) + eps)
 
 
 def mf_adam_epoch(
@@ -674,15 +725,9 @@ def mf_adam_epoch(
     cdef Py_ssize_t n = order.shape[0]
     cdef Py_ssize_t width = user_table.shape[1]
     cdef Py_ssize_t k = width - 1
-    cdef Py_ssize_t start, stop, j, f, u, i
+    cdef Py_ssize_t start, stop, j, u, i
     cdef double total = 0.0, t, alpha
-    cdef float e, c, dot, pen, pu, qi, dp, dq
-    cdef float *pw
-    cdef float *qw
-    cdef float *pg
-    cdef float *qg
-    cdef float *pg2
-    cdef float *qg2
+    cdef float c
     if item_table.shape[1] != width or batch_size < 1:
         raise ValueError("tables must share their width; batch_size >= 1")
     with nogil:
@@ -693,35 +738,12 @@ def mf_adam_epoch(
             for j in range(start, stop):
                 u = users[order[j]]
                 i = items[order[j]]
-                pw = &user_table[u, 0]
-                qw = &item_table[i, 0]
-                pg = &user_grad[u, 0]
-                qg = &item_grad[i, 0]
-                pg2 = &user_grad_sq[u, 0]
-                qg2 = &item_grad_sq[i, 0]
-                dot = 0.0
-                pen = 0.0
-                for f in range(k):
-                    dot = dot + pw[f] * qw[f]
-                    pen = pen + pw[f] * pw[f] + qw[f] * qw[f]
-                pen = pen + pw[k] * pw[k] + qw[k] * qw[k]
-                e = ratings[order[j]] - (mean + pw[k] + qw[k] + dot)
-                total += e * e + reg * pen
-                for f in range(k):
-                    pu = pw[f]
-                    qi = qw[f]
-                    dp = c * (reg * pu - e * qi)
-                    dq = c * (reg * qi - e * pu)
-                    pg[f] += dp
-                    qg[f] += dq
-                    pg2[f] += dp * dp
-                    qg2[f] += dq * dq
-                dp = c * (reg * pw[k] - e)
-                dq = c * (reg * qw[k] - e)
-                pg[k] += dp
-                qg[k] += dq
-                pg2[k] += dp * dp
-                qg2[k] += dq * dq
+                total += aik_mf_pair(
+                    &user_table[u, 0], &item_table[i, 0],
+                    &user_grad[u, 0], &item_grad[i, 0],
+                    &user_grad_sq[u, 0], &item_grad_sq[i, 0],
+                    k, ratings[order[j]], mean, reg, c,
+                )
             step += 1
             t = <double>step
             alpha = learning_rate * sqrt(1.0 - pow(0.999, t)) / (

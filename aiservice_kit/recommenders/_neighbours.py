@@ -28,7 +28,7 @@ def load_kernels():
         from aiservice_kit.recommenders import _kernels as kernels
     except ImportError as error:
         raise ImportError(
-            "CosineRecommender's compiled kernels "
+            "The recommenders' compiled kernels "
             "(aiservice_kit.recommenders._kernels) are not built. Install "
             "a wheel, or build from source with `pip install -e .` (needs "
             "a C++ compiler and the Python headers)."

@@ -264,12 +264,33 @@ def test_loaders_read_the_three_movielens_layouts(tmp_path):
         interactions.load_movielens_ratings(tmp_path / "missing")
 
 
+def test_compiled_fit_is_the_keras_training():
+    """Outside a strategy scope the explicit fit runs a compiled kernel;
+    inside one, `keras.Model.fit`. Same tables, batches and Adam steps:
+    equal up to float32 summation order (tolerance 1e-5)."""
+    import tensorflow as tf
+
+    data = toy_ratings(n=500)  # 500 = 3 full batches + a partial one
+    params = {"rating_scale": (1, 5), "epochs": 3, "batch_size": 128}
+    compiled = MatrixFactorization(n_factors=4, **params).fit(data)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        keras_fit = MatrixFactorization(n_factors=4, **params).fit(data)
+    np.testing.assert_allclose(
+        compiled.history_["loss"], keras_fit.history_["loss"], rtol=1e-5
+    )
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_allclose(
+            getattr(compiled, name), getattr(keras_fit, name), atol=1e-5
+        )
+
+
 @pytest.mark.multi_device
 def test_two_replicas_give_the_loss_of_one():
     from aiservice_kit import get_strategy
 
     data = toy_ratings(n=512)
     params = {"rating_scale": (1, 5), "epochs": 3, "batch_size": 128}
+    # One device: the compiled kernel; two replicas: keras.Model.fit.
     single = MatrixFactorization(n_factors=4, **params).fit(data)
     strategy = get_strategy("mirrored", log=False)
     assert strategy.num_replicas_in_sync == 2
@@ -279,6 +300,9 @@ def test_two_replicas_give_the_loss_of_one():
     # single-device gradient up to float32 summation order.
     np.testing.assert_allclose(
         mirrored.history_["loss"], single.history_["loss"], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        mirrored.item_factors_, single.item_factors_, atol=1e-4
     )
 
 
