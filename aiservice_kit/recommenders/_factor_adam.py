@@ -3,7 +3,7 @@
 `MatrixFactorization("explicit")` is the Keras model of `_factor_keras`
 (four embedding tables, squared error plus per-rating L2, Adam). Outside
 a `tf.distribute` strategy scope, `fit` runs that same training in
-`_kernels.mf_adam_epoch`: the same initial tables, the same batches in
+`_factor_kernels.mf_adam_epoch`: the same initial tables, the same batches in
 the same order, the same gradients and the same Adam update (Keras' rule
 and defaults, every entry's moments decaying each step), in float32. It
 skips `keras.Model.fit`'s per-fit tracing and per-step dispatch, which
@@ -85,7 +85,7 @@ def fit(
         float32 arrays, the loss being the epoch's mean per-rating
         objective as Keras reports it.
     """
-    kernels = _neighbours.load_kernels()
+    kernels = _neighbours.load_kernels("_factor_kernels")
     user_t, item_t = initial_tables(n_users, n_items, n_factors, init_std, seed)
     state = [np.zeros_like(t) for t in (user_t, user_t, item_t, item_t)]
     grads = [np.zeros_like(t) for t in (user_t, user_t, item_t, item_t)]

@@ -121,6 +121,42 @@ def test_fold_in_answers_new_users_from_their_history(explicit_model):
         model.recommend(None, user_items=[["i1"]])
 
 
+def test_histories_are_parsed_alike_by_both_recommenders(explicit_model):
+    """`recommend(user_items=...)` has one parser (`_rating_data`)."""
+    import scipy.sparse as sp
+
+    from aiservice_kit import CosineRecommender
+
+    data = toy_ratings(strings=True)
+    cosine = CosineRecommender(n_neighbors=5).fit(
+        (data.user_ids, data.item_ids, data.ratings)
+    )
+    als = MatrixFactorization("als", **FAST).fit(data)
+    histories = [["i1", "i2", "i1"], ["i3", "ghost"]]
+    for model in (cosine, als):
+        with pytest.raises(ValueError, match=r"unknown ids: \['ghost'\]"):
+            model.recommend(None, user_items=histories)
+        nan_row = sp.csr_matrix(
+            ([np.nan], ([0], [0])), shape=(1, len(model.item_ids_))
+        )
+        with pytest.raises(ValueError, match="finite"):
+            model.recommend(None, user_items=nan_row)
+    # Implicit: repeats add up as weights; unknown items may be dropped.
+    for model in (cosine, als):
+        twice = model.recommend(None, user_items=[["i1", "i1", "i2"]])
+        weighted = model.recommend(None, user_items=[{"i1": 2.0, "i2": 1}])
+        np.testing.assert_array_equal(twice[0], weighted[0])
+        np.testing.assert_allclose(twice[1], weighted[1], rtol=1e-6)
+    kept, _ = cosine.recommend(
+        None, user_items=histories, unknown_items="ignore"
+    )
+    np.testing.assert_array_equal(
+        kept[1], cosine.recommend(None, user_items=[["i3"]])[0][0]
+    )
+    with pytest.raises(ValueError, match="rating_scale"):
+        explicit_model.recommend(None, user_items=[{"i1": 9.0}])
+
+
 @pytest.mark.parametrize(
     ("data", "match", "error"),
     [
