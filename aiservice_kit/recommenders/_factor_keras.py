@@ -10,10 +10,12 @@ the pair's L2 penalty side by side so that a plain Keras loss adds them,
 which keeps the regularisation per rating (surprise's SGD objective)
 without `add_loss` and works unchanged under any `tf.distribute`
 strategy. The input is a `tf.data` pipeline that shuffles positions, not
-triples: each epoch sorts positions by a keyed hash (the permutation the
-kernel uses) and gathers batches from the three columns, which costs a
-few ms where an element-wise `shuffle` of 100k triples costs most of a
-second.
+triples: each epoch draws one permutation (explicit: positions sorted
+by the keyed hash the kernel uses) and gathers batches from the three
+columns, which costs a few ms where an element-wise `shuffle` of 100k
+triples costs most of a second. The explicit model starts from the
+kernel's initial tables (`_factor_adam.initial_tables`); BPR keeps the
+Keras initialisers.
 """
 
 import keras
@@ -73,18 +75,23 @@ def build_model(
     *,
     global_mean: float,
     regularization: float,
+    init_std: float,
+    seed: int,
 ) -> keras.Model:
-    """The uncompiled scoring model, zero tables; see the module docstring.
-
-    `fit` assigns the initial factors (`_factor_adam.initial_tables`).
-    """
+    """The uncompiled scoring model; see the module docstring."""
+    init = keras.initializers.RandomNormal(stddev=init_std, seed=seed)
     user = keras.Input((), dtype="int32", name="user")
     item = keras.Input((), dtype="int32", name="item")
     user_factors = keras.layers.Embedding(
-        n_users, n_factors, embeddings_initializer="zeros", name="user_factors"
+        n_users, n_factors, embeddings_initializer=init, name="user_factors"
     )
     item_factors = keras.layers.Embedding(
-        n_items, n_factors, embeddings_initializer="zeros", name="item_factors"
+        n_items,
+        n_factors,
+        embeddings_initializer=keras.initializers.RandomNormal(
+            stddev=init_std, seed=seed + 1
+        ),
+        name="item_factors",
     )
     user_bias = keras.layers.Embedding(
         n_users, 1, embeddings_initializer="zeros", name="user_bias"
@@ -153,7 +160,10 @@ def _dataset(
     r = tf.constant(ratings.astype(np.float32))
 
     def permutation(epoch):
-        order = _epoch_order(n, epoch, seed)
+        if objective == "explicit":
+            order = _epoch_order(n, epoch, seed)
+        else:
+            order = tf.random.shuffle(tf.range(n), seed=seed)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(index):
@@ -165,8 +175,8 @@ def _dataset(
         )
         return (user, item, sampled), tf.zeros(tf.shape(index))
 
-    # One permutation per epoch (the one the compiled explicit fit uses),
-    # all epochs in one iterator: Keras keeps a single iterator over the
+    # One permutation per epoch (explicit: the compiled fit's), all
+    # epochs in one iterator: Keras keeps a single iterator over the
     # epochs when `steps_per_epoch` is given.
     dataset = tf.data.Dataset.range(epochs).flat_map(permutation)
     dataset = dataset.map(gather)
@@ -207,16 +217,19 @@ def fit(
         n_factors,
         global_mean=global_mean,
         regularization=regularization,
+        init_std=init_std,
+        seed=seed,
     )
-    # The initial tables of the compiled one-device fit (`_factor_adam`).
-    user_table, item_table = _factor_adam.initial_tables(
-        n_users, n_items, n_factors, init_std, seed
-    )
-    for name, table, column in (
-        ("user_factors", user_table, slice(0, n_factors)),
-        ("item_factors", item_table, slice(0, n_factors)),
-    ):
-        model.get_layer(name).embeddings.assign(table[:, column])
+    if objective == "explicit":
+        # The compiled one-device fit's initial tables (`_factor_adam`).
+        user_table, item_table = _factor_adam.initial_tables(
+            n_users, n_items, n_factors, init_std, seed
+        )
+        for name, table in (
+            ("user_factors", user_table),
+            ("item_factors", item_table),
+        ):
+            model.get_layer(name).embeddings.assign(table[:, :n_factors])
     steps = -(-len(users) // batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
