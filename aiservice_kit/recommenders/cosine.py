@@ -311,8 +311,10 @@ class CosineRecommender(ParamsMixin):
                 with no `user_items` get the most popular items, score 0.0.
             top_k: int >= 1. Items per user.
             user_items: None, a scipy sparse matrix (one row per user, one
-                column per fitted item) or a sequence of item-id sequences:
-                histories to use instead of the fitted ones.
+                column per fitted item) or a sequence with one history per
+                user, item ids (weight 1 each, repeats add up) or
+                {item_id: weight} mappings: histories to use instead of
+                the fitted ones.
             exclude_liked: bool. Never return items in the user's history
                 (implicit's `filter_already_liked_items`, but the items are
                 truly removed rather than given score 0).
