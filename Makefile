@@ -23,7 +23,8 @@ $(BIN)/python:
 
 # setup.py compiles the recommender kernels: a changed .pyx reinstalls.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py \
-		aiservice_kit/recommenders/_kernels.pyx
+		aiservice_kit/recommenders/_kernels.pyx \
+		aiservice_kit/recommenders/_factor_kernels.pyx
 	@echo "Installing aiservice_kit and its dependencies into $(VENV)" \
 		"(TensorFlow $(TF_EXTRA); about 2-5 minutes and 2 GB the first time," \
 		"seconds after that)..."
@@ -58,4 +59,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache
-	rm -f aiservice_kit/recommenders/_kernels.cpp aiservice_kit/recommenders/*.so
+	rm -f aiservice_kit/recommenders/*.cpp aiservice_kit/recommenders/*.so

@@ -2,7 +2,7 @@
 
 Same data, same folds, same run, one process. Ratings (explicit): 5-fold
 cross-validation with seed 0 on MovieLens latest-small (`--folds` to use
-fewer of the five), ours (Keras MF, KNN) against surprise's `SVD` and
+fewer of the five), ours (MF, KNN) against surprise's `SVD` and
 `KNNBasic`: RMSE, MAE, fit and predict seconds per fold. Implicit
 feedback (ratings >= 4, leave-last-5-out by time): NDCG@10 of our ALS
 against implicit's `AlternatingLeastSquares` at the same factors and of
@@ -70,7 +70,7 @@ def explicit_rows(ratings, folds, n_folds, scale):
     from aiservice_kit.recommenders import metrics
 
     makers = {
-        "ours MF (Keras)": lambda: MatrixFactorization(rating_scale=scale),
+        "ours MF": lambda: MatrixFactorization(rating_scale=scale),
         "surprise SVD": lambda: surprise.SVD(random_state=0),
         "ours KNN basic": lambda: KNNRatingPredictor(rating_scale=scale),
         "ours KNN means": lambda: KNNRatingPredictor(
@@ -183,7 +183,7 @@ def synthetic_rows(scale=(1.0, 5.0)):
     est, pred_s = timed(
         lambda: ours.predict(test.user_ids, test.item_ids, unknown="baseline")
     )
-    rows["ours MF (Keras)"] = (metrics.rmse(test.ratings, est), fit_s, pred_s)
+    rows["ours MF"] = (metrics.rmse(test.ratings, est), fit_s, pred_s)
     trainset, testset = surprise_split(train, test, scale)
     svd = surprise.SVD(random_state=0)
     _, fit_s = timed(lambda: svd.fit(trainset))
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'model':<22}{'RMSE':>8}{'MAE':>8}{'fit s':>9}{'predict s':>11}")
     for name, (r, m, f, p) in explicit.items():
         print(f"{name:<22}{r:>8.4f}{m:>8.4f}{f:>9.2f}{p:>11.3f}")
-    mf, svd = explicit["ours MF (Keras)"], explicit["surprise SVD"]
+    mf, svd = explicit["ours MF"], explicit["surprise SVD"]
     knn = min(
         (explicit[k] for k in explicit if k.startswith("ours KNN")),
         key=lambda row: row[0],
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'model':<22}{'RMSE':>8}{'fit s':>9}{'predict s':>11}")
         for name, (r, f, p) in synth.items():
             print(f"{name:<22}{r:>8.4f}{f:>9.2f}{p:>11.3f}")
-        ours, theirs = synth["ours MF (Keras)"], synth["surprise SVD"]
+        ours, theirs = synth["ours MF"], synth["surprise SVD"]
         print(
             f"Ratios: RMSE {ours[0] / theirs[0]:.3f}, fit time "
             f"{ours[1] / theirs[1]:.2f}, predict time "

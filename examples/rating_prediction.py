@@ -1,7 +1,8 @@
 """Rating prediction on MovieLens: matrix factorisation and neighbours.
 
 Loads the explicit ratings (any MovieLens layout: `ratings.csv`, `u.data`,
-`ratings.dat`), cross-validates a biased matrix factorisation (Keras) and
+`ratings.dat`), cross-validates a biased matrix factorisation (a Keras
+model, trained on one device by a compiled kernel taking its steps) and
 a neighbour model on the same folds (RMSE, MAE), fits both on a per-user
 train split, evaluates them there, recommends unseen movies by title,
 saves and reloads the model, then exports a SavedModel (top-k by user id

@@ -78,8 +78,10 @@ def test_the_wheel_installs_and_runs_the_readme_quick_start(tmp_path):
     script.write_text(
         "import aiservice_kit\n"
         "print('IMPORTED', aiservice_kit.__file__)\n"
+        "from aiservice_kit.recommenders import _factor_kernels\n"
         "from aiservice_kit.recommenders import _kernels\n"
-        "print('KERNELS', _kernels.__file__)\n" + _quick_start()
+        "print('KERNELS', _kernels.__file__)\n"
+        "print('FACTOR_KERNELS', _factor_kernels.__file__)\n" + _quick_start()
     )
     run = subprocess.run(
         [python, script],
@@ -92,9 +94,10 @@ def test_the_wheel_installs_and_runs_the_readme_quick_start(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     imported = next(line for line in lines if line.startswith("IMPORTED"))
-    kernels = next(line for line in lines if line.startswith("KERNELS"))
     assert site_packages in imported  # the wheel, not the checkout
-    assert site_packages in kernels and kernels.endswith((".so", ".pyd"))
+    for name in ("KERNELS", "FACTOR_KERNELS"):
+        kernels = next(line for line in lines if line.startswith(name))
+        assert site_packages in kernels and kernels.endswith((".so", ".pyd"))
     # The last line is the five predicted digits.
     assert re.fullmatch(r"\[\d( \d){4}\]", lines[-1].strip())
     assert (script.parent / "digits.keras").is_file()

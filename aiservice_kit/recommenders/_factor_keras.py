@@ -1,19 +1,28 @@
 """The Keras side of `MatrixFactorization` (imported by `fit` only).
 
+It trains BPR, and the explicit objective inside a `tf.distribute`
+scope; outside one the explicit training runs in a compiled kernel that
+takes the same steps (`_factor_adam`).
+
 The model is four `Embedding` tables (user and item factors and biases)
 and one layer that scores a (user, item) pair; it outputs the score and
 the pair's L2 penalty side by side so that a plain Keras loss adds them,
 which keeps the regularisation per rating (surprise's SGD objective)
 without `add_loss` and works unchanged under any `tf.distribute`
 strategy. The input is a `tf.data` pipeline that shuffles positions, not
-triples: each epoch draws one permutation and gathers batches from the
-three columns, which costs a few ms where an element-wise `shuffle` of
-100k triples costs most of a second.
+triples: each epoch draws one permutation (explicit: positions sorted
+by the keyed hash the kernel uses) and gathers batches from the three
+columns, which costs a few ms where an element-wise `shuffle` of 100k
+triples costs most of a second. The explicit model starts from the
+kernel's initial tables (`_factor_adam.initial_tables`); BPR keeps the
+Keras initialisers.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from aiservice_kit.recommenders import _factor_adam
 
 
 @keras.saving.register_keras_serializable(package="aiservice_kit")
@@ -116,6 +125,25 @@ def build_model(
     return keras.Model(inputs, output, name=f"matrix_factorization_{objective}")
 
 
+def _epoch_order(n: int, epoch: tf.Tensor, seed: int) -> tf.Tensor:
+    """`argsort(_factor_adam.epoch_keys(n, epoch, seed))` in TensorFlow."""
+    mask = tf.constant(0xFFFFFFFF, tf.int64)
+    key = (
+        tf.constant((seed & 0xFFFFFFFF) * _factor_adam.SEED_MIX, tf.int64)
+        + (epoch + 1) * _factor_adam.EPOCH_MIX
+    ) & mask
+
+    def xorshift(x):
+        return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+    x = tf.bitwise.bitwise_xor(tf.range(n, dtype=tf.int64), key)
+    x = (xorshift(x) * _factor_adam.HASH_MIX) & mask
+    x = (xorshift(x) * _factor_adam.HASH_MIX) & mask
+    x = xorshift(x)
+    # The keys are distinct 32-bit integers: exact in float64, no ties.
+    return tf.argsort(tf.cast(x, tf.float64), stable=True)
+
+
 def _dataset(
     objective: str,
     users: np.ndarray,
@@ -131,8 +159,11 @@ def _dataset(
     i = tf.constant(items.astype(np.int32))
     r = tf.constant(ratings.astype(np.float32))
 
-    def permutation(_):
-        order = tf.random.shuffle(tf.range(n), seed=seed)
+    def permutation(epoch):
+        if objective == "explicit":
+            order = _epoch_order(n, epoch, seed)
+        else:
+            order = tf.random.shuffle(tf.range(n), seed=seed)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(index):
@@ -144,8 +175,9 @@ def _dataset(
         )
         return (user, item, sampled), tf.zeros(tf.shape(index))
 
-    # One permutation per epoch, all epochs in one iterator: Keras keeps
-    # a single iterator over the epochs when `steps_per_epoch` is given.
+    # One permutation per epoch (explicit: the compiled fit's), all
+    # epochs in one iterator: Keras keeps a single iterator over the
+    # epochs when `steps_per_epoch` is given.
     dataset = tf.data.Dataset.range(epochs).flat_map(permutation)
     dataset = dataset.map(gather)
     options = tf.data.Options()
@@ -188,6 +220,16 @@ def fit(
         init_std=init_std,
         seed=seed,
     )
+    if objective == "explicit":
+        # The compiled one-device fit's initial tables (`_factor_adam`).
+        user_table, item_table = _factor_adam.initial_tables(
+            n_users, n_items, n_factors, init_std, seed
+        )
+        for name, table in (
+            ("user_factors", user_table),
+            ("item_factors", item_table),
+        ):
+            model.get_layer(name).embeddings.assign(table[:, :n_factors])
     steps = -(-len(users) // batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

@@ -6,6 +6,7 @@ the compiled kernels. The estimator (`cosine.py`) calls these on sparse
 matrices it has validated.
 """
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -17,23 +18,26 @@ from aiservice_kit.recommenders import _blocks
 _FIT_BLOCK = 256
 
 
-def load_kernels():
-    """The compiled kernels (a Cython extension built at install).
+def load_kernels(module: str = "_kernels"):
+    """A compiled kernel module (a Cython extension built at install).
+
+    Args:
+        module: str. `"_kernels"` (cosine neighbours) or
+            `"_factor_kernels"` (matrix factorisation).
 
     Raises:
         ImportError: the extension was not built, e.g. a source checkout
             used without `pip install -e .`.
     """
     try:
-        from aiservice_kit.recommenders import _kernels as kernels
+        return importlib.import_module(f"aiservice_kit.recommenders.{module}")
     except ImportError as error:
         raise ImportError(
-            "CosineRecommender's compiled kernels "
-            "(aiservice_kit.recommenders._kernels) are not built. Install "
+            "The recommenders' compiled kernels "
+            f"(aiservice_kit.recommenders.{module}) are not built. Install "
             "a wheel, or build from source with `pip install -e .` (needs "
             "a C++ compiler and the Python headers)."
         ) from error
-    return kernels
 
 
 def kernel_csr(

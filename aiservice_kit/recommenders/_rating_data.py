@@ -1,8 +1,10 @@
-"""Rating triples shared by the rating models: checks and id encoding.
+"""Recommender inputs: checks and id encoding, one home for all models.
 
 The rating models (`MatrixFactorization`, `KNNRatingPredictor`) take
-(user, item, rating) triples, never a dense users x items matrix; this
-module validates them and maps ids to positions, once for both.
+(user, item, rating) triples, never a dense users x items matrix;
+`CosineRecommender` takes a sparse matrix or triples too. This module
+validates them, maps ids to positions and parses the new histories every
+`recommend(user_items=...)` takes (`histories_matrix`).
 """
 
 from collections.abc import Mapping
@@ -13,7 +15,61 @@ import numpy as np
 import scipy.sparse as sp
 
 from aiservice_kit.recommenders import interactions as _interactions
-from aiservice_kit.recommenders.cosine import _normalise_ids
+
+
+def normalise_ids(ids: np.ndarray) -> np.ndarray:
+    """Stores ids as int64 or unicode when they all are, else object."""
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    if ids.dtype.kind in "US":
+        return ids.astype(str)
+    values = ids.tolist()
+    if values and all(isinstance(v, str) for v in values):
+        return np.array(values, dtype=str)
+    if values and all(_interactions.is_integer_like(v) for v in values):
+        return np.array(values, dtype=np.int64)
+    return ids
+
+
+def check_sparse(name: str, matrix: Any, n_cols: int | None) -> sp.csr_matrix:
+    """A validated float32 CSR of non-negative weights (a copy if fixed)."""
+    if not sp.issparse(matrix):
+        raise TypeError(
+            f"`{name}` must be a scipy sparse matrix (users x items), e.g. "
+            "scipy.sparse.csr_matrix(dense), or (user_ids, item_ids[, "
+            f"weights]) triples. Received: {name} of type "
+            f"{type(matrix).__name__}"
+        )
+    if matrix.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be 2-D (users x items). "
+            f"Received: {name} with shape {matrix.shape}"
+        )
+    if matrix.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{name}` must hold numbers. Received: dtype {matrix.dtype}"
+        )
+    if n_cols is not None and matrix.shape[1] != n_cols:
+        raise ValueError(
+            f"`{name}` must have one column per fitted item ({n_cols}). "
+            f"Received: {name} with shape {matrix.shape}"
+        )
+    # A canonical float32 CSR input is used as is (no copy, as
+    # scikit-learn's neighbours estimators keep their training data);
+    # anything else is converted into a new matrix, never fixed in place.
+    csr = sp.csr_matrix(matrix, dtype=np.float32, copy=False)
+    if csr.nnz and not np.isfinite(csr.data).all():
+        raise ValueError(f"`{name}` must be finite. Received: NaN or inf")
+    if csr.nnz and csr.data.min() < 0:
+        raise ValueError(
+            f"`{name}` must hold weights >= 0. "
+            f"Received: minimum {csr.data.min()}"
+        )
+    if not csr.has_canonical_format or (csr.nnz and not csr.data.all()):
+        csr = csr.copy() if csr.data is getattr(matrix, "data", None) else csr
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+    return csr
 
 
 def check_rating_scale(value: Any) -> tuple[float, float] | None:
@@ -136,8 +192,8 @@ def encode_triples(
     values = check_ratings(
         ratings, len(user_array), rating_scale, non_negative=non_negative
     )
-    user_vocab = _normalise_ids(_interactions.vocabulary(user_array))
-    item_vocab = _normalise_ids(_interactions.vocabulary(item_array))
+    user_vocab = normalise_ids(_interactions.vocabulary(user_array))
+    item_vocab = normalise_ids(_interactions.vocabulary(item_array))
     users = _interactions.lookup(user_vocab, user_array, name="user_ids")
     items = _interactions.lookup(item_vocab, item_array, name="item_ids")
     return users, items, values, user_vocab, item_vocab
@@ -156,7 +212,7 @@ def id_positions(
             )
         array = np.empty(1, dtype=object)
         array[0] = ids.item() if hasattr(ids, "item") else ids
-        ids = _normalise_ids(array)
+        ids = normalise_ids(array)
     return (
         _interactions.lookup(vocab, ids, name=name, unknown=unknown),
         scalar,
@@ -183,17 +239,26 @@ def histories_matrix(
     rating_range: tuple[float, float] | None,
     *,
     explicit: bool,
+    unknown: str = "error",
 ) -> sp.csr_matrix:
     """The users x fitted items CSR of `recommend`'s `user_items`.
+
+    The one parser of new histories for every recommender
+    (`CosineRecommender`, `MatrixFactorization`).
 
     Args:
         item_vocab: np.ndarray. The fitted item ids (column order).
         user_items: a scipy sparse matrix (one column per fitted item) or
-            a sequence with one history per user: {item_id: rating}
-            mappings, or item-id sequences (weight 1) when not explicit.
+            a sequence with one history per user: {item_id: rating or
+            weight} mappings, or item-id sequences (weight 1, repeats
+            summed) when not explicit.
         n_rows: int or None. The rows expected (one per user id).
         rating_range: (low, high) or None. Explicit ratings must lie in it.
-        explicit: bool. Histories must carry ratings.
+        explicit: bool. Histories must carry ratings (any sign, stored as
+            given); otherwise they are non-negative weights, zeros
+            dropped.
+        unknown: str. `"error"` raises on item ids `fit` never saw,
+            `"ignore"` drops them.
 
     Returns:
         float32 CSR (n_histories, n_items), duplicates summed.
@@ -203,20 +268,25 @@ def histories_matrix(
         ValueError: on shape mismatches, unknown ids or bad ratings.
     """
     n_items = len(item_vocab)
-    if sp.issparse(user_items):
+    if sp.issparse(user_items) and not explicit:
+        liked = check_sparse("user_items", user_items, n_items)
+    elif sp.issparse(user_items):
         liked = sp.csr_matrix(user_items, dtype=np.float32)
         if liked.shape[1] != n_items:
             raise ValueError(
                 "`user_items` must have one column per fitted item "
                 f"({n_items}). Received: shape {liked.shape}"
             )
+        check_ratings(liked.data, liked.nnz, rating_range)
     elif isinstance(user_items, Sequence) and not isinstance(
         user_items, (str, bytes)
     ):
-        rows, cols, vals = [], [], []
-        for row, entry in enumerate(user_items):
+        lengths, keys, values = [], [], []
+        for entry in user_items:
+            before = len(keys)
             if isinstance(entry, Mapping):
-                keys, values = list(entry.keys()), list(entry.values())
+                keys.extend(entry.keys())
+                values.extend(entry.values())
             elif isinstance(entry, (str, bytes)) or not hasattr(
                 entry, "__len__"
             ):
@@ -232,22 +302,29 @@ def histories_matrix(
                     "ratings). Received an item-id sequence"
                 )
             else:
-                keys, values = list(entry), [1.0] * len(entry)
-            positions = (
-                _interactions.lookup(item_vocab, keys, name="user_items")
-                if keys
-                else np.empty(0, np.int64)
-            )
-            rows.extend([row] * len(positions))
-            cols.extend(positions.tolist())
-            vals.extend(values)
-        values = check_ratings(
-            vals, len(vals), rating_range, non_negative=not explicit
+                keys.extend(entry)
+                values.extend([1.0] * len(entry))
+            lengths.append(len(keys) - before)
+        weights = check_ratings(
+            values, len(values), rating_range, non_negative=not explicit
         )
+        # One vectorised lookup for the whole batch.
+        positions = (
+            _interactions.lookup(
+                item_vocab, keys, name="user_items", unknown=unknown
+            )
+            if keys
+            else np.empty(0, np.int64)
+        )
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        keep = positions >= 0
         liked = sp.csr_matrix(
-            (values, (rows, cols)), shape=(len(user_items), n_items)
+            (weights[keep], (rows[keep], positions[keep])),
+            shape=(len(user_items), n_items),
         )
         liked.sum_duplicates()
+        if not explicit:
+            liked.eliminate_zeros()
     else:
         raise TypeError(
             "`user_items` must be a scipy sparse matrix (users x fitted "

@@ -20,7 +20,6 @@ when too few items are scored; unknown users get the popular items.
 
 import os
 import pathlib
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
 from aiservice_kit.recommenders import _blocks
 from aiservice_kit.recommenders import _neighbours
+from aiservice_kit.recommenders import _rating_data
 from aiservice_kit.recommenders import interactions as _interactions
 from aiservice_kit.recommenders._params import ParamsMixin
 
@@ -50,60 +50,6 @@ def _pad_value(ids: np.ndarray) -> Any:
     if ids.dtype.kind == "U":
         return ""
     return None
-
-
-def _normalise_ids(ids: np.ndarray) -> np.ndarray:
-    """Stores ids as int64 or unicode when they all are, else object."""
-    if ids.dtype.kind in "iu":
-        return ids.astype(np.int64)
-    if ids.dtype.kind in "US":
-        return ids.astype(str)
-    values = ids.tolist()
-    if values and all(isinstance(v, str) for v in values):
-        return np.array(values, dtype=str)
-    if values and all(_interactions.is_integer_like(v) for v in values):
-        return np.array(values, dtype=np.int64)
-    return ids
-
-
-def _check_sparse(name: str, matrix: Any, n_cols: int | None) -> sp.csr_array:
-    if not sp.issparse(matrix):
-        raise TypeError(
-            f"`{name}` must be a scipy sparse matrix (users x items), e.g. "
-            "scipy.sparse.csr_matrix(dense), or (user_ids, item_ids[, "
-            f"weights]) triples. Received: {name} of type "
-            f"{type(matrix).__name__}"
-        )
-    if matrix.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be 2-D (users x items). "
-            f"Received: {name} with shape {matrix.shape}"
-        )
-    if matrix.dtype.kind not in "biuf":
-        raise TypeError(
-            f"`{name}` must hold numbers. Received: dtype {matrix.dtype}"
-        )
-    if n_cols is not None and matrix.shape[1] != n_cols:
-        raise ValueError(
-            f"`{name}` must have one column per fitted item ({n_cols}). "
-            f"Received: {name} with shape {matrix.shape}"
-        )
-    # A canonical float32 CSR input is used as is (no copy, as
-    # scikit-learn's neighbours estimators keep their training data);
-    # anything else is converted into a new matrix, never fixed in place.
-    csr = sp.csr_matrix(matrix, dtype=np.float32, copy=False)
-    if csr.nnz and not np.isfinite(csr.data).all():
-        raise ValueError(f"`{name}` must be finite. Received: NaN or inf")
-    if csr.nnz and csr.data.min() < 0:
-        raise ValueError(
-            f"`{name}` must hold weights >= 0. "
-            f"Received: minimum {csr.data.min()}"
-        )
-    if not csr.has_canonical_format or (csr.nnz and not csr.data.all()):
-        csr = csr.copy() if csr.data is getattr(matrix, "data", None) else csr
-        csr.sum_duplicates()
-        csr.eliminate_zeros()
-    return csr
 
 
 class CosineRecommender(ParamsMixin):
@@ -220,13 +166,13 @@ class CosineRecommender(ParamsMixin):
         if isinstance(X, _interactions.Ratings):
             X = (X.user_ids, X.item_ids, X.ratings)
         if sp.issparse(X):
-            matrix = _check_sparse("X", X, None)
+            matrix = _rating_data.check_sparse("X", X, None)
             users = np.arange(matrix.shape[0], dtype=np.int64)
             items = np.arange(matrix.shape[1], dtype=np.int64)
         elif isinstance(X, tuple) and len(X) in (2, 3):
             matrix, users, items = _interactions.encode_interactions(*X)
-            users = _normalise_ids(users)
-            items = _normalise_ids(items)
+            users = _rating_data.normalise_ids(users)
+            items = _rating_data.normalise_ids(items)
         else:
             raise TypeError(
                 "`X` must be a scipy sparse users x items matrix, a "
@@ -318,58 +264,14 @@ class CosineRecommender(ParamsMixin):
         self, user_items: Any, n_users: int | None, unknown_items: str
     ) -> sp.csr_matrix:
         """New histories as a CSR matrix over the fitted items."""
-        n_items = len(self.item_ids_)
-        if sp.issparse(user_items):
-            matrix = _check_sparse("user_items", user_items, n_items)
-        elif isinstance(user_items, Sequence) and not isinstance(
-            user_items, (str, bytes)
-        ):
-            lengths = []
-            flat: list = []
-            for items in user_items:
-                if isinstance(items, (str, bytes)) or not hasattr(
-                    items, "__len__"
-                ):
-                    raise TypeError(
-                        "`user_items` must be a sequence of item-id "
-                        "sequences (one per user). Received an entry of "
-                        f"type {type(items).__name__}"
-                    )
-                lengths.append(len(items))
-                flat.extend(items)
-            # One vectorised lookup for the whole batch.
-            positions = (
-                _interactions.lookup(
-                    self.item_ids_,
-                    flat,
-                    name="user_items",
-                    unknown=unknown_items,
-                )
-                if flat
-                else np.empty(0, np.int64)
-            )
-            rows = np.repeat(np.arange(len(lengths)), lengths)
-            keep = positions >= 0
-            matrix = sp.csr_matrix(
-                (
-                    np.ones(int(keep.sum()), np.float32),
-                    (rows[keep], positions[keep]),
-                ),
-                shape=(len(user_items), n_items),
-            )
-            matrix.sum_duplicates()
-        else:
-            raise TypeError(
-                "`user_items` must be a scipy sparse matrix (users x fitted "
-                "items) or a sequence of item-id sequences. "
-                f"Received: user_items of type {type(user_items).__name__}"
-            )
-        if n_users is not None and matrix.shape[0] != n_users:
-            raise ValueError(
-                "`user_items` must have one row per entry of `user_ids`. "
-                f"Received: {matrix.shape[0]} rows for {n_users} users"
-            )
-        return matrix
+        return _rating_data.histories_matrix(
+            self.item_ids_,
+            user_items,
+            n_users,
+            None,
+            explicit=False,
+            unknown=unknown_items,
+        )
 
     def _user_positions(self, user_ids: Any) -> tuple[np.ndarray, bool]:
         scalar = np.ndim(user_ids) == 0 and not isinstance(
@@ -383,7 +285,7 @@ class CosineRecommender(ParamsMixin):
                 )
             ids = np.empty(1, dtype=object)
             ids[0] = user_ids.item() if hasattr(user_ids, "item") else user_ids
-            ids = _normalise_ids(ids)
+            ids = _rating_data.normalise_ids(ids)
         else:
             ids = user_ids
         positions = _interactions.lookup(
@@ -409,8 +311,10 @@ class CosineRecommender(ParamsMixin):
                 with no `user_items` get the most popular items, score 0.0.
             top_k: int >= 1. Items per user.
             user_items: None, a scipy sparse matrix (one row per user, one
-                column per fitted item) or a sequence of item-id sequences:
-                histories to use instead of the fitted ones.
+                column per fitted item) or a sequence with one history per
+                user, item ids (weight 1 each, repeats add up) or
+                {item_id: weight} mappings: histories to use instead of
+                the fitted ones.
             exclude_liked: bool. Never return items in the user's history
                 (implicit's `filter_already_liked_items`, but the items are
                 truly removed rather than given score 0).
@@ -565,7 +469,7 @@ class CosineRecommender(ParamsMixin):
         if scalar:
             one = np.empty(1, dtype=object)
             one[0] = ids.item() if hasattr(ids, "item") else ids
-            ids = _normalise_ids(one)
+            ids = _rating_data.normalise_ids(one)
         positions = _interactions.lookup(vocab, ids, name=name)
         queries, targets = self._space(kind)
         idx, val, count = _neighbours.topk_neighbours(
@@ -655,7 +559,7 @@ class CosineRecommender(ParamsMixin):
         arrays = {}
         named_ids = (("user_ids", self.user_ids_), ("item_ids", self.item_ids_))
         for name, ids in named_ids:
-            ids = _normalise_ids(ids)
+            ids = _rating_data.normalise_ids(ids)
             if ids.dtype.kind not in "iuU":
                 raise TypeError(
                     f"`save` needs {name} that are all integers or all "
@@ -780,7 +684,7 @@ class CosineRecommender(ParamsMixin):
                 "needs the whole interaction matrix at serving time. "
                 f"Received: kind={self.kind!r}"
             )
-        vocab = _normalise_ids(self.item_ids_)
+        vocab = _rating_data.normalise_ids(self.item_ids_)
         if vocab.dtype.kind not in "iuU":
             raise ExportError(
                 "`export` needs item ids that are all integers or all "

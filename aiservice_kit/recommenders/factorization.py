@@ -5,9 +5,11 @@ One estimator, three objectives, chosen by `objective`:
 - `"explicit"`: biased matrix factorisation of ratings (the model
   surprise's `SVD` fits): `r_ui ~ mean + b_u + b_i + p_u . q_i`, squared
   error plus `regularization * (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2)` per
-  rating, predictions clipped to `rating_scale`. Trained as a Keras model
-  (embeddings) by `keras.Model.fit` on a `tf.data` pipeline of
-  (user, item, rating) triples; no users x items matrix is ever built.
+  rating, predictions clipped to `rating_scale`. A Keras model
+  (embeddings, Adam on batches of (user, item, rating) triples; no users
+  x items matrix is ever built), trained by `keras.Model.fit` on a
+  `tf.data` pipeline inside a `tf.distribute` scope and otherwise by the
+  same steps in a compiled kernel (`_factor_adam`), without TensorFlow.
 - `"bpr"`: Bayesian personalised ranking on implicit feedback, the same
   Keras embeddings trained on (user, liked item, sampled item) triples.
 - `"als"`: confidence-weighted least squares on implicit feedback
@@ -16,8 +18,9 @@ One estimator, three objectives, chosen by `objective`:
   systems, closed form, no learning rate; on these sizes it converges in
   a few sweeps where gradient steps through Keras need many epochs.
 
-TensorFlow is imported by `fit` for the Keras objectives only; a fitted
-model answers every query from numpy arrays (`_factor_scoring`).
+TensorFlow is imported by `fit` for BPR and for fits in a strategy scope
+only; a fitted model answers every query from numpy arrays
+(`_factor_scoring`).
 """
 
 import os
@@ -31,6 +34,7 @@ import scipy.sparse as sp
 from aiservice_kit import _validation
 from aiservice_kit.exceptions import ExportError
 from aiservice_kit.exceptions import NotFittedError
+from aiservice_kit.recommenders import _factor_adam
 from aiservice_kit.recommenders import _factor_als
 from aiservice_kit.recommenders import _factor_scoring
 from aiservice_kit.recommenders import _rating_data
@@ -72,7 +76,10 @@ class MatrixFactorization(ParamsMixin):
     Distribution: call `fit` inside `with strategy.scope():` (any
     `tf.distribute` strategy, e.g. `aiservice_kit.get_strategy()`); the
     Keras model is built there and `keras.Model.fit` splits each global
-    batch of `batch_size` triples over the replicas.
+    batch of `batch_size` triples over the replicas. Outside a scope the
+    explicit objective runs the same training steps (initial tables,
+    batches, Adam) in a compiled CPU kernel, ~10x faster at 100k ratings;
+    both give the same factors up to float32 summation order.
 
     Args:
         objective: str. `"explicit"` (ratings), `"als"` or `"bpr"`
@@ -92,8 +99,8 @@ class MatrixFactorization(ParamsMixin):
         batch_size: int >= 1. Global batch of triples per Keras step.
         init_std: float > 0. Standard deviation of the initial factors.
         seed: int. Seeds the initial factors, shuffling and sampling.
-        show_progress: bool or None. Per-epoch progress (Keras' bar, tqdm
-            for ALS); None shows it on long fits only.
+        show_progress: bool or None. Per-epoch progress (Keras' bar in
+            `keras.Model.fit`, else tqdm); None: on long fits only.
 
     Attributes:
         user_ids_: np.ndarray. Fitted user ids, row i of `user_factors_`.
@@ -316,29 +323,24 @@ class MatrixFactorization(ParamsMixin):
         settings: dict,
         show: bool,
     ) -> tuple[tuple[np.ndarray, ...], list[float]]:
+        names = ("n_factors", "epochs", "learning_rate", "regularization")
+        names += ("batch_size", "init_std", "seed")
+        kwargs = {name: settings[name] for name in names}
+        args = (users, items, ratings, n_users, n_items)
+        if self.objective == "explicit" and not (
+            _factor_adam.strategy_in_scope()
+        ):
+            return _factor_adam.fit(
+                *args, global_mean=self.global_mean_, show=show, **kwargs
+            )
         from aiservice_kit.recommenders import _factor_keras
 
         return _factor_keras.fit(
             self.objective,
-            users,
-            items,
-            ratings,
-            n_users,
-            n_items,
+            *args,
             global_mean=self.global_mean_,
             verbose=1 if show else 0,
-            **{
-                name: settings[name]
-                for name in (
-                    "n_factors",
-                    "epochs",
-                    "learning_rate",
-                    "regularization",
-                    "batch_size",
-                    "init_std",
-                    "seed",
-                )
-            },
+            **kwargs,
         )
 
     # ------------------------------------------------------------ queries

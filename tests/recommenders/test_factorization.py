@@ -46,6 +46,9 @@ def test_import_does_not_load_tensorflow():
         "from aiservice_kit import MatrixFactorization, KNNRatingPredictor;"
         "MatrixFactorization('als', epochs=2).fit("
         "(['a','a','b'],['x','y','x'],[1.0,1.0,1.0]));"
+        # The explicit fit on one device runs the compiled kernel.
+        "MatrixFactorization(epochs=2).fit("
+        "(['a','a','b'],['x','y','x'],[1.0,2.0,3.0]));"
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run(
@@ -119,6 +122,42 @@ def test_fold_in_answers_new_users_from_their_history(explicit_model):
     assert not set(items[0]) & set(history)
     with pytest.raises(TypeError, match="mappings"):
         model.recommend(None, user_items=[["i1"]])
+
+
+def test_histories_are_parsed_alike_by_both_recommenders(explicit_model):
+    """`recommend(user_items=...)` has one parser (`_rating_data`)."""
+    import scipy.sparse as sp
+
+    from aiservice_kit import CosineRecommender
+
+    data = toy_ratings(strings=True)
+    cosine = CosineRecommender(n_neighbors=5).fit(
+        (data.user_ids, data.item_ids, data.ratings)
+    )
+    als = MatrixFactorization("als", **FAST).fit(data)
+    histories = [["i1", "i2", "i1"], ["i3", "ghost"]]
+    for model in (cosine, als):
+        with pytest.raises(ValueError, match=r"unknown ids: \['ghost'\]"):
+            model.recommend(None, user_items=histories)
+        nan_row = sp.csr_matrix(
+            ([np.nan], ([0], [0])), shape=(1, len(model.item_ids_))
+        )
+        with pytest.raises(ValueError, match="finite"):
+            model.recommend(None, user_items=nan_row)
+    # Implicit: repeats add up as weights; unknown items may be dropped.
+    for model in (cosine, als):
+        twice = model.recommend(None, user_items=[["i1", "i1", "i2"]])
+        weighted = model.recommend(None, user_items=[{"i1": 2.0, "i2": 1}])
+        np.testing.assert_array_equal(twice[0], weighted[0])
+        np.testing.assert_allclose(twice[1], weighted[1], rtol=1e-6)
+    kept, _ = cosine.recommend(
+        None, user_items=histories, unknown_items="ignore"
+    )
+    np.testing.assert_array_equal(
+        kept[1], cosine.recommend(None, user_items=[["i3"]])[0][0]
+    )
+    with pytest.raises(ValueError, match="rating_scale"):
+        explicit_model.recommend(None, user_items=[{"i1": 9.0}])
 
 
 @pytest.mark.parametrize(
@@ -264,12 +303,33 @@ def test_loaders_read_the_three_movielens_layouts(tmp_path):
         interactions.load_movielens_ratings(tmp_path / "missing")
 
 
+def test_compiled_fit_is_the_keras_training():
+    """Outside a strategy scope the explicit fit runs a compiled kernel;
+    inside one, `keras.Model.fit`. Same tables, batches and Adam steps:
+    equal up to float32 summation order (tolerance 1e-5)."""
+    import tensorflow as tf
+
+    data = toy_ratings(n=500)  # 500 = 3 full batches + a partial one
+    params = {"rating_scale": (1, 5), "epochs": 3, "batch_size": 128}
+    compiled = MatrixFactorization(n_factors=4, **params).fit(data)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        keras_fit = MatrixFactorization(n_factors=4, **params).fit(data)
+    np.testing.assert_allclose(
+        compiled.history_["loss"], keras_fit.history_["loss"], rtol=1e-5
+    )
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_allclose(
+            getattr(compiled, name), getattr(keras_fit, name), atol=1e-5
+        )
+
+
 @pytest.mark.multi_device
 def test_two_replicas_give_the_loss_of_one():
     from aiservice_kit import get_strategy
 
     data = toy_ratings(n=512)
     params = {"rating_scale": (1, 5), "epochs": 3, "batch_size": 128}
+    # One device: the compiled kernel; two replicas: keras.Model.fit.
     single = MatrixFactorization(n_factors=4, **params).fit(data)
     strategy = get_strategy("mirrored", log=False)
     assert strategy.num_replicas_in_sync == 2
@@ -279,6 +339,9 @@ def test_two_replicas_give_the_loss_of_one():
     # single-device gradient up to float32 summation order.
     np.testing.assert_allclose(
         mirrored.history_["loss"], single.history_["loss"], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        mirrored.item_factors_, single.item_factors_, atol=1e-4
     )
 
 
