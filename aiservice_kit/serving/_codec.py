@@ -4,6 +4,14 @@ Requests come in the row format (`instances`) or the columnar format
 (`inputs`); binary strings come as `{"b64": ...}`. Responses mirror the
 request: `predictions` for rows, `outputs` for columns. Every refusal is a
 `ServingError` (HTTP 400) that names the input and what was expected.
+
+JSON is read and written with orjson where it gives exactly what the
+standard library would: a body orjson refuses (NaN, Infinity, a lone
+surrogate, nesting beyond its limit, bad UTF-8) is parsed again by `json`,
+whose rules and error messages hold; an answer is written by orjson only
+when every number prints as `json.dumps` prints it (finite, and no nonzero
+magnitude below 1e-4, where orjson spells exponents differently), else by
+`json`.
 """
 
 import base64
@@ -13,6 +21,11 @@ import json
 from typing import Any
 
 import numpy as np
+
+try:
+    import orjson
+except ImportError:  # the `serving` extra installs it; `json` is enough
+    orjson = None
 
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit.serving._errors import ServingError
@@ -25,6 +38,8 @@ COLUMNAR_RESULT_KEY = "outputs"
 ROW = "row"
 COLUMNAR = "columnar"
 _MAX_JSON_SNIPPET = 200
+#: Below this magnitude `json.dumps` writes `1e-05` and orjson `0.00001`.
+_SMALLEST_PLAIN_FLOAT = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +129,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ServingError("JSON Parse error: The document is empty")
     try:
-        document = json.loads(body)
+        document = _loads(body)
     except RecursionError:
         raise ServingError(
             "JSON Parse error: the document is nested too deeply"
@@ -124,6 +139,15 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ServingError(f"JSON Value: {_snippet(document)} Is not object")
     return document
+
+
+def _loads(body: bytes) -> Any:
+    if orjson is not None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # TF Serving's extras (NaN, ...) and json's messages
+    return json.loads(body)
 
 
 def signature_name_of(document: dict[str, Any]) -> str:
@@ -451,11 +475,71 @@ def _output_value(name: str, array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
+def _plain_numbers(name: str, array: np.ndarray) -> np.ndarray | None:
+    """`array` as orjson prints it exactly as `json.dumps(array.tolist())`
+    (floats widened to float64), or None when it would not."""
+    if not name.isascii() or array.ndim == 0:
+        return None
+    kind = array.dtype.kind
+    if kind in "iub":
+        return array
+    if kind != "f":
+        return None  # strings, b64, complex: json's text
+    magnitude = np.abs(array)
+    if (
+        not np.isfinite(magnitude).all()
+        or ((magnitude < _SMALLEST_PLAIN_FLOAT) & (magnitude != 0)).any()
+    ):
+        return None
+    return array.astype(np.float64, copy=False)
+
+
+def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
+    """`encode_predict` written as JSON bytes (orjson where it prints the
+    same numbers as `json.dumps`).
+
+    Args:
+        outputs: dict of numpy arrays. The signature's outputs.
+        fmt: str. `"row"` or `"columnar"`, as the request came.
+
+    Returns:
+        The UTF-8 JSON body.
+
+    Raises:
+        ServingError: 400 when row-format outputs disagree on batch size.
+
+    Example:
+    ```python
+    encode_predict_json({"y": np.array([3.5])}, "row")
+    # b'{"predictions":[3.5]}'
+    ```
+    """
+    if orjson is not None:
+        plain = {
+            name: _plain_numbers(name, array) for name, array in outputs.items()
+        }
+        if all(array is not None for array in plain.values()):
+            answer = encode_predict(plain, fmt, value=lambda _, array: array)
+            return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+
+
+def encode_predict(
+    outputs: dict[str, np.ndarray], fmt: str, *, value=_output_value
+) -> dict[str, Any]:
     """Builds the `predictions` (row) or `outputs` (columnar) response.
 
     One output: its value directly. Several: a list of objects per instance
     (rows) or an object of tensors (columns), as TF Serving does.
+
+    Args:
+        outputs: dict of numpy arrays. The signature's outputs.
+        fmt: str. `"row"` or `"columnar"`.
+        value: callable. `value(name, array)`: an output as a JSON value
+            (default: nested lists, strings as text or `{"b64": ...}`).
+
+    Returns:
+        The response object.
 
     Raises:
         ServingError: 400 when row-format outputs disagree on batch size.
@@ -463,16 +547,14 @@ def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
     names = sorted(outputs)
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return {
-                COLUMNAR_RESULT_KEY: _output_value(names[0], outputs[names[0]])
-            }
+            return {COLUMNAR_RESULT_KEY: value(names[0], outputs[names[0]])}
         return {
             COLUMNAR_RESULT_KEY: {
-                name: _output_value(name, outputs[name]) for name in names
+                name: value(name, outputs[name]) for name in names
             }
         }
     if len(names) == 1:
-        return {ROW_RESULT_KEY: _output_value(names[0], outputs[names[0]])}
+        return {ROW_RESULT_KEY: value(names[0], outputs[names[0]])}
     batch = None
     values = {}
     for name in names:
@@ -485,7 +567,7 @@ def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
                 f"Tensor name: {name} has inconsistent batch size: {size} "
                 f"expecting: {batch}"
             )
-        values[name] = _output_value(name, array)
+        values[name] = value(name, array)
     return {
         ROW_RESULT_KEY: [
             {name: values[name][index] for name in names}
