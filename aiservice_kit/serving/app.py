@@ -282,6 +282,7 @@ def create_app(
     access_log: bool = True,
     grpc_port: int | None = DEFAULT_GRPC_PORT,
     grpc_host: str = DEFAULT_HOST,
+    grpc_reuse_port: bool = False,
 ) -> fastapi.FastAPI:
     """Builds the TF-Serving-compatible REST app (models load at startup).
 
@@ -316,6 +317,9 @@ def create_app(
             one, see `app.state.grpc.port`), with the same keys, quotas
             and ledger; None: REST only. Needs the `grpc` extra.
         grpc_host: str. The address the gRPC server listens on.
+        grpc_reuse_port: bool. Bind `grpc_port` with SO_REUSEPORT, so
+            several worker processes share it (`serve --workers`); off,
+            a port in use is an error.
 
     Returns:
         A FastAPI app; run it with uvicorn, or use it in a
@@ -405,7 +409,11 @@ def create_app(
             from aiservice_kit.serving._grpc import start_grpc_server
 
             app.state.grpc = await start_grpc_server(
-                app.state.service, grpc_host, grpc_port, max_body_bytes
+                app.state.service,
+                grpc_host,
+                grpc_port,
+                max_body_bytes,
+                reuse_port=grpc_reuse_port,
             )
         try:
             yield
