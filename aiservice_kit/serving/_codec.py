@@ -5,19 +5,19 @@ Requests come in the row format (`instances`) or the columnar format
 request: `predictions` for rows, `outputs` for columns. Every refusal is a
 `ServingError` (HTTP 400) that names the input and what was expected.
 
-JSON is read and written with orjson where it gives exactly what the
-standard library would: a body orjson refuses (NaN, Infinity, a lone
-surrogate, nesting beyond its limit, bad UTF-8) is parsed again by `json`,
-whose rules and error messages hold; an answer is written by orjson only
-when every number prints as `json.dumps` prints it (finite, and no nonzero
-magnitude below 1e-4, where orjson spells exponents differently), else by
-`json`.
+JSON is read and written with orjson where it gives what the standard
+library would: a body orjson refuses (NaN, Infinity, a lone surrogate,
+nesting beyond its limit, bad UTF-8) is parsed again by `json`, whose
+rules and error messages hold; a numeric answer is written by orjson with
+every number spelled as `json.dumps` spells it (`encode_predict_json`),
+any other by `json`.
 """
 
 import base64
 import binascii
 import dataclasses
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,12 @@ COLUMNAR_RESULT_KEY = "outputs"
 ROW = "row"
 COLUMNAR = "columnar"
 _MAX_JSON_SNIPPET = 200
-#: Below this magnitude `json.dumps` writes `1e-05` and orjson `0.00001`.
+#: Below this magnitude `json.dumps` writes exponents (`1e-05`).
 _SMALLEST_PLAIN_FLOAT = 1e-4
+#: orjson's `0.0000ddd` (a number in [1e-5, 1e-4)), not inside a number.
+_SMALL_FLOAT = re.compile(rb"(?<![\d.])0\.0000([1-9])(\d*)")
+#: orjson's one-digit negative exponent (`1e-7`; `repr` writes `1e-07`).
+_SHORT_EXPONENT = re.compile(rb"(?<=\d)e-([1-9])(?!\d)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,27 +480,39 @@ def _output_value(name: str, array: np.ndarray) -> Any:
 
 
 def _plain_numbers(name: str, array: np.ndarray) -> np.ndarray | None:
-    """`array` as orjson prints it exactly as `json.dumps(array.tolist())`
-    (floats widened to float64), or None when it would not."""
-    if not name.isascii() or array.ndim == 0:
-        return None
+    """`array` for orjson (floats widened to float64), or None when its
+    JSON is left to `json` (strings, NaN, infinities, odd names)."""
+    if not (name.isascii() and name.isidentifier()) or array.ndim == 0:
+        return None  # an identifier holds no "-" or ".": see _SMALL_FLOAT
     kind = array.dtype.kind
     if kind in "iub":
         return array
-    if kind != "f":
-        return None  # strings, b64, complex: json's text
-    magnitude = np.abs(array)
-    if (
-        not np.isfinite(magnitude).all()
-        or ((magnitude < _SMALLEST_PLAIN_FLOAT) & (magnitude != 0)).any()
-    ):
+    if kind != "f" or not np.isfinite(array).all():
         return None
     return array.astype(np.float64, copy=False)
 
 
+def _has_small(array: np.ndarray) -> bool:
+    if array.dtype.kind != "f":
+        return False
+    magnitude = np.abs(array)
+    return bool(((magnitude < _SMALLEST_PLAIN_FLOAT) & (magnitude != 0)).any())
+
+
+def _python_exponent(match: re.Match) -> bytes:
+    first, rest = match.group(1), match.group(2)
+    return first + (b"." + rest if rest else b"") + b"e-05"
+
+
 def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
-    """`encode_predict` written as JSON bytes (orjson where it prints the
-    same numbers as `json.dumps`).
+    """`encode_predict` written as JSON bytes, numbers spelled as
+    `json.dumps` (Python's `repr`) spells them, with orjson's speed.
+
+    orjson prints the same shortest digits as `repr`, but writes
+    magnitudes in [1e-5, 1e-4) as `0.0000ddd` (`repr`: `d.dde-05`) and
+    exponents below without padding (`1e-7`, `repr`: `1e-07`); these two
+    spellings are rewritten. Answers with strings, NaN or infinities are
+    written by `json` (TF Serving's `NaN`/`Infinity`).
 
     Args:
         outputs: dict of numpy arrays. The signature's outputs.
@@ -510,8 +526,8 @@ def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
 
     Example:
     ```python
-    encode_predict_json({"y": np.array([3.5])}, "row")
-    # b'{"predictions":[3.5]}'
+    encode_predict_json({"y": np.array([3.5, 1e-7])}, "row")
+    # b'{"predictions":[3.5,1e-07]}'
     ```
     """
     if orjson is not None:
@@ -520,7 +536,11 @@ def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
         }
         if all(array is not None for array in plain.values()):
             answer = encode_predict(plain, fmt, value=lambda _, array: array)
-            return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+            text = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+            if any(_has_small(array) for array in plain.values()):
+                text = _SMALL_FLOAT.sub(_python_exponent, text)
+                text = _SHORT_EXPONENT.sub(rb"e-0\1", text)
+            return text
     return json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
 
 
