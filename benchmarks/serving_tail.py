@@ -6,9 +6,10 @@ drives it with that script's client (`serving.drive`) at concurrency 1, 8
 and 32. Two kinds of run:
 
 - Figures: `aiservice-kit serve` from each source tree given with `--tree`
-  (e.g. a checkout of the base commit, then this one), the trees taking
-  turns `--rounds` times on the same box, so the ratios are comparable.
-  `--variant` adds rows of this tree with extra `serve` flags.
+  (e.g. `git archive` copies of the base commit and of this one), the
+  trees taking turns `--rounds` times on the same box, so the ratios are
+  comparable. `--variant` adds rows of the last tree with extra `serve`
+  flags (e.g. `--workers 2`).
 - Breakdown (`--trace`): one server of this tree with timers wrapped around
   the pipeline's steps (rate check, decode, batch queue wait, model run,
   the hand-off back to the event loop, encode, ledger commit) and a
@@ -241,7 +242,8 @@ def _levels(url, key, body, counts, seconds):
 
 def figures(args, work, body, key) -> None:
     rows = [(Path(t).resolve(), ()) for t in args.tree]
-    rows += [(REPO, tuple(v.split())) for v in args.variant]
+    last = rows[-1][0] if rows else REPO  # variants: of the last tree
+    rows += [(last, tuple(v.split())) for v in args.variant]
     results: dict = {}
     for round_ in range(args.rounds):
         for tree, extra in rows:
