@@ -40,10 +40,10 @@ COLUMNAR = "columnar"
 _MAX_JSON_SNIPPET = 200
 #: Below this magnitude `json.dumps` writes exponents (`1e-05`).
 _SMALLEST_PLAIN_FLOAT = 1e-4
-#: orjson's `0.0000ddd` (a number in [1e-5, 1e-4)), not inside a number.
-_SMALL_FLOAT = re.compile(rb"(?<![\d.])0\.0000([1-9])(\d*)")
+#: orjson's `0.0000ddd` (a number in [1e-5, 1e-4)) in compact JSON.
+_SMALL_FLOAT = re.compile(rb"([\[,:-])0\.0000([1-9])(\d*)")
 #: orjson's one-digit negative exponent (`1e-7`; `repr` writes `1e-07`).
-_SHORT_EXPONENT = re.compile(rb"(?<=\d)e-([1-9])(?!\d)")
+_SHORT_EXPONENT = re.compile(rb"e-([1-9])(?=[,\]}])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -479,29 +479,30 @@ def _output_value(name: str, array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def _plain_numbers(name: str, array: np.ndarray) -> np.ndarray | None:
-    """`array` for orjson (floats widened to float64), or None when its
-    JSON is left to `json` (strings, NaN, infinities, odd names)."""
-    if not (name.isascii() and name.isidentifier()) or array.ndim == 0:
-        return None  # an identifier holds no "-" or ".": see _SMALL_FLOAT
+def _orjson_ready(name: str, array: np.ndarray) -> bool:
+    """Whether orjson writes this output as `json.dumps` would (after
+    `_python_spelling`): numbers, finite, under an identifier's name (no
+    "-" or "." a respelling could match)."""
     kind = array.dtype.kind
-    if kind in "iub":
-        return array
-    if kind != "f" or not np.isfinite(array).all():
-        return None
-    return array.astype(np.float64, copy=False)
+    return (
+        name.isascii()
+        and name.isidentifier()
+        and (kind in "iub" or (kind == "f" and bool(np.isfinite(array).all())))
+    )
 
 
-def _has_small(array: np.ndarray) -> bool:
-    if array.dtype.kind != "f":
-        return False
-    magnitude = np.abs(array)
-    return bool(((magnitude < _SMALLEST_PLAIN_FLOAT) & (magnitude != 0)).any())
+def _small_float(match: re.Match) -> bytes:
+    start, first, rest = match.groups()
+    return start + first + (b"." + rest if rest else b"") + b"e-05"
 
 
-def _python_exponent(match: re.Match) -> bytes:
-    first, rest = match.group(1), match.group(2)
-    return first + (b"." + rest if rest else b"") + b"e-05"
+def _python_spelling(text: bytes) -> bytes:
+    """orjson's spelling of small numbers, as `repr` spells them."""
+    if b"0.0000" in text:
+        text = _SMALL_FLOAT.sub(_small_float, text)
+    if b"e-" in text:
+        text = _SHORT_EXPONENT.sub(rb"e-0\1", text)
+    return text
 
 
 def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
@@ -530,36 +531,19 @@ def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
     # b'{"predictions":[3.5,1e-07]}'
     ```
     """
-    if orjson is not None:
-        plain = {
-            name: _plain_numbers(name, array) for name, array in outputs.items()
-        }
-        if all(array is not None for array in plain.values()):
-            answer = encode_predict(plain, fmt, value=lambda _, array: array)
-            text = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-            if any(_has_small(array) for array in plain.values()):
-                text = _SMALL_FLOAT.sub(_python_exponent, text)
-                text = _SHORT_EXPONENT.sub(rb"e-0\1", text)
-            return text
-    return json.dumps(encode_predict(outputs, fmt)).encode("utf-8")
+    answer = encode_predict(outputs, fmt)
+    if orjson is not None and all(
+        _orjson_ready(name, array) for name, array in outputs.items()
+    ):
+        return _python_spelling(orjson.dumps(answer))
+    return json.dumps(answer).encode("utf-8")
 
 
-def encode_predict(
-    outputs: dict[str, np.ndarray], fmt: str, *, value=_output_value
-) -> dict[str, Any]:
+def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
     """Builds the `predictions` (row) or `outputs` (columnar) response.
 
     One output: its value directly. Several: a list of objects per instance
     (rows) or an object of tensors (columns), as TF Serving does.
-
-    Args:
-        outputs: dict of numpy arrays. The signature's outputs.
-        fmt: str. `"row"` or `"columnar"`.
-        value: callable. `value(name, array)`: an output as a JSON value
-            (default: nested lists, strings as text or `{"b64": ...}`).
-
-    Returns:
-        The response object.
 
     Raises:
         ServingError: 400 when row-format outputs disagree on batch size.
@@ -567,14 +551,16 @@ def encode_predict(
     names = sorted(outputs)
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return {COLUMNAR_RESULT_KEY: value(names[0], outputs[names[0]])}
+            return {
+                COLUMNAR_RESULT_KEY: _output_value(names[0], outputs[names[0]])
+            }
         return {
             COLUMNAR_RESULT_KEY: {
-                name: value(name, outputs[name]) for name in names
+                name: _output_value(name, outputs[name]) for name in names
             }
         }
     if len(names) == 1:
-        return {ROW_RESULT_KEY: value(names[0], outputs[names[0]])}
+        return {ROW_RESULT_KEY: _output_value(names[0], outputs[names[0]])}
     batch = None
     values = {}
     for name in names:
@@ -587,7 +573,7 @@ def encode_predict(
                 f"Tensor name: {name} has inconsistent batch size: {size} "
                 f"expecting: {batch}"
             )
-        values[name] = value(name, array)
+        values[name] = _output_value(name, array)
     return {
         ROW_RESULT_KEY: [
             {name: values[name][index] for name in names}
