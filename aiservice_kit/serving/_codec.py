@@ -4,15 +4,28 @@ Requests come in the row format (`instances`) or the columnar format
 (`inputs`); binary strings come as `{"b64": ...}`. Responses mirror the
 request: `predictions` for rows, `outputs` for columns. Every refusal is a
 `ServingError` (HTTP 400) that names the input and what was expected.
+
+JSON is read and written with orjson where it gives what the standard
+library would: a body orjson refuses (NaN, Infinity, a lone surrogate,
+nesting beyond its limit, bad UTF-8) is parsed again by `json`, whose
+rules and error messages hold; a numeric answer is written by orjson with
+every number spelled as `json.dumps` spells it (`encode_predict_json`),
+any other by `json`.
 """
 
 import base64
 import binascii
 import dataclasses
 import json
+import re
 from typing import Any
 
 import numpy as np
+
+try:
+    import orjson
+except ImportError:  # the `serving` extra installs it; `json` is enough
+    orjson = None
 
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit.serving._errors import ServingError
@@ -25,6 +38,12 @@ COLUMNAR_RESULT_KEY = "outputs"
 ROW = "row"
 COLUMNAR = "columnar"
 _MAX_JSON_SNIPPET = 200
+#: Below this magnitude `json.dumps` writes exponents (`1e-05`).
+_SMALLEST_PLAIN_FLOAT = 1e-4
+#: orjson's `0.0000ddd` (a number in [1e-5, 1e-4)) in compact JSON.
+_SMALL_FLOAT = re.compile(rb"([\[,:-])0\.0000([1-9])(\d*)")
+#: orjson's one-digit negative exponent (`1e-7`; `repr` writes `1e-07`).
+_SHORT_EXPONENT = re.compile(rb"e-([1-9])(?=[,\]}])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +133,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ServingError("JSON Parse error: The document is empty")
     try:
-        document = json.loads(body)
+        document = _loads(body)
     except RecursionError:
         raise ServingError(
             "JSON Parse error: the document is nested too deeply"
@@ -124,6 +143,15 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ServingError(f"JSON Value: {_snippet(document)} Is not object")
     return document
+
+
+def _loads(body: bytes) -> Any:
+    if orjson is not None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # TF Serving's extras (NaN, ...) and json's messages
+    return json.loads(body)
 
 
 def signature_name_of(document: dict[str, Any]) -> str:
@@ -449,6 +477,66 @@ def _output_value(name: str, array: np.ndarray) -> Any:
         nested[:] = flat
         return nested.reshape(array.shape).tolist()
     return array.tolist()
+
+
+def _orjson_ready(name: str, array: np.ndarray) -> bool:
+    """Whether orjson writes this output as `json.dumps` would (after
+    `_python_spelling`): numbers, finite, under an identifier's name (no
+    "-" or "." a respelling could match)."""
+    kind = array.dtype.kind
+    return (
+        name.isascii()
+        and name.isidentifier()
+        and (kind in "iub" or (kind == "f" and bool(np.isfinite(array).all())))
+    )
+
+
+def _small_float(match: re.Match) -> bytes:
+    start, first, rest = match.groups()
+    return start + first + (b"." + rest if rest else b"") + b"e-05"
+
+
+def _python_spelling(text: bytes) -> bytes:
+    """orjson's spelling of small numbers, as `repr` spells them."""
+    if b"0.0000" in text:
+        text = _SMALL_FLOAT.sub(_small_float, text)
+    if b"e-" in text:
+        text = _SHORT_EXPONENT.sub(rb"e-0\1", text)
+    return text
+
+
+def encode_predict_json(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
+    """`encode_predict` written as JSON bytes, numbers spelled as
+    `json.dumps` (Python's `repr`) spells them, with orjson's speed.
+
+    orjson prints the same shortest digits as `repr`, but writes
+    magnitudes in [1e-5, 1e-4) as `0.0000ddd` (`repr`: `d.dde-05`) and
+    exponents below without padding (`1e-7`, `repr`: `1e-07`); these two
+    spellings are rewritten. Answers with strings, NaN or infinities are
+    written by `json` (TF Serving's `NaN`/`Infinity`).
+
+    Args:
+        outputs: dict of numpy arrays. The signature's outputs.
+        fmt: str. `"row"` or `"columnar"`, as the request came.
+
+    Returns:
+        The UTF-8 JSON body.
+
+    Raises:
+        ServingError: 400 when row-format outputs disagree on batch size.
+
+    Example:
+    ```python
+    encode_predict_json({"y": np.array([3.5, 1e-7])}, "row")
+    # b'{"predictions":[3.5,1e-07]}'
+    ```
+    """
+    answer = encode_predict(outputs, fmt)
+    if orjson is not None and all(
+        _orjson_ready(name, array) for name, array in outputs.items()
+    ):
+        return _python_spelling(orjson.dumps(answer))
+    return json.dumps(answer).encode("utf-8")
 
 
 def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:

@@ -471,7 +471,12 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    service: Service, host: str, port: int, max_message_bytes: int
+    service: Service,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    *,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Starts TF Serving's gRPC services in the running event loop.
 
@@ -481,6 +486,9 @@ async def start_grpc_server(
         port: int. Port (0: any free one).
         max_message_bytes: int. Largest request message accepted (the
             REST body limit; larger ones get RESOURCE_EXHAUSTED).
+        reuse_port: bool. Share the port with other processes that set
+            it too (SO_REUSEPORT: `serve --workers`); False, a port in use
+            is an error.
 
     Returns:
         The running GrpcServer.
@@ -500,7 +508,7 @@ async def start_grpc_server(
         options=(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ),
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -24,7 +24,7 @@ import numpy as np
 from aiservice_kit.serving import _explain
 from aiservice_kit.serving._admission import count_instances
 from aiservice_kit.serving._codec import decode_predict
-from aiservice_kit.serving._codec import encode_predict
+from aiservice_kit.serving._codec import encode_predict_json
 from aiservice_kit.serving._codec import parse_json
 from aiservice_kit.serving._codec import signature_name_of
 from aiservice_kit.serving._errors import ServingError
@@ -183,12 +183,9 @@ async def _decode_rest(
         arrays, fmt, count = decode_predict(document, signature.inputs)
 
     def encode(outputs: dict[str, np.ndarray]) -> Reply:
-        answer = (
-            _explain.encode(outputs, fmt)
-            if explain
-            else encode_predict(outputs, fmt)
-        )
-        return json.dumps(answer).encode("utf-8"), {}
+        if explain:
+            return json.dumps(_explain.encode(outputs, fmt)).encode(), {}
+        return encode_predict_json(outputs, fmt), {}
 
     return signature, arrays, count, encode
 

@@ -9,6 +9,7 @@ with the middlewares and the error handlers.
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -280,6 +281,7 @@ def create_app(
     access_log: bool = True,
     grpc_port: int | None = DEFAULT_GRPC_PORT,
     grpc_host: str = DEFAULT_HOST,
+    grpc_reuse_port: bool = False,
 ) -> fastapi.FastAPI:
     """Builds the TF-Serving-compatible REST app (models load at startup).
 
@@ -314,6 +316,9 @@ def create_app(
             one, see `app.state.grpc.port`), with the same keys, quotas
             and ledger; None: REST only. Needs the `grpc` extra.
         grpc_host: str. The address the gRPC server listens on.
+        grpc_reuse_port: bool. Bind `grpc_port` with SO_REUSEPORT, so
+            several worker processes share it (`serve --workers`); off,
+            a port in use is an error.
 
     Returns:
         A FastAPI app; run it with uvicorn, or use it in a
@@ -410,12 +415,22 @@ def create_app(
             "on" if auth else "off",
             db_path,
         )
+        # TensorFlow and the loaded models are millions of objects that live
+        # as long as the server; a full collection walking them all stops
+        # every thread for ~0.3 s (the c=32 p99, benchmarks/serving_tail.py).
+        # Freeze them out of the collector's reach until shutdown.
+        gc.collect()
+        gc.freeze()
         app.state.grpc = None
         if grpc_port is not None:
             from aiservice_kit.serving._grpc import start_grpc_server
 
             app.state.grpc = await start_grpc_server(
-                app.state.service, grpc_host, grpc_port, max_body_bytes
+                app.state.service,
+                grpc_host,
+                grpc_port,
+                max_body_bytes,
+                reuse_port=grpc_reuse_port,
             )
         try:
             yield
@@ -428,6 +443,7 @@ def create_app(
             if meter is None:
                 ledger.close()
             store.close()
+            gc.unfreeze()  # what this app held can be collected again
 
     app = fastapi.FastAPI(
         title="aiservice_kit model server",

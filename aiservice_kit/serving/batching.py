@@ -2,10 +2,17 @@
 
 One worker thread per served signature takes the first waiting request,
 then every request already queued (up to `max_batch_size` instances), and
-optionally waits up to `max_wait_ms` for more. Requests whose inputs agree
-on every axis but the first are concatenated, run once, and the outputs are
-split back. While a batch runs, the next one fills up by itself, so the
-batch size adapts to the load with no waiting at low load.
+may wait up to `max_wait_ms` for more. Requests whose inputs agree on every
+axis but the first are concatenated, run once, and the outputs are split
+back. While a batch runs, the next one fills up by itself, so the batch
+size adapts to the load with no waiting at low load.
+
+The wait adapts to the arrivals. The worker keeps a moving average of the
+requests per batch (how many callers it has been serving at once) and of
+the time between two requests. Once the queue is empty it waits only while
+its batch holds fewer requests than that average, and each time at most
+two average gaps: a lone caller (concurrency 1) never waits, and a wait
+ends as soon as requests stop coming. `max_wait_ms` bounds it all.
 """
 
 import collections
@@ -28,6 +35,8 @@ from aiservice_kit.serving.config import MAX_WAIT_MS_LIMIT
 
 logger = logging.getLogger("aiservice_kit.serving")
 
+#: Weight of the newest value in the moving averages of the wait.
+_SMOOTHING = 0.2
 #: `fn(inputs) -> outputs`, both dicts of numpy arrays by tensor name.
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -39,9 +48,11 @@ class BatchingConfig:
     Attributes:
         max_batch_size: int. Most instances run in one call (a request
             larger than this runs alone).
-        max_wait_ms: float. How long the worker waits for more requests
-            once it has one. 0 (the default) batches only what is already
-            waiting: no added latency at low load, full batches under load.
+        max_wait_ms: float. The longest the worker waits for more requests
+            once it has one (it waits only while more callers are expected,
+            see the module's note). 0 (the default) batches only what is
+            already waiting: no added latency at low load, full batches
+            under load.
     """
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -118,6 +129,11 @@ class Batcher:
         self._carry: collections.deque = collections.deque()
         self._closed = False
         self._lock = threading.Lock()
+        # The adaptive wait: mean requests per batch and seconds between
+        # two submits (None until two have come).
+        self._width = 1.0
+        self._gap: float | None = None
+        self._last_submit: float | None = None
         self._thread = threading.Thread(
             target=self._work, name=f"batcher-{name}", daemon=True
         )
@@ -147,6 +163,15 @@ class Batcher:
                 error = ServingError("This model version was unloaded.", 503)
                 _resolve(future, error=error)
                 return future
+            now = time.monotonic()
+            if self._last_submit is not None:
+                gap = now - self._last_submit
+                self._gap = (
+                    gap
+                    if self._gap is None
+                    else self._gap + _SMOOTHING * (gap - self._gap)
+                )
+            self._last_submit = now
             self._queue.put(_Item(inputs, size, future, key))
         return future
 
@@ -166,6 +191,18 @@ class Batcher:
             return self._queue.get_nowait()
         return self._queue.get(timeout=timeout)
 
+    def _pause(self, requests: int, deadline: float) -> float:
+        """Seconds to wait for one more request (<= 0: run the batch now).
+
+        Waits only while the batch holds fewer requests than batches have
+        lately held, at most two mean gaps between requests, and never
+        past the deadline (`max_wait_ms` after the batch's first request).
+        """
+        gap = self._gap
+        if gap is None or requests >= round(self._width):
+            return 0.0
+        return min(deadline - time.monotonic(), 2.0 * gap)
+
     def _work(self) -> None:
         limit = self._config.max_batch_size
         wait = self._config.max_wait_ms / 1000.0
@@ -179,9 +216,15 @@ class Batcher:
             deadline = time.monotonic() + wait
             while size < limit:
                 try:
-                    item = self._next(deadline - time.monotonic())
+                    item = self._next(0)
                 except queue.Empty:
-                    break
+                    pause = self._pause(len(batch), deadline) if wait else 0
+                    if pause <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=pause)
+                    except queue.Empty:
+                        break
                 if item is None:
                     stopping = True
                     break
@@ -190,6 +233,7 @@ class Batcher:
                     break
                 batch.append(item)
                 size += item.size
+            self._width += _SMOOTHING * (len(batch) - self._width)
             groups: dict[tuple, list[_Item]] = {}
             for item in batch:
                 groups.setdefault(item.key, []).append(item)

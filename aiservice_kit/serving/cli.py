@@ -43,12 +43,15 @@ from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
 from aiservice_kit.serving.config import DEFAULT_POLL_INTERVAL_S
 from aiservice_kit.serving.config import DEFAULT_PORT
 from aiservice_kit.serving.config import DEFAULT_RUNTIME
+from aiservice_kit.serving.config import DEFAULT_WORKERS
 from aiservice_kit.serving.config import GRPC_PORT
 from aiservice_kit.serving.config import RUNTIME_CHOICES
 from aiservice_kit.serving.config import default_db_path
 from aiservice_kit.serving.config import load_config
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+#: SQLite names that open a database private to one connection.
+SQLITE_PRIVATE_NAMES = (":memory:",)
 
 
 def is_loopback(host: str) -> bool:
@@ -188,7 +191,12 @@ def _open(kind: Any, db: Path | str) -> Any:
         raise UsageError(f"--db: {error}") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
+def build_app(args: argparse.Namespace) -> Any:
+    """The app `serve` runs, from its parsed arguments (loads no model).
+
+    Raises:
+        UsageError: naming the argument that does not fit.
+    """
     config = _config(args)
     if not args.model and not config.models:
         raise UsageError(
@@ -201,11 +209,15 @@ def _serve(args: argparse.Namespace) -> int:
         )
     for name, path in args.model:
         _check_base_path(name, path)
-    auth = {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
-    import uvicorn
-
+    db = _db(args)
+    if args.workers > 1 and str(db) in SQLITE_PRIVATE_NAMES:
+        raise UsageError(
+            f"--workers {args.workers} needs a database the workers share "
+            "(a SQLite file or a postgresql:// URL), and SQLite's "
+            f"{str(db)!r} is private to each connection. Received: --db "
+            f"{str(db)!r}; pass a file path, or --workers 1"
+        )
     from aiservice_kit.serving._admission import AdmissionLimits
-    from aiservice_kit.serving._http import guarded_http
     from aiservice_kit.serving.app import create_app
     from aiservice_kit.serving.batching import BatchingConfig
     from aiservice_kit.serving.registry import ModelConfig
@@ -229,49 +241,84 @@ def _serve(args: argparse.Namespace) -> int:
             )
             for name, path in args.model
         }
-        app = create_app(
+        return create_app(
             models,
-            db=_db(args),
+            db=db,
             config=config,
-            auth=auth,
+            auth=_auth(args),
             batching=batching,
             max_body_bytes=args.max_body_bytes,
             poll_interval_s=args.poll_interval,
             access_log=args.access_log == "on",
             grpc_port=args.grpc_port,
             grpc_host=args.host,
+            grpc_reuse_port=args.workers > 1,
         )
     except (ValueError, TypeError, ImportError) as error:
         raise UsageError(str(error)) from None
+
+
+def _auth(args: argparse.Namespace) -> bool:
+    return {"on": True, "off": False}.get(args.auth, not is_loopback(args.host))
+
+
+def http_protocol(args: argparse.Namespace) -> Any:
+    """uvicorn's HTTP protocol class with `serve`'s connection limits."""
+    from aiservice_kit.serving._http import guarded_http
+
+    return guarded_http(
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_header_count=DEFAULT_MAX_HEADER_COUNT,
+        max_header_bytes=DEFAULT_MAX_HEADER_BYTES,
+    )
+
+
+def setup_process(args: argparse.Namespace) -> None:
+    """Logging and the GIL hand-over interval of a serving process."""
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(message)s",
         stream=sys.stderr,
     )
-    if not auth and not is_loopback(args.host):
+    # The event loop and the batching threads share the GIL: hand it over
+    # every 1 ms instead of Python's 5 ms so a request never waits on it.
+    sys.setswitchinterval(0.001)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    app = build_app(args)  # checks every argument before anything starts
+    import uvicorn
+
+    setup_process(args)
+    if not _auth(args) and not is_loopback(args.host):
         logging.getLogger("aiservice_kit.serving").warning(
             "API keys are OFF on %s: anyone who reaches it can call it",
             args.host,
         )
-    # The event loop and the batching threads share the GIL: hand it over
-    # every 1 ms instead of Python's 5 ms so a request never waits on it.
-    sys.setswitchinterval(0.001)
-    uvicorn.run(
-        app,
+    options = dict(
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=10,
-        http=guarded_http(
-            header_timeout_s=args.header_timeout,
-            body_timeout_s=args.body_timeout,
-            max_header_count=DEFAULT_MAX_HEADER_COUNT,
-            max_header_bytes=DEFAULT_MAX_HEADER_BYTES,
-        ),
         limit_concurrency=DEFAULT_MAX_CONNECTIONS,
         timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
         h11_max_incomplete_event_size=DEFAULT_MAX_HEADER_BYTES,
+    )
+    if args.workers == 1:
+        uvicorn.run(app, http=http_protocol(args), **options)
+        return 0
+    from aiservice_kit.serving import _workers
+
+    del app  # each worker builds its own from the same arguments
+    os.environ[_workers.ARGS_ENV] = _workers.encode_args(args)
+    uvicorn.run(
+        f"{_workers.__name__}:app",
+        factory=True,
+        workers=args.workers,
+        http=f"{_workers.__name__}:http",
+        **options,
     )
     return 0
 
@@ -546,6 +593,14 @@ def add_serve_parser(subparsers: Any, name: str = "serve") -> Any:
         type=_non_negative_float,
         default=DEFAULT_POLL_INTERVAL_S,
         help="seconds between scans for new versions",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=DEFAULT_WORKERS,
+        help="worker processes sharing the port(s) and the --db ledger; "
+        "each loads the models; a worker that dies is restarted "
+        f"(default {DEFAULT_WORKERS})",
     )
     serve.add_argument(
         "--access-log",

@@ -66,6 +66,9 @@ DEFAULT_GRPC_PORT = None
 GRPC_PORT = 8500
 #: Seconds running gRPC calls get to finish when the server stops.
 GRPC_GRACE_S = 5.0
+#: Worker processes `serve --workers` starts on one host (one: no
+#: supervisor, the server is the process).
+DEFAULT_WORKERS = 1
 
 # -- Models -----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from aiservice_kit.serving import load_config
 from aiservice_kit.serving._codec import TensorInfo
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import encode_predict
+from aiservice_kit.serving._codec import encode_predict_json
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.batching import Batcher
 from aiservice_kit.serving.cli import is_loopback
@@ -193,6 +194,54 @@ def test_batcher_merges_concurrent_requests_and_isolates_failures():
         BatchingConfig(max_wait_ms=-1)
 
 
+def test_a_lone_caller_never_waits_for_a_batch():
+    sizes = []
+    batcher = Batcher(
+        lambda inputs: {"y": inputs["x"] + 1},
+        BatchingConfig(max_batch_size=8, max_wait_ms=400),
+        on_batch=sizes.append,
+    )
+    started = time.perf_counter()
+    for i in range(5):  # one request at a time, as a client at c=1
+        assert batcher.submit({"x": np.full((1,), i)}).result(5)[
+            "y"
+        ].tolist() == [i + 1]
+    elapsed = time.perf_counter() - started
+    batcher.close()
+
+    assert elapsed < 0.4  # a fixed wait would take 5 x 0.4 s
+    assert sizes == [1] * 5
+
+
+def test_concurrent_callers_are_waited_for_within_max_wait():
+    sizes = []
+
+    def run(inputs):
+        time.sleep(0.005)
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(
+        run,
+        BatchingConfig(max_batch_size=64, max_wait_ms=20),
+        on_batch=sizes.append,
+    )
+
+    def client():
+        for _ in range(20):
+            batcher.submit({"x": np.ones((1,))}).result(5)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+
+    assert sum(sizes) == 160
+    assert max(sizes) > 1
+    assert len(sizes) < 160 // 2  # mostly batched, not one by one
+
+
 def test_codec_follows_tf_serving_row_and_column_rules():
     inputs = {
         "a": TensorInfo("a", "float32", (None, 2)),
@@ -220,6 +269,23 @@ def test_codec_follows_tf_serving_row_and_column_rules():
     assert encode_predict({"p": outputs["p"]}, "row") == {
         "predictions": [0.5, 1.0]
     }
+
+
+@pytest.mark.parametrize("fmt", ["row", "columnar"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_json_answers_print_numbers_as_json_dumps_does(fmt, dtype):
+    rng = np.random.default_rng(0)
+    top = int(np.log10(np.finfo(dtype).max))  # 4, 38 or 308
+    scales = 10.0 ** np.arange(-8, min(top, 20))[:, None]
+    values = (rng.standard_normal((len(scales), 6)) * scales).astype(dtype)
+    values[0, :3] = [np.nan, np.inf, -0.0]
+    for rows in (values, values[1:], values[9:]):  # with and without NaN
+        outputs = {"p": rows, "c": np.arange(len(rows)), "ok": rows[:, 0] > 0}
+
+        fast = encode_predict_json(outputs, fmt)
+        plain = json.dumps(encode_predict(outputs, fmt)).encode()
+
+        assert fast.replace(b" ", b"") == plain.replace(b" ", b"")
 
 
 def test_config_file_sets_prices_plans_and_models(tmp_path):

@@ -60,6 +60,7 @@ def test_a_keras_model_is_served_straight_from_memory(serve, tmp_path):
             "default", images, signature_name="predict"
         )
         status = client.status("default")
+        frozen = gc.get_freeze_count()  # the loaded model, out of gc's way
 
     np.testing.assert_allclose(
         [row["probabilities"] for row in predictions], expected, rtol=1e-5
@@ -68,6 +69,7 @@ def test_a_keras_model_is_served_straight_from_memory(serve, tmp_path):
         expected.argmax(axis=1)
     )
     assert [entry["state"] for entry in status] == ["AVAILABLE"]
+    assert frozen > 100_000
 
 
 def test_models_by_name_mix_memory_and_paths(serve, tmp_path):

@@ -9,6 +9,8 @@ skip, with the reason, only when none can be started.
 import hashlib
 import json
 import math
+import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -403,3 +405,147 @@ def test_a_schema_3_database_migrates_and_only_admin_keys_read_metrics(
     assert scraped.status_code == 200
     assert "aiservice_kit_predict_requests_total" in scraped.text
     assert after.status_code == 200
+
+
+# -- `serve --workers N`: N processes on one host, one port, one ledger -------
+
+WORKERS = 2
+
+
+def _worker_processes(server):
+    """The worker processes of a `serve --workers` supervisor."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process(server.process.pid).children():
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # exited (a zombie until reaped) meanwhile
+            pass
+    return workers
+
+
+def _wait_workers_ready(server, count, timeout=120):
+    marker = "Application startup complete."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.log().count(marker) >= count:
+            return
+        if server.process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"{count} workers not ready:\n" + server.log())
+
+
+@pytest.fixture(scope="module")
+def workers_server(model_root, tmp_path_factory):
+    """(database, one `serve --workers 2` on a SQLite file), started once."""
+    folder = tmp_path_factory.mktemp("workers")
+    config = folder / "plans.json"
+    config.write_text(json.dumps({"plans": PLANS}))
+    db = str(folder / "service.db")
+    args = ["--model", f"half_plus_three={model_root / 'half_plus_three'}"]
+    args += ["--db", db, "--config", str(config), "--auth", "on"]
+    args += ["--workers", str(WORKERS)]
+    server = Server(args, folder / "workers.log").start()
+    _wait_workers_ready(server, WORKERS)
+    yield db, server
+    server.stop()
+
+
+def _open_call(server, secret):
+    """One predict on a new connection, left open; (socket, status line)."""
+    body = b'{"instances": [1.0]}'
+    head = (
+        f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-API-Key: {secret}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    connection = socket.create_connection(("127.0.0.1", server.port), 30)
+    connection.sendall(head.encode() + body)
+    status = connection.recv(65536).split(b"\r\n", 1)[0]
+    return connection, status
+
+
+def _workers_holding(server, connections):
+    """The pids of the workers at the other end of these connections."""
+    ports = {connection.getsockname()[1] for connection in connections}
+    return {
+        worker.pid
+        for worker in _worker_processes(server)
+        for held in worker.net_connections(kind="tcp")
+        if held.laddr.port == server.port
+        and held.raddr
+        and held.raddr.port in ports
+    }
+
+
+def test_workers_share_one_port_and_each_answers(workers_server):
+    database, server = workers_server
+    secret, _ = _key(database, "big")
+    workers = _worker_processes(server)
+    barrier = threading.Barrier(16)
+
+    def call(_):
+        barrier.wait()  # connect together, so both workers accept some
+        return _open_call(server, secret)
+
+    with ThreadPoolExecutor(16) as pool:
+        calls = list(pool.map(call, range(16)))
+    try:
+        pids = _workers_holding(server, [c for c, _ in calls])
+    finally:
+        for connection, _ in calls:
+            connection.close()
+
+    print(f"16 connections answered by workers {sorted(pids)}")
+    assert len(workers) == WORKERS
+    assert [status for _, status in calls] == [b"HTTP/1.1 200 OK"] * 16
+    assert pids == {worker.pid for worker in workers}
+
+
+def test_workers_never_exceed_a_quota_together(workers_server):
+    database, server = workers_server
+    secret, key = _key(database, "quota100")
+    statuses = _burst([server], secret, calls=40, instances=10)
+    meter = DatabaseMeter(database)
+    (line,) = meter.summarize(key_id=key.id)
+    meter.close()
+    left = _rows(
+        database,
+        "SELECT COUNT(*) FROM reservations WHERE key_id = ?",
+        (key.id,),
+    )[0][0]
+
+    assert statuses.count(200) == 10  # 10 calls x 10 instances = the quota
+    assert statuses.count(429) == 30
+    assert line.instances == 100
+    assert left == 0
+
+
+def test_a_dead_worker_is_restarted_and_sigterm_stops_all(workers_server):
+    import psutil
+
+    _, server = workers_server
+    before = _worker_processes(server)
+    before[0].kill()  # SIGKILL: the supervisor must notice and replace it
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _worker_processes(server)
+        if len(now) == WORKERS and before[0].pid not in {p.pid for p in now}:
+            break
+        time.sleep(0.2)
+    _wait_workers_ready(server, WORKERS + 1)
+    after = _worker_processes(server)
+    ready = httpx.get(server.url + "/readyz", timeout=10)
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=60)
+    _, alive = psutil.wait_procs(after, timeout=30)
+
+    assert len(after) == WORKERS
+    assert before[0].pid not in {p.pid for p in after}
+    assert before[1].pid in {p.pid for p in after}
+    assert ready.status_code == 200
+    assert code == 0
+    assert alive == []  # no worker outlives the supervisor

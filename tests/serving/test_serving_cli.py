@@ -94,3 +94,28 @@ def test_a_version_directory_is_refused_naming_the_base_path(tmp_path, capsys):
     )
     assert "is a version directory" in err
     assert f"--model digits={version.parent}\n" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5"])
+def test_a_bad_workers_value_names_the_argument(value, tmp_path, capsys):
+    from aiservice_kit.cli import main
+
+    code = main(["serve", "--model", f"m={tmp_path}", "--workers", value])
+
+    assert code == 2
+    assert (
+        f"argument --workers: must be a positive integer, got {value!r}"
+        in capsys.readouterr().err
+    )
+
+
+def test_workers_refuse_a_database_they_cannot_share(tmp_path, capsys):
+    from aiservice_kit.cli import main
+
+    argv = ["serve", "--model", f"m={tmp_path}", "--db", ":memory:"]
+    code = main([*argv, "--workers", "2"])
+
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("aiservice-kit serve: error: --workers 2 needs")
+    assert "Received: --db ':memory:'" in error
