@@ -196,8 +196,11 @@ def test_best_checkpoint_of_a_string_model_on_two_replicas_takes_strings(
     losses = history.history["loss"]
     assert losses[1] < losses[0]  # so the best checkpoint is the last epoch
     sample = np.array(texts[:4], dtype=object)
-    np.testing.assert_allclose(
-        best.predict(sample, verbose=0), model.predict(sample, verbose=0)
+    np.testing.assert_allclose(  # float32, reloaded: last-bit differences
+        best.predict(sample, verbose=0),
+        model.predict(sample, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

@@ -25,6 +25,11 @@ IMAGE_INPUT = "image"
 MIN_IMAGE_SIDE = 4
 #: Accepted values of `pooling`.
 POOLINGS = ("auto", "avg", "max", "flatten")
+#: Accepted values of `padding`.
+PADDINGS = ("auto", "same", "valid")
+#: `padding="auto"` picks "valid" when every block keeps a feature map at
+#: least this many pixels wide after its convolutions.
+MIN_VALID_MAP_SIDE = 3
 #: Largest feature map (values) that `pooling="auto"` flattens.
 MAX_FLATTEN_SIZE = 4096
 #: Named augmentation presets; a list of Keras layers is accepted too.
@@ -42,6 +47,7 @@ def conv_block(
     kernel_size: int = 3,
     batch_norm: bool = True,
     downsample: bool = True,
+    padding: str = "same",
     name: str = "block",
 ) -> Any:
     """Applies `convs` convolutions (+ batch norm + ReLU), then max pooling.
@@ -53,6 +59,8 @@ def conv_block(
         kernel_size: int. Side of the square convolution kernel.
         batch_norm: bool. Whether to batch-normalize after each convolution.
         downsample: bool. Whether to end with 2x2 max pooling.
+        padding: str. `"same"` keeps the map's size; `"valid"` trims
+            `kernel_size - 1` pixels per convolution (less arithmetic).
         name: str. Prefix of the layer names.
 
     Returns:
@@ -70,7 +78,7 @@ def conv_block(
         x = keras.layers.Conv2D(
             filters,
             kernel_size,
-            padding="same",
+            padding=padding,
             use_bias=not batch_norm,
             name=f"{name}_conv{index + 1}",
         )(x)
@@ -147,6 +155,20 @@ def _check_image_shape(input_shape: Any) -> tuple[int, int, int]:
     return height, width, channels
 
 
+def _auto_padding(
+    size: tuple[int, int], blocks: int, convs: int, kernel_size: int
+) -> str:
+    """`"valid"` when every block keeps a map >= MIN_VALID_MAP_SIDE wide."""
+    side = min(size)
+    for _ in range(blocks):
+        side -= convs * (kernel_size - 1)
+        if side < MIN_VALID_MAP_SIDE:
+            return "same"
+        if side >= 4:
+            side //= 2
+    return "valid"
+
+
 def build_cnn(
     input_shape: Sequence[int],
     num_classes: int | None = None,
@@ -154,6 +176,7 @@ def build_cnn(
     filters: Sequence[int] = (32, 64),
     convs_per_block: int = 1,
     kernel_size: int = 3,
+    padding: str = "auto",
     batch_norm: bool = False,
     dense_units: int | None = 128,
     dropout: float = 0.3,
@@ -183,6 +206,11 @@ def build_cnn(
         filters: tuple of int. Filters of each convolutional block.
         convs_per_block: int. Convolutions per block.
         kernel_size: int. Side of the square convolution kernels.
+        padding: str. `"same"`, `"valid"`, or `"auto"`: valid (the
+            textbook CNN's: on 28x28 MNIST the default stack does 0.6x the
+            arithmetic of same padding, at the same accuracy) when every
+            block keeps a map at least 3 pixels wide, else same (small
+            images such as 8x8 digits).
         batch_norm: bool. Batch normalization after each convolution (off
             by default: on the shallow default stack it made validation
             accuracy swing by a point between epochs on MNIST).
@@ -245,6 +273,7 @@ def build_cnn(
     dense_units = check_optional_positive_int("dense_units", dense_units)
     dropout = check_fraction("dropout", dropout)
     check_choice("label_mode", label_mode, ("int", "categorical"))
+    check_choice("padding", padding, PADDINGS)
     check_optimizer(optimizer)
     if rescale is not None and (
         isinstance(rescale, bool) or not isinstance(rescale, (int, float))
@@ -267,11 +296,24 @@ def build_cnn(
         x = keras.layers.Rescaling(rescale, name="rescale")(x)
     for layer in augment:
         x = layer(x)
+    if padding == "auto":
+        padding = _auto_padding(
+            (height, width), len(filters), convs_per_block, kernel_size
+        )
+    trim = convs_per_block * (kernel_size - 1) if padding == "valid" else 0
     map_height, map_width = height, width
     for index, block_filters in enumerate(filters):
         if block_fn is not None:
             x = block_fn(x, block_filters, index)
             continue
+        map_height, map_width = map_height - trim, map_width - trim
+        if min(map_height, map_width) < 1:
+            raise ValueError(
+                f"`padding='valid'` shrinks the {height}x{width} images to "
+                f"nothing by block {index + 1}; use padding='same' or "
+                f"'auto', or fewer filters. Received: padding={padding!r}, "
+                f"filters={tuple(filters)!r}"
+            )
         downsample = min(map_height, map_width) >= 4
         x = conv_block(
             x,
@@ -280,6 +322,7 @@ def build_cnn(
             kernel_size=kernel_size,
             batch_norm=batch_norm,
             downsample=downsample,
+            padding=padding,
             name=f"block{index + 1}",
         )
         if downsample:

@@ -69,8 +69,26 @@ def test_feature_extractor_without_top():
     feature_map = build_cnn((28, 28, 1), include_top=False, pooling=None)
 
     assert features.output.shape == (None, 64)
-    assert feature_map.output.shape == (None, 7, 7, 64)
+    # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 (valid padding).
+    assert feature_map.output.shape == (None, 5, 5, 64)
     assert not features.compiled
+
+
+def test_padding_auto_is_valid_where_the_images_allow_it():
+    # The textbook's valid padding on MNIST-sized images (less arithmetic
+    # per image); small images keep their map with same padding.
+    mnist = build_cnn((28, 28), 10)
+    digits = build_cnn((8, 8), 10)
+    same = build_cnn((28, 28), 10, padding="same")
+
+    assert mnist.get_layer("block1_conv1").padding == "valid"
+    assert digits.get_layer("block1_conv1").padding == "same"
+    assert same.get_layer("block2_pool").output.shape == (None, 7, 7, 64)
+    assert mnist.count_params() < same.count_params()
+    with pytest.raises(ValueError, match="padding"):
+        build_cnn((28, 28), 10, padding="full")
+    with pytest.raises(ValueError, match="shrinks the 5x5 images"):
+        build_cnn((5, 5), 10, filters=(8, 8, 8), padding="valid")
 
 
 def test_block_fn_replaces_the_convolution_block():
