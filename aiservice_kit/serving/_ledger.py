@@ -110,8 +110,15 @@ def _ensure_month(tx: Transaction, key_id: str, month: str) -> None:
     """Creates the key's month counter from the ledger if it is missing.
 
     Run before the transaction inserts ledger rows, so the sum never holds
-    a row the caller is about to add to the counter itself.
+    a row the caller is about to add to the counter itself. The ledger is
+    summed only when the counter is missing (once per key and month): a
+    sum on every call would cost each call a scan of the key's month.
     """
+    if tx.execute(
+        "SELECT 1 FROM key_usage WHERE key_id = ? AND month = ?",
+        (key_id, month),
+    ):
+        return
     start, end = _month_bounds(month)
     tx.execute(
         "INSERT INTO key_usage (key_id, month, used) "

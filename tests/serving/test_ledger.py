@@ -84,6 +84,42 @@ def test_concurrent_reservations_never_exceed_the_quota(db):
     assert final == (40, 0)
 
 
+def test_a_reservation_does_not_rescan_the_keys_month(tmp_path):
+    """A key's ledger is summed once per month, when its counter is made:
+    after 20,000 calls a reservation does the work it did after one (SQLite
+    virtual-machine steps, counted with a progress handler)."""
+    meter = DatabaseMeter(str(tmp_path / "ledger.db"))
+    ledger = Ledger(meter.database)
+    connection = meter.database._db  # the SQLite connection
+
+    def steps_of_one_call():
+        steps = 0
+
+        def count():
+            nonlocal steps
+            steps += 1
+            return 0  # go on
+
+        connection.set_progress_handler(count, 100)
+        try:
+            reservation = ledger.reserve("k1", 1, 10**9)
+        finally:
+            connection.set_progress_handler(None, 100)
+        meter.settle_many([(_record("k1", 1), reservation.id)])
+        return steps
+
+    steps_of_one_call()  # registers the server and makes the counter
+    early = steps_of_one_call()
+    meter.record_many([_record("k1", 1) for _ in range(20_000)])
+    late = steps_of_one_call()
+    usage = ledger.usage("k1")
+    ledger.close()
+    meter.close()
+
+    assert usage == (20_003, 0)
+    assert late <= 2 * early + 10, (early, late)
+
+
 def test_the_shared_bucket_gives_burst_tokens_to_all_threads(db):
     meter = DatabaseMeter(db)
     ledger = Ledger(meter.database)
