@@ -1,7 +1,9 @@
 """Where the serving latency goes: before/after figures and a p99 breakdown.
 
 Serves the MNIST `build_cnn` of `benchmarks/serving.py` (one 28x28 image
-per request, API keys on, every call metered in the SQLite ledger) and
+per request, API keys on, the key on that script's metered plan: every
+call takes a rate token, reserves its instances and settles them in the
+SQLite ledger) and
 drives it with that script's client (`serving.drive`) at concurrency 1, 8
 and 32. Two kinds of run:
 
@@ -11,8 +13,9 @@ and 32. Two kinds of run:
   comparable. `--variant` adds rows of the last tree with extra `serve`
   flags (e.g. `--workers 2`).
 - Breakdown (`--trace`): one server of this tree with timers wrapped around
-  the pipeline's steps (rate check, decode, batch queue wait, model run,
-  the hand-off back to the event loop, encode, ledger commit) and a
+  the pipeline's steps (decode, the rate and quota ask, batch queue wait,
+  model run, the hand-off back to the event loop, encode, ledger commit)
+  and a
   `gc.callbacks` clock; it prints, for the c=32 calls at the median and in
   the slowest 1%, how long each step took. The timers are installed by
   this script in the server process; the product code is unchanged.
@@ -38,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import serving as bench  # noqa: E402  (benchmarks/serving.py, read only)
 
-STEPS = ("rate", "decode", "reserve", "queue", "run", "hop", "encode", "ledger")
+STEPS = ("rate", "decode", "admit", "queue", "run", "hop", "encode", "ledger")
 
 
 def _install_timers(out: Path) -> None:
@@ -79,8 +82,8 @@ def _install_timers(out: Path) -> None:
             calls.append(trace)
 
     _predict.predict = predict
-    timed_async(RateLimiter, "acheck_rate", "rate")
-    timed_async(RateLimiter, "reserve", "reserve")
+    timed_async(RateLimiter, "acheck_rate", "rate")  # bad requests
+    timed_async(RateLimiter, "admit", "admit")
     timed_async(GroupCommitter, "record", "ledger")
     timed_async(_predict, "decode_json", "decode")
     original_encode = _predict.encode_predict_json
@@ -182,8 +185,11 @@ def _model(work: Path) -> tuple[bytes, str]:
     model = build_cnn((28, 28), num_classes=10)
     export_saved_model(model, work / "mnist", verify=False)
     images = np.random.default_rng(0).integers(0, 256, (1, 28, 28))
+    # The plan of benchmarks/serving.py: every call takes a rate token,
+    # reserves its instances and settles them.
+    (work / "config.json").write_text(json.dumps(bench.METERED_CONFIG))
     store = KeyStore(work / "service.db")
-    key = store.create("bench", "unlimited")[0]
+    key = store.create("bench", "metered")[0]
     store.close()
     return json.dumps({"instances": images.tolist()}).encode(), key
 
@@ -198,6 +204,8 @@ def _start(work, tree, name, extra=(), trace=None):
         str(port),
         "--db",
         str(work / "service.db"),
+        "--config",
+        str(work / "config.json"),
         "--auth",
         "on",
         "--access-log",

@@ -1,15 +1,15 @@
 """Quotas and rate limits shared by every server on one database.
 
-A call is admitted in two short transactions and settled in a third:
+A call is admitted in two steps and settled in a third:
 
-1. `take_token`: the key's token bucket (`rate_buckets`) is read with a
-   row lock, refilled from the database clock and decremented.
-2. `reserve`: the key's month row (`key_usage`) is locked, and the
-   instances used (settled) plus those reserved by calls in flight
-   (`reservations`) plus this call's are checked against the quota; if they
-   fit, a reservation for this call is inserted in the same transaction.
-   N concurrent calls on any number of servers therefore never reserve
-   more than the quota.
+1. a rate token (`TokenAsk`): the key's token bucket (`rate_buckets`) is
+   read with a row lock, refilled from the database clock and decremented.
+2. a reservation (`ReserveAsk`): the key's month row (`key_usage`) is
+   locked, and the instances used (settled) plus those reserved by calls in
+   flight (`reservations`) plus this call's are checked against the quota;
+   if they fit, a reservation for this call is inserted in the same
+   transaction. N concurrent calls on any number of servers therefore
+   never reserve more than the quota.
 3. `settle` (the ledger writer, many calls per transaction): the ledger
    rows are inserted, the month counters are increased by the instances
    of successful calls, and the calls' reservations are deleted, all in
@@ -24,8 +24,15 @@ IMMEDIATE`); PostgreSQL at READ COMMITTED with `SELECT ... FOR UPDATE` on
 the one row that is shared (the bucket or the month counter), counters
 locked in key order so that concurrent settles cannot deadlock.
 
+The asks of concurrent calls share transactions (`Ledger.admit_many`, fed
+by one admission thread, as the ledger writer groups settles): in one
+transaction each key's bucket and counter are read and written once for
+all its asks, keys taken in sorted order so that groups on several
+replicas cannot deadlock. A call's answer is exactly what it would be
+alone, in arrival order.
+
 The `Ledger` runs all of this on its own threads, never on the event
-loop: `call` waits at most `DB_WAIT_S` and then answers 503 with
+loop: `admit` and `call` wait at most `DB_WAIT_S` and then answer 503 with
 `Retry-After`.
 """
 
@@ -35,6 +42,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -49,6 +57,7 @@ from aiservice_kit.serving.config import DB_RETRY_AFTER_S
 from aiservice_kit.serving.config import DB_THREADS
 from aiservice_kit.serving.config import DB_WAIT_S
 from aiservice_kit.serving.config import HEARTBEAT_S
+from aiservice_kit.serving.config import LEDGER_MAX_GROUP
 from aiservice_kit.serving.config import SERVER_TTL_S
 
 logger = logging.getLogger("aiservice_kit.serving")
@@ -90,6 +99,49 @@ class Refusal:
 
     used: int
     reserved: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAsk:
+    """A call's ask for a rate token from its key's shared bucket.
+
+    Attributes:
+        key_id: str. The calling key.
+        rate: float. Tokens refilled per second (the plan's rate).
+        capacity: float. The bucket's size (the plan's burst).
+    """
+
+    key_id: str
+    rate: float
+    capacity: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ReserveAsk:
+    """A call's ask to hold `instances` of its key's monthly quota, after
+    taking a rate token when `rate` is set (one ask for both checks).
+
+    Attributes:
+        key_id: str. The calling key.
+        instances: int. Instances the call will predict.
+        quota: int. What used + reserved + these may reach at most.
+        rate: float or None. Take a token first (the plan's rate); without
+            one, nothing is reserved.
+        capacity: float. The bucket's size when `rate` is set.
+    """
+
+    key_id: str
+    instances: int
+    quota: int
+    rate: float | None = None
+    capacity: float = 0.0
+
+
+Ask = TokenAsk | ReserveAsk
+#: What an ask gets: seconds to wait for a token (0.0: taken; a ReserveAsk
+#: whose token was refused gets this too), or the reservation, or the
+#: refusal.
+Answer = float | Reservation | Refusal
 
 
 def month_of(epoch: float) -> str:
@@ -185,6 +237,46 @@ def settle(database: Database, items: Sequence[tuple[Any, str | None]]) -> None:
         tx.executemany("DELETE FROM reservations WHERE id = ?", released)
 
 
+def _takes_token(ask: Ask) -> bool:
+    return isinstance(ask, TokenAsk) or ask.rate is not None
+
+
+def _take_tokens(
+    tx: Transaction, now: float, asks: Sequence[Ask]
+) -> list[float]:
+    """Takes one token per ask from one key's bucket (row-locked).
+
+    Returns:
+        Per ask, 0.0 when a token was taken, else the seconds until one
+        is back.
+    """
+    key_id = asks[0].key_id
+    tx.execute(
+        "INSERT INTO rate_buckets (key_id, tokens, updated) "
+        "VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
+        (key_id, asks[0].capacity, now),
+    )
+    tokens, updated = tx.execute(
+        "SELECT tokens, updated FROM rate_buckets WHERE key_id = ? FOR UPDATE",
+        (key_id,),
+    )[0]
+    now = max(now, updated)
+    waits = []
+    for ask in asks:
+        tokens = min(ask.capacity, tokens + (now - updated) * ask.rate)
+        updated = now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            waits.append(0.0)
+        else:
+            waits.append((1.0 - tokens) / ask.rate)
+    tx.execute(
+        "UPDATE rate_buckets SET tokens = ?, updated = ? WHERE key_id = ?",
+        (tokens, now, key_id),
+    )
+    return waits
+
+
 class Ledger:
     """The shared quota and rate state of one server, off the event loop.
 
@@ -207,6 +299,8 @@ class Ledger:
         )
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
+        self._asks: queue.SimpleQueue = queue.SimpleQueue()
+        self._admitter: threading.Thread | None = None
         self._lock = threading.Lock()
         self._registered = False
         self._last_beat = 0.0
@@ -225,59 +319,84 @@ class Ledger:
         Returns:
             0.0 when a token was taken, else the seconds until one is back.
         """
-        with self.database.transaction() as tx:
-            now = tx.now()
-            tx.execute(
-                "INSERT INTO rate_buckets (key_id, tokens, updated) "
-                "VALUES (?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
-                (key_id, capacity, now),
-            )
-            tokens, updated = tx.execute(
-                "SELECT tokens, updated FROM rate_buckets WHERE key_id = ? "
-                "FOR UPDATE",
-                (key_id,),
-            )[0]
-            now = max(now, updated)
-            tokens = min(capacity, tokens + (now - updated) * rate)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / rate
-            tx.execute(
-                "UPDATE rate_buckets SET tokens = ?, updated = ? "
-                "WHERE key_id = ?",
-                (tokens, now, key_id),
-            )
-        return wait
+        return self.admit_many([TokenAsk(key_id, rate, capacity)])[0]
 
     def reserve(
         self, key_id: str, instances: int, quota: int
     ) -> Reservation | Refusal:
         """Reserves `instances` if used + reserved + them fit in `quota`."""
+        return self.admit_many([ReserveAsk(key_id, instances, quota)])[0]
+
+    def admit_many(self, asks: Sequence[Ask]) -> list[Answer]:
+        """Answers rate and quota asks in one transaction.
+
+        Each key's bucket and month counter are locked once, in key order,
+        and the key's asks are answered in their order, as if each had run
+        alone.
+
+        Args:
+            asks: sequence of TokenAsk and ReserveAsk.
+
+        Returns:
+            One answer per ask, in order: for a TokenAsk 0.0 (taken) or the
+            seconds until a token is back; for a ReserveAsk a Reservation or
+            a Refusal, or the seconds until a token is back when it asked
+            for one and none was left (nothing reserved then).
+
+        Raises:
+            Exception: the database's error; nothing is committed then.
+        """
+        answers: list[Answer] = [0.0] * len(asks)
+        by_key: dict[str, list[int]] = collections.defaultdict(list)
+        for index, ask in enumerate(asks):
+            by_key[ask.key_id].append(index)
         with self.database.transaction() as tx:
             now = tx.now()
             self._ensure_registered(tx, now)
             month = month_of(now)
-            used, reserved = _usage_of(tx, key_id, month)
-            if used + reserved + instances > quota:
-                return Refusal(used, reserved)
-            reservation = Reservation(
-                uuid.uuid4().hex, key_id, month, instances
-            )
-            tx.execute(
-                "INSERT INTO reservations (id, key_id, month, instances, "
-                "server_id, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    reservation.id,
-                    key_id,
-                    month,
-                    instances,
-                    self.server_id,
-                    now,
-                ),
-            )
-        return reservation
+            rows = []
+            for key_id in sorted(by_key):
+                indices = by_key[key_id]
+                tokens = [i for i in indices if _takes_token(asks[i])]
+                if tokens:
+                    waits = _take_tokens(tx, now, [asks[i] for i in tokens])
+                    for index, wait in zip(tokens, waits, strict=True):
+                        answers[index] = wait
+                holds = [
+                    i
+                    for i in indices
+                    if isinstance(asks[i], ReserveAsk) and answers[i] == 0.0
+                ]
+                if holds:
+                    used, reserved = _usage_of(tx, key_id, month)
+                    for index in holds:
+                        ask = asks[index]
+                        if used + reserved + ask.instances > ask.quota:
+                            answers[index] = Refusal(used, reserved)
+                            continue
+                        reservation = Reservation(
+                            uuid.uuid4().hex, key_id, month, ask.instances
+                        )
+                        reserved += ask.instances
+                        answers[index] = reservation
+                        rows.append(
+                            (
+                                reservation.id,
+                                key_id,
+                                month,
+                                ask.instances,
+                                self.server_id,
+                                now,
+                            )
+                        )
+            if rows:
+                tx.executemany(
+                    "INSERT INTO reservations (id, key_id, month, "
+                    "instances, server_id, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        return answers
 
     def release(self, reservation_id: str) -> None:
         """Deletes one reservation (a call that ended without settling)."""
@@ -373,6 +492,11 @@ class Ledger:
         self._stop.set()
         if self._heart is not None:
             self._heart.join(timeout=HEARTBEAT_S + 1)
+        with self._lock:
+            admitter, self._admitter = self._admitter, None
+        if admitter is not None:
+            self._asks.put(None)
+            admitter.join(timeout=DB_WAIT_S + 1)
         self._executor.shutdown(wait=True, cancel_futures=True)
         try:
             with self.database.transaction() as tx:
@@ -403,6 +527,70 @@ class Ledger:
         except RuntimeError:  # shutting down: the expiry releases it
             pass
 
+    async def admit(
+        self,
+        ask: Ask,
+        on_late: Callable[[Answer], None] | None = None,
+    ) -> Answer:
+        """Answers one ask in a transaction shared with concurrent calls.
+
+        Args:
+            ask: TokenAsk or ReserveAsk.
+            on_late: callable or None. Called with the answer if it comes
+                after the caller stopped waiting (to undo it).
+
+        Returns:
+            The ask's answer (see `admit_many`).
+
+        Raises:
+            ServingError: 503 with Retry-After when the database is busy
+                beyond DB_WAIT_S or fails.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._admitter is None and not self._stop.is_set():
+                self._admitter = threading.Thread(
+                    target=self._admit_asks,
+                    name="aiservice-admission",
+                    daemon=True,
+                )
+                self._admitter.start()
+            running = self._admitter is not None
+        if not running:
+            future.set_exception(RuntimeError("the ledger is closed"))
+        else:
+            self._asks.put((ask, future))
+        return await self._wait(future, "admission", on_late)
+
+    def _admit_asks(self) -> None:
+        """The admission thread: answers the queued asks, a group at a time."""
+        while True:
+            item = self._asks.get()
+            stop = item is None
+            group = []
+            while item is not None:
+                # an ask whose caller stopped waiting before it ran is dropped
+                if item[1].set_running_or_notify_cancel():
+                    group.append(item)
+                if len(group) >= LEDGER_MAX_GROUP:
+                    break
+                try:
+                    item = self._asks.get_nowait()
+                except queue.Empty:
+                    break
+                stop = stop or item is None
+            if group:
+                try:
+                    answers = self.admit_many([ask for ask, _ in group])
+                except BaseException as error:
+                    for _, future in group:
+                        future.set_exception(error)
+                else:
+                    for (_, future), answer in zip(group, answers, strict=True):
+                        future.set_result(answer)
+            if stop:
+                return
+
     async def call(
         self,
         fn: Callable[..., Any],
@@ -425,6 +613,15 @@ class Ledger:
                 beyond DB_WAIT_S or fails.
         """
         future = self._executor.submit(fn, *args)
+        return await self._wait(future, fn.__name__, on_late)
+
+    async def _wait(
+        self,
+        future: concurrent.futures.Future,
+        what: str,
+        on_late: Callable[[Any], None] | None,
+    ) -> Any:
+        """Waits DB_WAIT_S at most for a database thread's future."""
 
         def undo(done: concurrent.futures.Future) -> None:
             if not done.cancelled() and done.exception() is None:
@@ -443,7 +640,7 @@ class Ledger:
                 future.add_done_callback(undo)
             message = f"the database did not answer in {DB_WAIT_S:g} s"
         except Exception as error:
-            logger.warning("database call %s failed: %s", fn.__name__, error)
+            logger.warning("database call %s failed: %s", what, error)
             message = f"the database failed ({type(error).__name__})"
         raise DatabaseBusy(
             f"The call could not be admitted: {message}; retry later.",

@@ -1,12 +1,14 @@
 """The metered predict pipeline, without HTTP.
 
 `predict(service, key, spec, body)` is one Predict call after the caller
-is known: rate check, version resolution, decoding, the quota reservation,
-the (batched) run, the ledger record (which settles the reservation) and
-the reply. The REST route hands it the request; another protocol (gRPC,
-KServe V2) can hand it its own decoded request the same way. A call is
-answered only once its usage record is committed. Every database call
-runs on a thread, never on the event loop.
+is known: version resolution, decoding, the rate token and the quota
+reservation (one ledger ask, once the instances are known; a call refused
+earlier as a bad request still takes its token), the (batched) run, the
+ledger record (which settles the reservation) and the reply. The REST
+route hands it the request; another protocol (gRPC, KServe V2) can hand it
+its own decoded request the same way. A call is answered only once its
+usage record is committed. Every database call runs on a thread, never on
+the event loop.
 """
 
 import asyncio
@@ -234,13 +236,13 @@ async def predict(
     started = time.perf_counter()
     arrived = time.time()
     request_id = uuid.uuid4().hex
-    await service.limiter.acheck_rate(key)
     known = spec.name in service.registry.models
     metrics_model = spec.name if known else "_unknown"
     status, instances, version_number = 200, 0, None
     data = b""
     headers = {"X-Request-ID": request_id}
     reservation = None
+    limited = False  # the call's rate token taken (and quota reserved)
     admission, admitted = None, 0
     try:
         model, version = spec.resolve(service.registry)
@@ -263,7 +265,10 @@ async def predict(
             admitted += asked
 
         signature, arrays, count, encode = await decode(servable, data, admit)
-        reservation = await service.limiter.reserve(key, count)
+        # One ledger ask for the rate token and the reservation, once the
+        # instances are known (a bad request takes its token below).
+        reservation = await service.limiter.admit(key, count)
+        limited = True
         outputs = await signature.predict(arrays)
         content, added = encode(outputs)
         headers.update(added)
@@ -274,6 +279,8 @@ async def predict(
             # not metered
             service.limiter.release(reservation)
             raise
+        if not limited:  # refused before admission: still one token a call
+            await service.limiter.acheck_rate(key)
         status = error.status_code
         content = json.dumps({"error": error.message}).encode("utf-8")
         headers.update(error.headers)

@@ -25,6 +25,8 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._ledger import Ledger
 from aiservice_kit.serving._ledger import Refusal
 from aiservice_kit.serving._ledger import Reservation
+from aiservice_kit.serving._ledger import ReserveAsk
+from aiservice_kit.serving._ledger import TokenAsk
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.config import DEFAULT_PLAN_FIELDS
 from aiservice_kit.serving.metering import DatabaseMeter
@@ -239,7 +241,9 @@ class RateLimiter:
         if self.ledger is None:
             wait = self._take(key, plan)
         else:
-            wait = await self.ledger.call(self._take, key, plan)
+            wait = await self.ledger.admit(
+                TokenAsk(key.id, plan.requests_per_second, plan.capacity)
+            )
         if wait > 0:
             raise _rate_error(plan, wait)
 
@@ -298,13 +302,17 @@ class RateLimiter:
             if cached is not None and cached[0] == start:
                 self._used[key.id] = (start, cached[1] + instances)
 
-    async def reserve(
+    async def admit(
         self, key: ApiKey | None, instances: int
     ) -> Reservation | None:
-        """Checks the quota and holds `instances` for a call, in one step.
+        """Takes the call's rate token and holds its instances, in one step.
+
+        Both checks are one ask to the ledger, answered in a transaction
+        shared with concurrent calls (`Ledger.admit`); a call refused by
+        the rate reserves nothing.
 
         Args:
-            key: ApiKey or None. The caller (None: anonymous, no quota).
+            key: ApiKey or None. The caller (None: anonymous, no limits).
             instances: int. Instances the call will predict.
 
         Returns:
@@ -312,34 +320,47 @@ class RateLimiter:
             `release` it), or None when the key has no quota.
 
         Raises:
-            ServingError: 429 when the instances do not fit in the quota;
-                503 (Retry-After) when the database does not answer.
+            ServingError: 429 over the rate or when the instances do not
+                fit in the quota; 503 (Retry-After) when the database does
+                not answer in time.
+
+        Example:
+        ```python
+        reservation = await limiter.admit(key, 10)
+        ```
         """
         if key is None:
             return None
         plan = self.plan_of(key)
         quota = plan.monthly_instances
         if quota is None:
+            await self.acheck_rate(key)
             return None
         if self.ledger is None:
+            self.check_rate(key)
             with self._lock:  # check and hold in one step
                 self.check_quota(key, instances)
                 self.add_usage(key, instances)
             return Reservation("", key.id, "", instances, shared=False)
         extra = self._added_this_month(key)
-        result = await self.ledger.call(
-            self.ledger.reserve,
-            key.id,
-            instances,
-            quota - extra,
+        result = await self.ledger.admit(
+            ReserveAsk(
+                key.id,
+                instances,
+                quota - extra,
+                plan.requests_per_second,
+                plan.capacity,
+            ),
             on_late=self._release_late,
         )
+        if isinstance(result, float):
+            raise _rate_error(plan, result)
         if isinstance(result, Refusal):
             used = result.used + result.reserved + extra
             raise _quota_error(plan, used, instances)
         return result
 
-    def _release_late(self, result: Reservation | Refusal) -> None:
+    def _release_late(self, result: Any) -> None:
         if isinstance(result, Reservation):
             self.ledger.release(result.id)
 

@@ -34,7 +34,12 @@ def service(tmp_path):
     )
     registry.start()
     committer = GroupCommitter(meter)
-    plans = {"tiny": Plan("tiny", monthly_instances=3)}
+    plans = {
+        "tiny": Plan("tiny", monthly_instances=3),
+        "paced": Plan(
+            "paced", requests_per_second=0.001, burst=2, monthly_instances=100
+        ),
+    }
     yield Service(
         registry=registry,
         auth=Authenticator(store, required=True),
@@ -96,3 +101,28 @@ def test_the_quota_refuses_before_acceptance_and_is_not_metered(service):
 
     assert refused.value.status_code == 429
     assert service.meter.records(key.id) == []
+
+
+def test_every_call_takes_one_token_and_a_refused_one_reserves_nothing(
+    service,
+):
+    # The token and the reservation are one ledger ask made after decoding;
+    # a bad request, refused before it, must still take its token.
+    _, key = service.auth.store.create("acme", "paced")
+    good = json.dumps({"instances": [1.0, 2.0]}).encode()
+
+    def call(body):
+        try:
+            return asyncio.run(predict(service, key, ModelSpec("hp3"), body))
+        except ServingError as error:
+            return error
+
+    answers = [call(good), call(b"{"), call(good), call(b"{")]
+    statuses = [getattr(a, "status", None) or a.status_code for a in answers]
+    records = [record.status for record in service.meter.records(key.id)]
+    used, reserved = service.limiter.ledger.usage(key.id)
+
+    assert statuses == [200, 400, 429, 429]
+    assert "Rate limit" in answers[2].message
+    assert records == [200, 400]  # refusals are not metered
+    assert (used, reserved) == (2, 0)
