@@ -46,8 +46,10 @@ lint: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
+# Two processes, whole files each (module fixtures such as the PostgreSQL
+# server and the trained models stay per file): about half the time on 2 cores.
 test: lint docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The sdist and the wheel, into dist/ (what `pip install` of a release gets).
 dist: install
