@@ -26,6 +26,7 @@ from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit._validation import check_positive_int
 from aiservice_kit.distribute import StrategyInfo
 from aiservice_kit.distribute import check_model_in_scope
+from aiservice_kit.distribute import cpu_has_bf16
 from aiservice_kit.distribute import describe_strategy
 from aiservice_kit.distribute import get_strategy
 from aiservice_kit.distribute import policy_for
@@ -464,7 +465,9 @@ def _training_plan(
                 f"at least one global batch ({batch_size} samples)."
             )
     return TrainingPlan(
-        policy=policy_for(info.accelerator, mixed_precision),
+        policy=policy_for(
+            info.accelerator, mixed_precision, cpu_bf16=cpu_has_bf16()
+        ),
         custom_loop=multi_worker,
         split_strings=info.num_replicas > 1,
         steps_per_epoch=steps_per_epoch,
@@ -551,8 +554,9 @@ def train(
             keeps the model's own setting, raised to 32 when it is 1 (2-3x
             faster on small models) on a single replica. Under more than
             one replica it must stay 1 (Keras 3.15 fails otherwise).
-        mixed_precision: bool or None. None picks for the hardware (off on
-            CPU); see `mixed_precision_policy`.
+        mixed_precision: bool or None. None picks for the hardware
+            (bfloat16 on CPUs with AVX512-BF16 or AMX, float32 on other
+            CPUs); see `mixed_precision_policy`.
         patience: int or None. Early-stopping patience with a `run_dir`.
         verbose: int or "auto". As in `model.fit`.
 

@@ -10,6 +10,7 @@ from aiservice_kit import build_cnn
 from aiservice_kit import describe_strategy
 from aiservice_kit import get_strategy
 from aiservice_kit.distribute import check_model_in_scope
+from aiservice_kit.distribute import cpu_has_bf16
 from aiservice_kit.distribute import global_batch_size
 from aiservice_kit.distribute import mixed_precision_policy
 from aiservice_kit.distribute import tf_config
@@ -67,7 +68,8 @@ def test_tf_config_is_parsed_and_checked(monkeypatch):
 
 def test_mixed_precision_fits_the_hardware():
     cpu = get_strategy("cpu", log=False)
-    assert mixed_precision_policy(cpu) == "float32"
+    native = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    assert mixed_precision_policy(cpu) == native
     assert mixed_precision_policy(cpu, enabled=True) == "mixed_bfloat16"
     assert mixed_precision_policy(cpu, enabled=False) == "float32"
     with pytest.raises(TypeError, match="enabled"):

@@ -3,6 +3,7 @@
 import pytest
 
 from aiservice_kit.distribute import StrategyInfo
+from aiservice_kit.distribute import cpu_has_bf16
 from aiservice_kit.distribute import policy_for
 from aiservice_kit.training import DEFAULT_STEPS_PER_EXECUTION
 from aiservice_kit.training import _training_plan
@@ -21,9 +22,10 @@ def _info(replicas=1, workers=1, accelerator="cpu", index=0):
     )
 
 
-def test_one_cpu_uses_fit_float32_and_32_steps_per_execution():
+def test_one_cpu_uses_fit_and_32_steps_per_execution():
     plan = _training_plan(_info(), num_samples=4000, batch_size=64)
-    assert plan.policy == "float32"
+    native = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    assert plan.policy == native
     assert not plan.custom_loop and not plan.split_strings
     assert plan.steps_per_epoch == 63  # the partial batch is kept
     assert not plan.drop_remainder and not plan.repeat
@@ -94,24 +96,45 @@ def test_an_unknown_length_needs_steps_per_epoch():
 
 
 @pytest.mark.parametrize(
-    "accelerator, enabled, policy",
+    "accelerator, enabled, cpu_bf16, policy",
     [
-        ("cpu", None, "float32"),
-        ("cpu", True, "mixed_bfloat16"),
-        ("gpu", None, "mixed_float16"),
-        ("gpu", False, "float32"),
-        ("tpu", None, "mixed_bfloat16"),
+        ("cpu", None, False, "float32"),
+        ("cpu", None, True, "mixed_bfloat16"),
+        ("cpu", True, False, "mixed_bfloat16"),
+        ("cpu", False, True, "float32"),
+        ("gpu", None, False, "mixed_float16"),
+        ("gpu", False, True, "float32"),
+        ("tpu", None, False, "mixed_bfloat16"),
     ],
 )
-def test_the_dtype_policy_follows_the_accelerator(accelerator, enabled, policy):
-    assert policy_for(accelerator, enabled) == policy
+def test_the_dtype_policy_follows_the_accelerator(
+    accelerator, enabled, cpu_bf16, policy
+):
+    assert policy_for(accelerator, enabled, cpu_bf16=cpu_bf16) == policy
+
+
+@pytest.mark.parametrize("enabled", [None, True, False])
+def test_train_picks_bfloat16_only_on_cpus_that_compute_it(enabled):
     plan = _training_plan(
-        _info(accelerator=accelerator),
+        _info(accelerator="cpu"),
         num_samples=10,
         batch_size=2,
         mixed_precision=enabled,
     )
-    assert plan.policy == policy
+    native = cpu_has_bf16()
+    expected = enabled if enabled is not None else native
+    assert plan.policy == ("mixed_bfloat16" if expected else "float32")
+
+
+def test_cpu_bf16_is_read_from_the_cpu_flags():
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    sapphire = "flags\t\t: avx512f amx_bf16 amx_tile\n"
+    assert not cpu_has_bf16(avx2)
+    assert cpu_has_bf16(zen4)
+    assert cpu_has_bf16(sapphire)
+    assert not cpu_has_bf16("")  # no flags line (not Linux x86)
+    assert not cpu_has_bf16("flags : avx512bf16x\n")  # whole names only
 
 
 def test_policy_for_rejects_an_unknown_accelerator():
@@ -125,6 +148,5 @@ def test_describe_strategy_reports_the_accelerator_the_plan_reads():
 
     info = describe_strategy(get_strategy("cpu", log=False))
     assert info.accelerator == "cpu"
-    assert _training_plan(info, num_samples=4, batch_size=2).policy == (
-        "float32"
-    )
+    native = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    assert _training_plan(info, num_samples=4, batch_size=2).policy == native
