@@ -1,9 +1,11 @@
 """The metered predict pipeline, without HTTP.
 
 `predict(service, key, spec, body)` is one Predict call after the caller
-is known: version resolution, decoding, the rate token and the quota
+is known: an early 429 while the key's rate is known to be spent (no
+I/O), version resolution, decoding, the rate token and the quota
 reservation (one ledger ask, once the instances are known; a call refused
-earlier as a bad request still takes its token), the (batched) run, the
+before it, as bad input or by the admission limits, still takes its
+token), the (batched) run, the
 ledger record (which settles the reservation) and the reply. The REST
 route hands it the request; another protocol (gRPC, KServe V2) can hand it
 its own decoded request the same way. A call is answered only once its
@@ -37,6 +39,7 @@ from aiservice_kit.serving.config import DB_RETRY_AFTER_S
 from aiservice_kit.serving.config import OFFLOAD_BYTES
 from aiservice_kit.serving.metering import DEFAULT_API
 from aiservice_kit.serving.metering import UsageRecord
+from aiservice_kit.serving.ratelimit import RateRefusal
 from aiservice_kit.serving.registry import ModelSpec
 
 logger = logging.getLogger("aiservice_kit.serving")
@@ -242,9 +245,12 @@ async def predict(
     data = b""
     headers = {"X-Request-ID": request_id}
     reservation = None
-    limited = False  # the call's rate token taken (and quota reserved)
+    asked = False  # the ledger asked for the call's token and instances
     admission, admitted = None, 0
     try:
+        # 429 at once, before the body is read, while the ledger's last
+        # answer for this key says no token is back yet.
+        service.limiter.refuse_early(key)
         model, version = spec.resolve(service.registry)
         servable = model.get(version)
         version_number = servable.version
@@ -267,20 +273,24 @@ async def predict(
         signature, arrays, count, encode = await decode(servable, data, admit)
         # One ledger ask for the rate token and the reservation, once the
         # instances are known (a bad request takes its token below).
+        asked = True
         reservation = await service.limiter.admit(key, count)
-        limited = True
         outputs = await signature.predict(arrays)
         content, added = encode(outputs)
         headers.update(added)
         instances = count
     except ServingError as error:
+        if not asked and not isinstance(error, RateRefusal):
+            # Refused before its ledger ask (bad input, unknown version,
+            # admission limits): it still takes its token, so a flood of
+            # bad or oversized calls is rate-limited like good ones
+            # (429 here replaces its error).
+            await service.limiter.acheck_rate(key)
         if error.status_code in (413, 429) or isinstance(error, DatabaseBusy):
             # refused before it was accepted (limits, a busy database):
             # not metered
             service.limiter.release(reservation)
             raise
-        if not limited:  # refused before admission: still one token a call
-            await service.limiter.acheck_rate(key)
         status = error.status_code
         content = json.dumps({"error": error.message}).encode("utf-8")
         headers.update(error.headers)

@@ -126,8 +126,12 @@ def next_month_start(
     return start.replace(month=start.month + 1)
 
 
+class RateRefusal(ServingError):
+    """429: the key's rate is spent (Retry-After: until a token is back)."""
+
+
 def _rate_error(plan: Plan, wait: float) -> ServingError:
-    return ServingError(
+    return RateRefusal(
         f"Rate limit of plan '{plan.name}' exceeded "
         f"({plan.requests_per_second:g} requests per second, burst "
         f"{plan.capacity:g}). Retry after {wait:.2f} s.",
@@ -162,7 +166,7 @@ class RateLimiter:
     Example:
     ```python
     limiter = RateLimiter({"free": Plan("free", 5, 10, 1000)}, meter)
-    reservation = await limiter.reserve(key, 10)  # or 429
+    reservation = await limiter.admit(key, 10)  # or 429
     ```
     """
 
@@ -175,6 +179,9 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
         self._used: dict[str, tuple[datetime.datetime, int]] = {}
         self._added: dict[tuple[str, str], int] = {}
+        # key id -> time.monotonic() before which no token is back, from
+        # the last rate answer (refuse_early answers 429 without I/O).
+        self._blocked: dict[str, float] = {}
         self._lock = threading.RLock()
 
     def start(self) -> None:
@@ -215,6 +222,34 @@ class RateLimiter:
                 self._buckets[key.id] = bucket
             return bucket.take()
 
+    def refuse_early(self, key: ApiKey | None) -> None:
+        """Raises 429 without any I/O while no token of the key is back.
+
+        A rate answer that found the bucket empty says when a token is
+        back; until then every replica's bucket would refuse too (tokens
+        only refill with time), so calls are refused before their body is
+        read or decoded.
+
+        Raises:
+            ServingError: 429 (a `RateRefusal`) with Retry-After.
+        """
+        if key is None:
+            return
+        with self._lock:
+            until = self._blocked.get(key.id)
+            if until is None:
+                return
+            wait = until - time.monotonic()
+            if wait <= 0:
+                del self._blocked[key.id]
+                return
+        raise _rate_error(self.plan_of(key), wait)
+
+    def _refused(self, key: ApiKey, plan: Plan, wait: float) -> ServingError:
+        with self._lock:
+            self._blocked[key.id] = time.monotonic() + wait
+        return _rate_error(plan, wait)
+
     def check_rate(self, key: ApiKey | None) -> None:
         """Takes a token for this call or raises 429 (blocking)."""
         if key is None:
@@ -224,7 +259,7 @@ class RateLimiter:
             return
         wait = self._take(key, plan)
         if wait > 0:
-            raise _rate_error(plan, wait)
+            raise self._refused(key, plan, wait)
 
     async def acheck_rate(self, key: ApiKey | None) -> None:
         """`check_rate` with the database call on a database thread.
@@ -245,7 +280,7 @@ class RateLimiter:
                 TokenAsk(key.id, plan.requests_per_second, plan.capacity)
             )
         if wait > 0:
-            raise _rate_error(plan, wait)
+            raise self._refused(key, plan, wait)
 
     def _added_this_month(self, key: ApiKey) -> int:
         with self._lock:
@@ -354,7 +389,7 @@ class RateLimiter:
             on_late=self._release_late,
         )
         if isinstance(result, float):
-            raise _rate_error(plan, result)
+            raise self._refused(key, plan, result)
         if isinstance(result, Refusal):
             used = result.used + result.reserved + extra
             raise _quota_error(plan, used, instances)

@@ -117,12 +117,32 @@ def test_every_call_takes_one_token_and_a_refused_one_reserves_nothing(
         except ServingError as error:
             return error
 
-    answers = [call(good), call(b"{"), call(good), call(b"{")]
+    async def unread_body() -> bytes:
+        raise AssertionError("a spent rate must refuse before the body")
+
+    answers = [call(good), call(b"{"), call(good), call(unread_body)]
     statuses = [getattr(a, "status", None) or a.status_code for a in answers]
     records = [record.status for record in service.meter.records(key.id)]
     used, reserved = service.limiter.ledger.usage(key.id)
 
     assert statuses == [200, 400, 429, 429]
     assert "Rate limit" in answers[2].message
+    assert int(answers[3].headers["Retry-After"]) >= 1
     assert records == [200, 400]  # refusals are not metered
     assert (used, reserved) == (2, 0)
+
+
+def test_oversized_calls_take_their_token_too(service):
+    # Refused by the admission limits (413) before the ledger ask: each
+    # still takes a token, so a flood of them is rate-limited.
+    _, key = service.auth.store.create("acme", "paced")
+    too_many = json.dumps({"instances": [1.0] * 2000}).encode()
+
+    def status(body):
+        try:
+            return asyncio.run(predict(service, key, ModelSpec("hp3"), body))
+        except ServingError as error:
+            return error.status_code
+
+    assert [status(too_many) for _ in range(3)] == [413, 413, 429]
+    assert service.meter.records(key.id) == []
