@@ -28,6 +28,60 @@ the callers in `_neighbours.py`: indptr int64, indices int32, values float64
 
 from libc.stdint cimport int32_t
 from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    /* Dense-buffer scans of `topk_products`, with SSE2 (every x86-64
+       CPU) where available and plain loops elsewhere; both give the same
+       answers (comparisons only, no arithmetic on the values). */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define AIK_SSE2 1
+    #endif
+
+    /* Whether any of a[0..8) exceeds `threshold`. */
+    static inline int aik_any_above8(const double *a, double threshold)
+    {
+    #ifdef AIK_SSE2
+        __m128d t = _mm_set1_pd(threshold);
+        __m128d g = _mm_or_pd(
+            _mm_or_pd(_mm_cmpgt_pd(_mm_loadu_pd(a), t),
+                      _mm_cmpgt_pd(_mm_loadu_pd(a + 2), t)),
+            _mm_or_pd(_mm_cmpgt_pd(_mm_loadu_pd(a + 4), t),
+                      _mm_cmpgt_pd(_mm_loadu_pd(a + 6), t)));
+        return _mm_movemask_pd(g) != 0;
+    #else
+        int j, hit = 0;
+        for (j = 0; j < 8; j++) hit |= a[j] > threshold;
+        return hit;
+    #endif
+    }
+
+    /* How many of a[0..n) equal `value`. */
+    static inline Py_ssize_t aik_count_equal(
+        const double *a, Py_ssize_t n, double value)
+    {
+        Py_ssize_t j = 0, eq = 0;
+    #ifdef AIK_SSE2
+        __m128d v = _mm_set1_pd(value);
+        __m128i ceq = _mm_setzero_si128();
+        long long lanes[2];
+        for (; j + 2 <= n; j += 2) {
+            /* A true comparison is all ones, i.e. -1 as an int64 lane. */
+            ceq = _mm_sub_epi64(
+                ceq, _mm_castpd_si128(_mm_cmpeq_pd(_mm_loadu_pd(a + j), v)));
+        }
+        _mm_storeu_si128((__m128i *)lanes, ceq);
+        eq = (Py_ssize_t)(lanes[0] + lanes[1]);
+    #endif
+        for (; j < n; j++) eq += a[j] == value;
+        return eq;
+    }
+    """
+    bint aik_any_above8(const double *a, double threshold) noexcept nogil
+    Py_ssize_t aik_count_equal(
+        const double *a, Py_ssize_t n, double value) noexcept nogil
 from libcpp.algorithm cimport nth_element
 
 import numpy as np
@@ -257,7 +311,7 @@ cdef inline Py_ssize_t _heap_pop_min(int64_t *heap, Py_ssize_t n) noexcept nogil
 
 
 cdef Py_ssize_t _implicit_ties(
-    const double *acc,
+    const double *vals,
     const int64_t *order,
     Py_ssize_t n_order,
     double kth,
@@ -271,15 +325,16 @@ cdef Py_ssize_t _implicit_ties(
     smallest (score, index) is evicted. Everything above `kth` is kept,
     nothing below it; among the ties the outcome depends only on how many
     lower entries sit in the heap and on the lowest tied index, so counts
-    and a min-heap of tied indices replay it exactly. Returns how many
-    tied indices were kept (in `theap[:n]`).
+    and a min-heap of tied indices replay it exactly. `vals[u]` is the
+    score of `order[u]`. Returns how many tied indices were kept (in
+    `theap[:n]`).
     """
     cdef Py_ssize_t size = 0, low = 0, n_t = 0, u
     cdef int64_t t
     cdef double s
     for u in range(n_order - 1, -1, -1):
         t = order[u]
-        s = acc[t]
+        s = vals[u]
         if s > kth:
             if size < k:
                 size += 1
@@ -302,7 +357,7 @@ cdef Py_ssize_t _implicit_ties(
 
 
 cdef Py_ssize_t _gather_kept(
-    const double *acc,
+    const double *vals,
     const int64_t *cand,
     Py_ssize_t n_cand,
     double kth,
@@ -311,19 +366,45 @@ cdef Py_ssize_t _gather_kept(
     double *hv,
     int64_t *hi,
 ) noexcept nogil:
-    """Entries above kth plus the kept ties, into hv/hi; returns count."""
+    """Entries above kth plus the kept ties, into hv/hi; returns count.
+    `vals[u]` is the score of `cand[u]`."""
     cdef Py_ssize_t size = 0, u
-    cdef int64_t t
     for u in range(n_cand):
-        t = cand[u]
-        if acc[t] > kth:
-            hv[size] = acc[t]
-            hi[size] = t
+        if vals[u] > kth:
+            hv[size] = vals[u]
+            hi[size] = cand[u]
             size += 1
     for u in range(n_t):
         hv[size] = kth
         hi[size] = theap[u]
         size += 1
+    return size
+
+
+cdef Py_ssize_t _scan_best(
+    const double *acc,
+    Py_ssize_t n,
+    Py_ssize_t k,
+    double *hv,
+    int64_t *hi,
+) noexcept nogil:
+    """The best k positive entries of a dense buffer, by a scan in index
+    order (an equal score met later never displaces a lower index), into
+    the heap `hv`/`hi`; returns its size. Blocks of 8 entries with none
+    above the threshold (the heap's minimum once full: the common case)
+    are skipped after one vector comparison."""
+    cdef Py_ssize_t size = 0, t0, t
+    cdef double threshold = 0.0, s
+    cdef Py_ssize_t n8 = n - n % 8
+    for t0 in range(0, n, 8):
+        if t0 < n8 and not aik_any_above8(acc + t0, threshold):
+            continue
+        for t in range(t0, min(t0 + 8, n)):
+            s = acc[t]
+            if s > threshold:
+                size = _push(hv, hi, size, k, s, t)
+                if size == k:
+                    threshold = hv[0]
     return size
 
 
@@ -374,12 +455,12 @@ def topk_products(
     cdef double[::1] acc = np.zeros(n_targets, dtype=np.float64)
     cdef double[::1] vals = np.empty(max(n_targets, 1), dtype=np.float64)
     cdef int64_t[::1] cand = np.empty(n_targets + 1, dtype=np.int64)
-    cdef int64_t[::1] mark = np.full(n_targets, -1, dtype=np.int64)
     cdef int64_t[::1] theap = np.empty(k, dtype=np.int64)
     cdef double[::1] hv = np.empty(k, dtype=np.float64)
     cdef int64_t[::1] hi = np.empty(k, dtype=np.int64)
     cdef Py_ssize_t r, u, t, f, p, p2, n_touched, n_order, n_t, size
-    cdef Py_ssize_t nonzero, kept_at, total_at, above, at, kept
+    cdef Py_ssize_t kept_at, total_at, above, at, kept
+    cdef bint zeroed
     cdef int64_t q, ex, work
     cdef double s, kth, threshold
     cdef bint weighted = q_weight is not None
@@ -410,44 +491,41 @@ def topk_products(
                     )
                 if ex >= 0:
                     acc[ex] = 0.0
-                nonzero = 0
-                size = 0
-                threshold = 0.0
-                for t in range(n_targets):
-                    s = acc[t]
-                    nonzero += s != 0.0
-                    if s > threshold:
-                        size = _push(&hv[0], &hi[0], size, k, s, t)
-                        if size == k:
-                            threshold = hv[0]
-                if nonzero > size:
+                size = _scan_best(&acc[0], n_targets, k, &hv[0], &hi[0])
+                zeroed = False
+                if size == k:
                     kth = hv[0]
                     kept_at = 0
                     for u in range(size):
                         kept_at += hv[u] == kth
-                    total_at = 0
-                    for t in range(n_targets):
-                        total_at += acc[t] == kth
+                    # Any entry tied with the k-th outside the heap? (kth
+                    # > 0, so a tie is a scored entry.)
+                    total_at = aik_count_equal(&acc[0], n_targets, kth)
                     if total_at > kept_at:
-                        # Ties at the boundary: rebuild implicit's order.
+                        # Ties at the boundary: rebuild implicit's order
+                        # (first touch), zeroing `acc` as entries are met.
                         n_order = 0
                         for p in range(q_indptr[q], q_indptr[q + 1]):
                             f = q_indices[p]
                             for p2 in range(b_indptr[f], b_indptr[f + 1]):
+                                # Branch-free: append, keep on first
+                                # touch (nonzero), zero as met.
                                 t = b_indices[p2]
-                                if mark[t] != r and acc[t] != 0.0:
-                                    mark[t] = r
-                                    cand[n_order] = t
-                                    n_order += 1
+                                s = acc[t]
+                                cand[n_order] = t
+                                vals[n_order] = s
+                                n_order += s != 0.0
+                                acc[t] = 0.0
+                        zeroed = True
                         n_t = _implicit_ties(
-                            &acc[0], &cand[0], n_order, kth, k, &theap[0]
+                            &vals[0], &cand[0], n_order, kth, k, &theap[0]
                         )
                         size = _gather_kept(
-                            &acc[0], &cand[0], n_order, kth,
+                            &vals[0], &cand[0], n_order, kth,
                             &theap[0], n_t, &hv[0], &hi[0],
                         )
-                for t in range(n_targets):
-                    acc[t] = 0.0
+                if not zeroed:
+                    memset(&acc[0], 0, n_targets * sizeof(double))
             else:
                 if weighted:
                     n_touched = _scatter_sparse_w(
@@ -486,6 +564,7 @@ def topk_products(
                     at = 0
                     for u in range(n_touched):
                         s = acc[cand[u]]
+                        vals[u] = s
                         above += s > kth
                         at += s == kth
                     n_t = 0
@@ -496,10 +575,10 @@ def topk_products(
                                 n_t += 1
                     else:
                         n_t = _implicit_ties(
-                            &acc[0], &cand[0], n_touched, kth, k, &theap[0]
+                            &vals[0], &cand[0], n_touched, kth, k, &theap[0]
                         )
                     size = _gather_kept(
-                        &acc[0], &cand[0], n_touched, kth,
+                        &vals[0], &cand[0], n_touched, kth,
                         &theap[0], n_t, &hv[0], &hi[0],
                     )
                 for u in range(n_touched):
