@@ -28,6 +28,7 @@ the callers in `_neighbours.py`: indptr int64, indices int32, values float64
 
 from libc.stdint cimport int32_t
 from libc.stdint cimport int64_t
+from libc.math cimport nextafter
 from libc.string cimport memset
 
 cdef extern from *:
@@ -35,6 +36,8 @@ cdef extern from *:
     /* Dense-buffer scans of `topk_products`, with SSE2 (every x86-64
        CPU) where available and plain loops elsewhere; both give the same
        answers (comparisons only, no arithmetic on the values). */
+    #include <math.h>
+    #include <string.h>
     #if defined(__SSE2__) || defined(_M_X64)
     #include <emmintrin.h>
     #define AIK_SSE2 1
@@ -78,8 +81,86 @@ cdef extern from *:
         for (; j < n; j++) eq += a[j] == value;
         return eq;
     }
+
+    /* The value `c * n` as the float64 loop `s = 0; repeat n: s += c`
+       leaves it (each sum rounded to nearest, ties to even), in
+       O(log n) steps: within one binade [2^(E-1023), 2^(E-1022)) of the
+       sum, every addition of the same c moves the significand by the
+       same whole number of units (once the first addition inside the
+       binade has made a tie-to-even parity settle), so the steps that
+       stay inside the binade are taken at once. */
+    static inline double aik_repeated_sum(double c, int64_t n)
+    {
+        double s = c, s1, s2, s3, ulp, x, top;
+        int64_t k = 1, room, unit, steps;
+        uint64_t bits, e1, e3;
+        if (n <= 0) return 0.0;
+        while (k < n) {
+            if (n - k <= 8) {
+                for (; k < n; k++) s += c;
+                break;
+            }
+            s1 = s + c;
+            s2 = s1 + c;
+            s3 = s2 + c;
+            k += 3;
+            memcpy(&bits, &s1, 8);
+            e1 = bits >> 52;
+            memcpy(&bits, &s3, 8);
+            e3 = bits >> 52;
+            s = s3;
+            if (e1 != e3 || e1 < 60 || e1 > 2000) continue;
+            bits = (e1 - 52) << 52;
+            memcpy(&ulp, &bits, 8);
+            bits = (e1 + 1) << 52;
+            memcpy(&top, &bits, 8);
+            unit = (int64_t)((s3 - s2) / ulp);        /* steady step */
+            x = c / ulp;                              /* exact */
+            /* Step i from s3 stays in the binade while
+               s3 + (i-1) * step + c < top, i.e. (in units)
+               (i-1) * unit + floor(x) <= (top - s3) / ulp - 1. */
+            room = (int64_t)((top - s3) / ulp) - 1 - (int64_t)floor(x);
+            if (room < 0 || unit <= 0) continue;
+            steps = room / unit + 1;
+            if (steps > n - k) steps = n - k;
+            s = s3 + (double)(steps * unit) * ulp;
+            k += steps;
+        }
+        return s;
+    }
+
+    /* Whether any of counts[0..8) * (w * tw[0..8)) exceeds `threshold`
+       (each product as `_scan_best_counts` forms it). */
+    static inline int aik_any_above8_counts(
+        const int32_t *counts, const double *tw, double w,
+        double threshold)
+    {
+    #ifdef AIK_SSE2
+        __m128d t = _mm_set1_pd(threshold), wv = _mm_set1_pd(w), g;
+        __m128d a0 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw)),
+            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)counts)));
+        __m128d a1 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 2)),
+            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 2))));
+        __m128d a2 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 4)),
+            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 4))));
+        __m128d a3 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 6)),
+            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 6))));
+        g = _mm_or_pd(_mm_or_pd(_mm_cmpgt_pd(a0, t), _mm_cmpgt_pd(a1, t)),
+                      _mm_or_pd(_mm_cmpgt_pd(a2, t), _mm_cmpgt_pd(a3, t)));
+        return _mm_movemask_pd(g) != 0;
+    #else
+        int j, hit = 0;
+        for (j = 0; j < 8; j++)
+            hit |= (w * tw[j]) * (double)counts[j] > threshold;
+        return hit;
+    #endif
+    }
     """
     bint aik_any_above8(const double *a, double threshold) noexcept nogil
+    double aik_repeated_sum(double c, int64_t n) noexcept nogil
+    bint aik_any_above8_counts(
+        const int32_t *counts, const double *tw, double w, double threshold,
+    ) noexcept nogil
     Py_ssize_t aik_count_equal(
         const double *a, Py_ssize_t n, double value) noexcept nogil
 from libcpp.algorithm cimport nth_element
@@ -146,21 +227,20 @@ cdef inline Py_ssize_t _scatter_sparse(
     return n_touched
 
 
-cdef inline void _scatter_dense_w(
-    const int64_t *q_indptr, const int32_t *q_indices, double w1,
-    int64_t q,
-    const int64_t *b_indptr, const int32_t *b_indices, const double *tw,
-    double *acc,
+cdef inline void _scatter_count(
+    const int64_t *q_indptr, const int32_t *q_indices, int64_t q,
+    const int64_t *b_indptr, const int32_t *b_indices,
+    int32_t *counts,
 ) noexcept nogil:
-    """`_scatter_dense` when every value of Q's row q is `w1` and every
-    value of B's column t is `tw[t]` (binary interactions, normalised):
-    the products `w1 * tw[t]` are the same numbers, without streaming B's
-    values."""
-    cdef int64_t p, p2, t
+    """How many features row q of Q shares with each target (binary
+    interactions): `_scatter_dense_w` adds the same product
+    `w1 * tw[t]` to target t once per shared feature, so its sum is
+    that product added `counts[t]` times (`aik_repeated_sum`). Counting
+    streams a quarter of the bytes (int32, no weights read)."""
+    cdef int64_t p, p2
     for p in range(q_indptr[q], q_indptr[q + 1]):
         for p2 in range(b_indptr[q_indices[p]], b_indptr[q_indices[p] + 1]):
-            t = b_indices[p2]
-            acc[t] += w1 * tw[t]
+            counts[b_indices[p2]] += 1
 
 
 cdef inline Py_ssize_t _scatter_sparse_w(
@@ -408,6 +488,70 @@ cdef Py_ssize_t _scan_best(
     return size
 
 
+cdef Py_ssize_t _select_counts(
+    const int32_t *counts,
+    const double *tw,
+    double w1,
+    Py_ssize_t n,
+    Py_ssize_t k,
+    int64_t max_count,
+    double *hv,
+    int64_t *hi,
+    int64_t *cand,
+    double *vals,
+    Py_ssize_t *n_cand,
+) noexcept nogil:
+    """The exact best k of the sums `counts[t]` times `w1 * tw[t]`.
+
+    Exact sums cost O(log count) each (`aik_repeated_sum`), so one scan
+    in index order (as `_scan_best`) first keeps the best k of the
+    approximate scores a = count * product, which are within a relative
+    max_count * 2^-53 of the exact sums (the error bound of a sum of equal
+    positive terms, plus one rounding). Any target whose exact sum can
+    reach the k-th exact one has a >= the approximate k-th times
+    (1 - 3 max_count * 2^-52): the scan lists every target above that
+    factor times its running threshold (which only rises), and those
+    still above it at the end are the candidates (`cand`, in index
+    order, exact sums in `vals`, count in `n_cand`). The best k of them
+    by exact sum (ties to the lower index) go into the heap `hv`/`hi`.
+    Returns its size.
+    """
+    cdef Py_ssize_t size = 0, listed = 0, u, t, t0
+    cdef Py_ssize_t n8 = n - n % 8
+    cdef double threshold = 0.0, below = 0.0, s
+    cdef double margin = 1.0 - 3.0 * <double>(max_count + 4) * 2.220446049250313e-16
+    for t0 in range(0, n, 8):
+        if t0 < n8 and not aik_any_above8_counts(
+            counts + t0, tw + t0, w1, below
+        ):
+            continue
+        for t in range(t0, min(t0 + 8, n)):
+            s = (w1 * tw[t]) * <double>counts[t]
+            if s > below:
+                cand[listed] = t
+                vals[listed] = s
+                listed += 1
+                if s > threshold:
+                    size = _push(hv, hi, size, k, s, t)
+                    if size == k:
+                        threshold = hv[0]
+                        # s > below <=> s >= threshold * margin
+                        below = nextafter(threshold * margin, 0.0)
+    # Keep the listed entries still above the final floor, exactly.
+    u = 0
+    for t0 in range(listed):
+        if vals[t0] > below:
+            t = cand[t0]
+            cand[u] = t
+            vals[u] = aik_repeated_sum(w1 * tw[t], counts[t])
+            u += 1
+    n_cand[0] = u
+    size = 0
+    for t0 in range(u):
+        size = _push(hv, hi, size, k, vals[t0], cand[t0])
+    return size
+
+
 def topk_products(
     const int64_t[::1] q_indptr,
     const int32_t[::1] q_indices,
@@ -449,17 +593,23 @@ def topk_products(
             together or not at all. When given, every value of query row
             q is `q_weight[q]` and every value of B's column t is
             `t_weight[t]` (binary interactions after normalisation);
-            `q_data` and `b_data` are then not read, which halves the
-            bytes streamed per scatter-add.
+            `q_data` and `b_data` are then not read. Dense rows then
+            count shared features (int32) instead of adding float64
+            products, and form the exact sums of the few targets that
+            can be kept (`_select_counts`).
     """
     cdef double[::1] acc = np.zeros(n_targets, dtype=np.float64)
+    # Binary interactions: shared-feature counts, and the exact sums of
+    # the candidates by target during a tie replay.
+    cdef int32_t[::1] counts = np.zeros(n_targets, dtype=np.int32)
+    cdef double[::1] exact = np.zeros(n_targets, dtype=np.float64)
     cdef double[::1] vals = np.empty(max(n_targets, 1), dtype=np.float64)
     cdef int64_t[::1] cand = np.empty(n_targets + 1, dtype=np.int64)
     cdef int64_t[::1] theap = np.empty(k, dtype=np.int64)
     cdef double[::1] hv = np.empty(k, dtype=np.float64)
     cdef int64_t[::1] hi = np.empty(k, dtype=np.int64)
     cdef Py_ssize_t r, u, t, f, p, p2, n_touched, n_order, n_t, size
-    cdef Py_ssize_t kept_at, total_at, above, at, kept
+    cdef Py_ssize_t kept_at, total_at, above, at, kept, n_cand
     cdef bint zeroed
     cdef int64_t q, ex, work
     cdef double s, kth, threshold
@@ -477,18 +627,62 @@ def topk_products(
             q = rows[r]
             ex = exclude[r]
             work = _row_work(&q_indptr[0], &q_indices[0], q, &b_indptr[0])
-            if 4 * work >= n_targets:
+            if weighted and 4 * work >= n_targets:
+                # Dense mode, binary interactions: shared-feature counts,
+                # exact sums only for the targets that can be kept.
+                _scatter_count(
+                    &q_indptr[0], &q_indices[0], q,
+                    &b_indptr[0], &b_indices[0], &counts[0],
+                )
+                if ex >= 0:
+                    counts[ex] = 0
+                size = _select_counts(
+                    &counts[0], tw, qw[q], n_targets, k,
+                    q_indptr[q + 1] - q_indptr[q],
+                    &hv[0], &hi[0], &cand[0], &vals[0], &n_cand,
+                )
+                zeroed = False
+                if size == k and n_cand > k:
+                    kth = hv[0]
+                    kept_at = 0
+                    for u in range(size):
+                        kept_at += hv[u] == kth
+                    # Every exact tie with the k-th is a candidate.
+                    total_at = 0
+                    for u in range(n_cand):
+                        total_at += vals[u] == kth
+                    if total_at > kept_at:
+                        # As below, on counts; targets that are not
+                        # candidates rank below kth (exact 0.0 here).
+                        for u in range(n_cand):
+                            exact[cand[u]] = vals[u]
+                        n_order = 0
+                        for p in range(q_indptr[q], q_indptr[q + 1]):
+                            f = q_indices[p]
+                            for p2 in range(b_indptr[f], b_indptr[f + 1]):
+                                t = b_indices[p2]
+                                cand[n_order] = t
+                                vals[n_order] = exact[t]
+                                n_order += counts[t] != 0
+                                counts[t] = 0
+                        for u in range(n_order):
+                            exact[cand[u]] = 0.0
+                        zeroed = True
+                        n_t = _implicit_ties(
+                            &vals[0], &cand[0], n_order, kth, k, &theap[0]
+                        )
+                        size = _gather_kept(
+                            &vals[0], &cand[0], n_order, kth,
+                            &theap[0], n_t, &hv[0], &hi[0],
+                        )
+                if not zeroed:
+                    memset(&counts[0], 0, n_targets * sizeof(int32_t))
+            elif 4 * work >= n_targets:
                 # Dense mode: plain scatter-add, then scans in index order.
-                if weighted:
-                    _scatter_dense_w(
-                        &q_indptr[0], &q_indices[0], qw[q], q,
-                        &b_indptr[0], &b_indices[0], tw, &acc[0],
-                    )
-                else:
-                    _scatter_dense(
-                        &q_indptr[0], &q_indices[0], &q_data[0], q,
-                        &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
-                    )
+                _scatter_dense(
+                    &q_indptr[0], &q_indices[0], &q_data[0], q,
+                    &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
+                )
                 if ex >= 0:
                     acc[ex] = 0.0
                 size = _scan_best(&acc[0], n_targets, k, &hv[0], &hi[0])
@@ -589,6 +783,15 @@ def topk_products(
                 out_idx[r, u] = <int32_t>hi[u]
                 out_val[r, u] = <float>hv[u]
             out_count[r] = <int32_t>size
+
+
+def repeated_sums(double c, const int64_t[::1] n, double[::1] out):
+    """`out[i]` = c added `n[i]` times from 0.0 in float64, each sum
+    rounded (what a scatter-add of c leaves), by `aik_repeated_sum`.
+    For the tests: `np.cumsum` of equal terms is the reference."""
+    cdef Py_ssize_t i
+    for i in range(n.shape[0]):
+        out[i] = aik_repeated_sum(c, n[i])
 
 
 def score_and_select(
