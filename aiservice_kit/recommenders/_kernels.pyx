@@ -164,6 +164,7 @@ cdef extern from *:
     Py_ssize_t aik_count_equal(
         const double *a, Py_ssize_t n, double value) noexcept nogil
 from libcpp.algorithm cimport nth_element
+from libcpp.algorithm cimport sort
 
 import numpy as np
 
@@ -584,11 +585,11 @@ def topk_products(
         k: int. How many to keep per row (>= 1).
         exclude: int64 array (len(rows)). A target to skip per row (the
             query itself in similar_items), or -1.
-        out_idx, out_val: (len(rows), k) int32 / float32 outputs, ordered
-            by score desc, index asc.
+        out_idx, out_val: (len(rows), k) int32 / float32 outputs, in the
+            order `ordered` says.
         out_count: (len(rows),) int32: how many entries each row got.
         ordered: bool. Order each row by score desc, index asc; False
-            writes the kept set in any order (fit re-sorts by index).
+            orders it by index (a CSR row, as fit stores the graph).
         q_weight, t_weight: float64 arrays (query rows / targets), given
             together or not at all. When given, every value of query row
             q is `q_weight[q]` and every value of B's column t is
@@ -606,6 +607,8 @@ def topk_products(
     cdef double[::1] vals = np.empty(max(n_targets, 1), dtype=np.float64)
     cdef int64_t[::1] cand = np.empty(n_targets + 1, dtype=np.int64)
     cdef int64_t[::1] theap = np.empty(k, dtype=np.int64)
+    cdef int64_t[::1] keys = np.empty(k, dtype=np.int64)
+    cdef int64_t low32 = 0xFFFFFFFF
     cdef double[::1] hv = np.empty(k, dtype=np.float64)
     cdef int64_t[::1] hi = np.empty(k, dtype=np.int64)
     cdef Py_ssize_t r, u, t, f, p, p2, n_touched, n_order, n_t, size
@@ -779,9 +782,17 @@ def topk_products(
                     acc[cand[u]] = 0.0
             if ordered:
                 _sort_best_first(&hv[0], &hi[0], size)
-            for u in range(size):
-                out_idx[r, u] = <int32_t>hi[u]
-                out_val[r, u] = <float>hv[u]
+                for u in range(size):
+                    out_idx[r, u] = <int32_t>hi[u]
+                    out_val[r, u] = <float>hv[u]
+            else:
+                # By index: sort (index, slot) keys (index < 2^31).
+                for u in range(size):
+                    keys[u] = (hi[u] << 32) | u
+                sort(&keys[0], &keys[0] + size)
+                for u in range(size):
+                    out_idx[r, u] = <int32_t>(keys[u] >> 32)
+                    out_val[r, u] = <float>hv[keys[u] & low32]
             out_count[r] = <int32_t>size
 
 
