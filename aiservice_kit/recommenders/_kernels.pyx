@@ -350,6 +350,40 @@ cdef void _sort_best_first(double *hv, int64_t *hi, Py_ssize_t size) noexcept no
         end -= 1
 
 
+cdef inline Py_ssize_t _push_value(
+    double *h, Py_ssize_t size, Py_ssize_t k, double value
+) noexcept nogil:
+    """Offers a value to a min-heap of the k largest values (root: the
+    smallest kept); returns the new size. No indices: only the k-th
+    value is wanted (`_select_counts`' approximate threshold)."""
+    cdef Py_ssize_t pos, parent, child
+    if size < k:
+        pos = size
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if h[parent] <= value:
+                break
+            h[pos] = h[parent]
+            pos = parent
+        h[pos] = value
+        return size + 1
+    if value <= h[0]:
+        return size
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and h[child + 1] < h[child]:
+            child += 1
+        if h[child] >= value:
+            break
+        h[pos] = h[child]
+        pos = child
+    h[pos] = value
+    return size
+
+
 # -- a min-heap of tied indices, to replay implicit's eviction ----------
 
 
@@ -533,7 +567,7 @@ cdef Py_ssize_t _select_counts(
                 vals[listed] = s
                 listed += 1
                 if s > threshold:
-                    size = _push(hv, hi, size, k, s, t)
+                    size = _push_value(hv, size, k, s)
                     if size == k:
                         threshold = hv[0]
                         # s > below <=> s >= threshold * margin
