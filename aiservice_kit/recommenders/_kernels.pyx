@@ -168,6 +168,11 @@ from libcpp.algorithm cimport sort
 
 import numpy as np
 
+# Binary rows whose scatter work is at least this many times the target
+# count scan every target (in index order); lighter ones list the
+# targets they touch.
+DEF BINARY_DENSE = 1
+
 ctypedef fused real:
     float
     double
@@ -244,22 +249,24 @@ cdef inline void _scatter_count(
             counts[b_indices[p2]] += 1
 
 
-cdef inline Py_ssize_t _scatter_sparse_w(
-    const int64_t *q_indptr, const int32_t *q_indices, double w1,
-    int64_t q,
-    const int64_t *b_indptr, const int32_t *b_indices, const double *tw,
-    double *acc,
+cdef inline Py_ssize_t _scatter_count_touched(
+    const int64_t *q_indptr, const int32_t *q_indices, int64_t q,
+    const int64_t *b_indptr, const int32_t *b_indices,
+    int32_t *counts,
     int64_t *touched,
 ) noexcept nogil:
-    """`_scatter_sparse` with the values of `_scatter_dense_w`."""
+    """As `_scatter_count`, also listing the targets touched in first-
+    touch order (as `_scatter_sparse`); returns how many."""
     cdef int64_t p, p2, t
+    cdef int32_t c
     cdef Py_ssize_t n_touched = 0
     for p in range(q_indptr[q], q_indptr[q + 1]):
         for p2 in range(b_indptr[q_indices[p]], b_indptr[q_indices[p] + 1]):
             t = b_indices[p2]
+            c = counts[t]
             touched[n_touched] = t
-            n_touched += acc[t] == 0.0
-            acc[t] += w1 * tw[t]
+            n_touched += c == 0
+            counts[t] = c + 1
     return n_touched
 
 
@@ -528,6 +535,7 @@ cdef Py_ssize_t _select_counts(
     const double *tw,
     double w1,
     Py_ssize_t n,
+    const int64_t *touched,
     Py_ssize_t k,
     int64_t max_count,
     double *hv,
@@ -536,31 +544,32 @@ cdef Py_ssize_t _select_counts(
     double *vals,
     Py_ssize_t *n_cand,
 ) noexcept nogil:
-    """The exact best k of the sums `counts[t]` times `w1 * tw[t]`.
+    """The exact best k of the sums `counts[t]` times `w1 * tw[t]`, over
+    targets 0..n-1 (`touched` NULL) or the n targets listed in `touched`.
 
     Exact sums cost O(log count) each (`aik_repeated_sum`), so one scan
-    in index order (as `_scan_best`) first keeps the best k of the
-    approximate scores a = count * product, which are within a relative
-    max_count * 2^-53 of the exact sums (the error bound of a sum of equal
-    positive terms, plus one rounding). Any target whose exact sum can
-    reach the k-th exact one has a >= the approximate k-th times
-    (1 - 3 max_count * 2^-52): the scan lists every target above that
-    factor times its running threshold (which only rises), and those
-    still above it at the end are the candidates (`cand`, in index
-    order, exact sums in `vals`, count in `n_cand`). The best k of them
-    by exact sum (ties to the lower index) go into the heap `hv`/`hi`.
-    Returns its size.
+    first keeps the best k of the approximate scores a = count *
+    product, which are within a relative max_count * 2^-53 of the exact
+    sums (the error bound of a sum of equal positive terms, plus one
+    rounding). Any target whose exact sum can reach the k-th exact one
+    has a >= the approximate k-th times (1 - 3 max_count * 2^-52): the
+    scan lists every target above that factor times its running
+    threshold (which only rises), and those still above it at the end
+    are the candidates (`cand`, exact sums in `vals`, count in
+    `n_cand`). The best k of them by exact sum (ties to the lower index)
+    go into the heap `hv`/`hi`. Returns its size.
     """
     cdef Py_ssize_t size = 0, listed = 0, u, t, t0
     cdef Py_ssize_t n8 = n - n % 8
     cdef double threshold = 0.0, below = 0.0, s
     cdef double margin = 1.0 - 3.0 * <double>(max_count + 4) * 2.220446049250313e-16
     for t0 in range(0, n, 8):
-        if t0 < n8 and not aik_any_above8_counts(
+        if touched == NULL and t0 < n8 and not aik_any_above8_counts(
             counts + t0, tw + t0, w1, below
         ):
             continue
-        for t in range(t0, min(t0 + 8, n)):
+        for u in range(t0, min(t0 + 8, n)):
+            t = u if touched == NULL else touched[u]
             s = (w1 * tw[t]) * <double>counts[t]
             if s > below:
                 cand[listed] = t
@@ -584,6 +593,94 @@ cdef Py_ssize_t _select_counts(
     size = 0
     for t0 in range(u):
         size = _push(hv, hi, size, k, vals[t0], cand[t0])
+    return size
+
+
+cdef Py_ssize_t _row_binary(
+    const int64_t *q_indptr, const int32_t *q_indices, int64_t q,
+    const int64_t *b_indptr, const int32_t *b_indices,
+    const double *tw, double w1, Py_ssize_t n_targets, Py_ssize_t k,
+    int64_t ex, bint dense,
+    int32_t *counts, double *exact, int64_t *touched, int64_t *cand,
+    double *vals, double *hv, int64_t *hi, int64_t *theap,
+) noexcept nogil:
+    """One query row of `topk_products` on binary interactions; returns
+    how many entries it keeps (in hv/hi). Leaves `counts` all zero.
+
+    Shared-feature counts, then exact sums only for the targets that can
+    be kept (`_select_counts`). Dense rows scan every target in index
+    order; sparse ones list the targets touched, in first-touch order.
+    Ties at the k-th score replay implicit's order (as in
+    `topk_products`): the touched list is that order; dense rows rebuild
+    it from the counts. Targets that are not candidates rank below kth
+    (their `exact` entry stays 0.0).
+    """
+    cdef Py_ssize_t size, n_touched = 0, n_cand, u, kept_at, total_at, n_t
+    cdef int64_t p, p2, t
+    cdef bint zeroed = False
+    cdef int64_t max_count = q_indptr[q + 1] - q_indptr[q]
+    cdef double kth
+    if dense:
+        _scatter_count(q_indptr, q_indices, q, b_indptr, b_indices, counts)
+        if ex >= 0:
+            counts[ex] = 0
+        size = _select_counts(
+            counts, tw, w1, n_targets, NULL, k, max_count,
+            hv, hi, cand, vals, &n_cand,
+        )
+    else:
+        n_touched = _scatter_count_touched(
+            q_indptr, q_indices, q, b_indptr, b_indices, counts, touched
+        )
+        if ex >= 0 and counts[ex] != 0:
+            counts[ex] = 0
+            u = 0
+            for p in range(n_touched):
+                if touched[p] != ex:
+                    touched[u] = touched[p]
+                    u += 1
+            n_touched = u
+        size = _select_counts(
+            counts, tw, w1, n_touched, touched, k, max_count,
+            hv, hi, cand, vals, &n_cand,
+        )
+    if size == k and n_cand > k:
+        kth = hv[0]
+        kept_at = 0
+        for u in range(size):
+            kept_at += hv[u] == kth
+        # Every exact tie with the k-th is a candidate.
+        total_at = 0
+        for u in range(n_cand):
+            total_at += vals[u] == kth
+        if total_at > kept_at:
+            for u in range(n_cand):
+                exact[cand[u]] = vals[u]
+            if dense:
+                # First-touch order, branch-free, zeroing as met.
+                for p in range(q_indptr[q], q_indptr[q + 1]):
+                    for p2 in range(
+                        b_indptr[q_indices[p]], b_indptr[q_indices[p] + 1]
+                    ):
+                        t = b_indices[p2]
+                        touched[n_touched] = t
+                        n_touched += counts[t] != 0
+                        counts[t] = 0
+                zeroed = True
+            for u in range(n_touched):
+                vals[u] = exact[touched[u]]
+            for u in range(n_cand):
+                exact[cand[u]] = 0.0
+            n_t = _implicit_ties(vals, touched, n_touched, kth, k, theap)
+            size = _gather_kept(
+                vals, touched, n_touched, kth, theap, n_t, hv, hi
+            )
+    if not zeroed:
+        if dense:
+            memset(counts, 0, n_targets * sizeof(int32_t))
+        else:
+            for u in range(n_touched):
+                counts[touched[u]] = 0
     return size
 
 
@@ -638,6 +735,7 @@ def topk_products(
     # the candidates by target during a tie replay.
     cdef int32_t[::1] counts = np.zeros(n_targets, dtype=np.int32)
     cdef double[::1] exact = np.zeros(n_targets, dtype=np.float64)
+    cdef int64_t[::1] touched = np.empty(n_targets + 1, dtype=np.int64)
     cdef double[::1] vals = np.empty(max(n_targets, 1), dtype=np.float64)
     cdef int64_t[::1] cand = np.empty(n_targets + 1, dtype=np.int64)
     cdef int64_t[::1] theap = np.empty(k, dtype=np.int64)
@@ -664,56 +762,14 @@ def topk_products(
             q = rows[r]
             ex = exclude[r]
             work = _row_work(&q_indptr[0], &q_indices[0], q, &b_indptr[0])
-            if weighted and 4 * work >= n_targets:
-                # Dense mode, binary interactions: shared-feature counts,
-                # exact sums only for the targets that can be kept.
-                _scatter_count(
+            if weighted:
+                size = _row_binary(
                     &q_indptr[0], &q_indices[0], q,
-                    &b_indptr[0], &b_indices[0], &counts[0],
+                    &b_indptr[0], &b_indices[0], tw, qw[q], n_targets, k,
+                    ex, work >= BINARY_DENSE * n_targets,
+                    &counts[0], &exact[0], &touched[0], &cand[0],
+                    &vals[0], &hv[0], &hi[0], &theap[0],
                 )
-                if ex >= 0:
-                    counts[ex] = 0
-                size = _select_counts(
-                    &counts[0], tw, qw[q], n_targets, k,
-                    q_indptr[q + 1] - q_indptr[q],
-                    &hv[0], &hi[0], &cand[0], &vals[0], &n_cand,
-                )
-                zeroed = False
-                if size == k and n_cand > k:
-                    kth = hv[0]
-                    kept_at = 0
-                    for u in range(size):
-                        kept_at += hv[u] == kth
-                    # Every exact tie with the k-th is a candidate.
-                    total_at = 0
-                    for u in range(n_cand):
-                        total_at += vals[u] == kth
-                    if total_at > kept_at:
-                        # As below, on counts; targets that are not
-                        # candidates rank below kth (exact 0.0 here).
-                        for u in range(n_cand):
-                            exact[cand[u]] = vals[u]
-                        n_order = 0
-                        for p in range(q_indptr[q], q_indptr[q + 1]):
-                            f = q_indices[p]
-                            for p2 in range(b_indptr[f], b_indptr[f + 1]):
-                                t = b_indices[p2]
-                                cand[n_order] = t
-                                vals[n_order] = exact[t]
-                                n_order += counts[t] != 0
-                                counts[t] = 0
-                        for u in range(n_order):
-                            exact[cand[u]] = 0.0
-                        zeroed = True
-                        n_t = _implicit_ties(
-                            &vals[0], &cand[0], n_order, kth, k, &theap[0]
-                        )
-                        size = _gather_kept(
-                            &vals[0], &cand[0], n_order, kth,
-                            &theap[0], n_t, &hv[0], &hi[0],
-                        )
-                if not zeroed:
-                    memset(&counts[0], 0, n_targets * sizeof(int32_t))
             elif 4 * work >= n_targets:
                 # Dense mode: plain scatter-add, then scans in index order.
                 _scatter_dense(
@@ -758,18 +814,11 @@ def topk_products(
                 if not zeroed:
                     memset(&acc[0], 0, n_targets * sizeof(double))
             else:
-                if weighted:
-                    n_touched = _scatter_sparse_w(
-                        &q_indptr[0], &q_indices[0], qw[q], q,
-                        &b_indptr[0], &b_indices[0], tw, &acc[0],
-                        &cand[0],
-                    )
-                else:
-                    n_touched = _scatter_sparse(
-                        &q_indptr[0], &q_indices[0], &q_data[0], q,
-                        &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
-                        &cand[0],
-                    )
+                n_touched = _scatter_sparse(
+                    &q_indptr[0], &q_indices[0], &q_data[0], q,
+                    &b_indptr[0], &b_indices[0], &b_data[0], &acc[0],
+                    &cand[0],
+                )
                 if ex >= 0 and acc[ex] != 0.0:
                     acc[ex] = 0.0
                     kept = 0
