@@ -129,38 +129,54 @@ cdef extern from *:
         return s;
     }
 
-    /* Whether any of counts[0..8) * (w * tw[0..8)) exceeds `threshold`
-       (each product as `_scan_best_counts` forms it). */
-    static inline int aik_any_above8_counts(
-        const int32_t *counts, const double *tw, double w,
-        double threshold)
+    /* The approximate scores counts[j] * (w * tw[j]) of 8 targets, into
+       a[0..8) (each product as `_select_counts` forms it), and the mask
+       of those above `below` (bit j for target j). */
+    static inline unsigned aik_above8_counts(
+        const int32_t *counts, const double *tw, double w, double below,
+        double *a)
     {
     #ifdef AIK_SSE2
-        __m128d t = _mm_set1_pd(threshold), wv = _mm_set1_pd(w), g;
-        __m128d a0 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw)),
-            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)counts)));
-        __m128d a1 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 2)),
-            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 2))));
-        __m128d a2 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 4)),
-            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 4))));
-        __m128d a3 = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + 6)),
-            _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + 6))));
-        g = _mm_or_pd(_mm_or_pd(_mm_cmpgt_pd(a0, t), _mm_cmpgt_pd(a1, t)),
-                      _mm_or_pd(_mm_cmpgt_pd(a2, t), _mm_cmpgt_pd(a3, t)));
-        return _mm_movemask_pd(g) != 0;
+        __m128d b = _mm_set1_pd(below), wv = _mm_set1_pd(w), x;
+        unsigned mask = 0;
+        int j;
+        for (j = 0; j < 8; j += 2) {
+            x = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + j)),
+                _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + j))));
+            _mm_storeu_pd(a + j, x);
+            mask |= (unsigned)_mm_movemask_pd(_mm_cmpgt_pd(x, b)) << j;
+        }
+        return mask;
     #else
-        int j, hit = 0;
-        for (j = 0; j < 8; j++)
-            hit |= (w * tw[j]) * (double)counts[j] > threshold;
-        return hit;
+        unsigned mask = 0;
+        int j;
+        for (j = 0; j < 8; j++) {
+            a[j] = (w * tw[j]) * (double)counts[j];
+            mask |= (unsigned)(a[j] > below) << j;
+        }
+        return mask;
+    #endif
+    }
+
+    /* The lowest set bit of a nonzero mask. */
+    static inline int aik_lowest_bit(unsigned mask)
+    {
+    #if defined(__GNUC__) || defined(__clang__)
+        return __builtin_ctz(mask);
+    #else
+        int j = 0;
+        while (!(mask & 1u)) { mask >>= 1; j++; }
+        return j;
     #endif
     }
     """
     bint aik_any_above8(const double *a, double threshold) noexcept nogil
     double aik_repeated_sum(double c, int64_t n) noexcept nogil
-    bint aik_any_above8_counts(
-        const int32_t *counts, const double *tw, double w, double threshold,
+    unsigned aik_above8_counts(
+        const int32_t *counts, const double *tw, double w, double below,
+        double *a,
     ) noexcept nogil
+    int aik_lowest_bit(unsigned mask) noexcept nogil
     Py_ssize_t aik_count_equal(
         const double *a, Py_ssize_t n, double value) noexcept nogil
 from libcpp.algorithm cimport nth_element
@@ -560,19 +576,20 @@ cdef Py_ssize_t _select_counts(
     go into the heap `hv`/`hi`. Returns its size.
     """
     cdef Py_ssize_t size = 0, listed = 0, u, t, t0
-    cdef Py_ssize_t n8 = n - n % 8
+    cdef Py_ssize_t n8 = 0 if touched != NULL else n - n % 8
     cdef double threshold = 0.0, below = 0.0, s
     cdef double margin = 1.0 - 3.0 * <double>(max_count + 4) * 2.220446049250313e-16
-    for t0 in range(0, n, 8):
-        if touched == NULL and t0 < n8 and not aik_any_above8_counts(
-            counts + t0, tw + t0, w1, below
-        ):
-            continue
-        for u in range(t0, min(t0 + 8, n)):
-            t = u if touched == NULL else touched[u]
-            s = (w1 * tw[t]) * <double>counts[t]
+    cdef double block[8]
+    cdef unsigned mask
+    # Whole blocks of 8 targets (dense rows): only those above `below`.
+    for t0 in range(0, n8, 8):
+        mask = aik_above8_counts(counts + t0, tw + t0, w1, below, block)
+        while mask:
+            u = aik_lowest_bit(mask)
+            mask &= mask - 1
+            s = block[u]
             if s > below:
-                cand[listed] = t
+                cand[listed] = t0 + u
                 vals[listed] = s
                 listed += 1
                 if s > threshold:
@@ -581,6 +598,19 @@ cdef Py_ssize_t _select_counts(
                         threshold = hv[0]
                         # s > below <=> s >= threshold * margin
                         below = nextafter(threshold * margin, 0.0)
+    # The rest one by one (or the listed targets of a sparse row).
+    for u in range(n8, n):
+        t = u if touched == NULL else touched[u]
+        s = (w1 * tw[t]) * <double>counts[t]
+        if s > below:
+            cand[listed] = t
+            vals[listed] = s
+            listed += 1
+            if s > threshold:
+                size = _push_value(hv, size, k, s)
+                if size == k:
+                    threshold = hv[0]
+                    below = nextafter(threshold * margin, 0.0)
     # Keep the listed entries still above the final floor, exactly.
     u = 0
     for t0 in range(listed):
