@@ -33,9 +33,10 @@ from libc.string cimport memset
 
 cdef extern from *:
     """
-    /* Dense-buffer scans of `topk_products`, with SSE2 (every x86-64
-       CPU) where available and plain loops elsewhere; both give the same
-       answers (comparisons only, no arithmetic on the values). */
+    /* Helpers of `topk_products`: dense-buffer scans with SSE2 (every
+       x86-64 CPU) where available and plain loops elsewhere, which give
+       the same answers (the same IEEE products and comparisons), and the
+       exact repeated sum of the binary path. */
     #include <math.h>
     #include <string.h>
     #if defined(__SSE2__) || defined(_M_X64)
@@ -141,8 +142,10 @@ cdef extern from *:
         unsigned mask = 0;
         int j;
         for (j = 0; j < 8; j += 2) {
-            x = _mm_mul_pd(_mm_mul_pd(wv, _mm_loadu_pd(tw + j)),
-                _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(counts + j))));
+            x = _mm_mul_pd(
+                _mm_mul_pd(wv, _mm_loadu_pd(tw + j)),
+                _mm_cvtepi32_pd(
+                    _mm_loadl_epi64((const __m128i *)(counts + j))));
             _mm_storeu_pd(a + j, x);
             mask |= (unsigned)_mm_movemask_pd(_mm_cmpgt_pd(x, b)) << j;
         }
@@ -249,11 +252,11 @@ cdef inline void _scatter_count(
     const int64_t *b_indptr, const int32_t *b_indices,
     int32_t *counts,
 ) noexcept nogil:
-    """How many features row q of Q shares with each target (binary
-    interactions): `_scatter_dense_w` adds the same product
-    `w1 * tw[t]` to target t once per shared feature, so its sum is
-    that product added `counts[t]` times (`aik_repeated_sum`). Counting
-    streams a quarter of the bytes (int32, no weights read)."""
+    """How many features row q of Q shares with each target. With binary
+    interactions a scatter-add adds the same product `w1 * tw[t]` (the
+    normalised values) to target t once per shared feature, so its sum
+    is that product added `counts[t]` times (`aik_repeated_sum`); the
+    counts stream a quarter of the bytes (int32, no weights read)."""
     cdef int64_t p, p2
     for p in range(q_indptr[q], q_indptr[q + 1]):
         for p2 in range(b_indptr[q_indices[p]], b_indptr[q_indices[p] + 1]):
@@ -573,7 +576,10 @@ cdef Py_ssize_t _select_counts(
     cdef Py_ssize_t size = 0, listed = 0, u, t, t0
     cdef Py_ssize_t n8 = 0 if touched != NULL else n - n % 8
     cdef double threshold = 0.0, below = 0.0, s
-    cdef double margin = 1.0 - 3.0 * <double>(max_count + 4) * 2.220446049250313e-16
+    # 2^-52 = 2.22e-16
+    cdef double margin = (
+        1.0 - 3.0 * <double>(max_count + 4) * 2.220446049250313e-16
+    )
     cdef double block[8]
     cdef unsigned mask
     # Whole blocks of 8 targets (dense rows): only those above `below`.
