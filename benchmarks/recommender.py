@@ -13,6 +13,7 @@ NDCG@10 and precision@10 for item-based, user-based and most-popular.
     python benchmarks/recommender.py --quick      # MovieLens only
     python benchmarks/recommender.py              # + 100k x 20k x 5M
     python benchmarks/recommender.py --huge       # + 1M x 50k x 50M
+    python benchmarks/recommender.py --only-synthetic  # 100k x 20k x 5M only
 
 Both use every core (implicit num_threads=0, ours num_threads=0). Both
 are compiled ahead of time (implicit's Cython/C++ extension, our Cython
@@ -343,6 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--quick", action="store_true", help="MovieLens only")
     parser.add_argument("--huge", action="store_true", help="add 1M x 50k")
+    parser.add_argument(
+        "--only-synthetic",
+        action="store_true",
+        help="only 100k x 20k x 5M (no MovieLens, no quality table)",
+    )
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", choices=("ours", "implicit"))
@@ -355,11 +361,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from aiservice_kit.recommenders import interactions
 
-    ratings = interactions.load_movielens_ratings(args.data_dir, min_rating=4.0)
-    movielens, _, _ = interactions.encode_interactions(
-        ratings.user_ids, ratings.item_ids
-    )
-    datasets = [("MovieLens small, >= 4", movielens)]
+    if args.quick and args.only_synthetic:
+        parser.error("--quick and --only-synthetic exclude each other")
+    datasets = []
+    if not args.only_synthetic:
+        ratings = interactions.load_movielens_ratings(
+            args.data_dir, min_rating=4.0
+        )
+        movielens, _, _ = interactions.encode_interactions(
+            ratings.user_ids, ratings.item_ids
+        )
+        datasets.append(("MovieLens small, >= 4", movielens))
     if not args.quick:
         datasets.append(
             ("power law 100k", power_law_matrix(100_000, 20_000, 5_000_000))
@@ -401,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
         "about 5 MB (ours) and 13 MB (implicit) over numpy + scipy. "
         "TensorFlow is not loaded.\n"
     )
+    if args.only_synthetic:
+        return
     print("Quality on MovieLens small, ratings >= 4, leave-last-5-out:\n")
     print("| model | NDCG@10 | precision@10 |")
     print("|---|---|---|")

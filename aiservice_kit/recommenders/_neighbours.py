@@ -231,13 +231,30 @@ def topk_neighbours(
 
 
 def dense_to_csr(
-    idx: np.ndarray, val: np.ndarray, count: np.ndarray, n_cols: int
+    idx: np.ndarray,
+    val: np.ndarray,
+    count: np.ndarray,
+    n_cols: int,
+    sorted_rows: bool = False,
 ) -> sp.csr_matrix:
-    keep = np.arange(idx.shape[1])[None, :] < count[:, None]
-    indptr = np.zeros(len(count) + 1, dtype=np.int64)
-    np.cumsum(count, out=indptr[1:])
-    matrix = sp.csr_matrix(
-        (val[keep], idx[keep], indptr), shape=(len(count), n_cols)
-    )
-    matrix.sort_indices()
+    """The CSR matrix of `topk_neighbours`' output.
+
+    `sorted_rows`: each row's entries are already by index (`ordered=
+    False`), so they are neither re-sorted nor, when every row is full,
+    copied.
+    """
+    n, k = idx.shape
+    if sorted_rows and bool(np.all(count == k)):
+        indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+        data, indices = val.reshape(-1), idx.reshape(-1)
+    else:
+        keep = np.arange(k)[None, :] < count[:, None]
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(count, out=indptr[1:])
+        data, indices = val[keep], idx[keep]
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(n, n_cols))
+    if sorted_rows:
+        matrix.has_sorted_indices = True
+    else:
+        matrix.sort_indices()
     return matrix

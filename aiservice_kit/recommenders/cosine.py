@@ -224,19 +224,26 @@ class CosineRecommender(ParamsMixin):
         finally:
             if progress is not None:
                 progress.close()
-        del queries, targets  # free the normalised copies first
-        self.similarity_ = _neighbours.dense_to_csr(idx, val, count, n)
+        # Users per item: the row lengths of the items x users side.
+        item_users = queries if self.kind == "item" else targets
+        popularity = np.diff(item_users.indptr).astype(np.int64)
+        del queries, targets, item_users  # free the normalised copies
+        self.similarity_ = _neighbours.dense_to_csr(
+            idx, val, count, n, sorted_rows=True
+        )
         self.user_items_ = matrix
         self.user_ids_ = users
         self.item_ids_ = items
-        self._set_popularity()
+        self._set_popularity(popularity)
         self._cache = {}
         return self
 
-    def _set_popularity(self) -> None:
-        counts = np.bincount(
-            self.user_items_.indices, minlength=self.user_items_.shape[1]
-        ).astype(np.int64)
+    def _set_popularity(self, counts: np.ndarray | None = None) -> None:
+        """Users per item (`counts`, when fit has them) and their order."""
+        if counts is None:
+            counts = np.bincount(
+                self.user_items_.indices, minlength=self.user_items_.shape[1]
+            ).astype(np.int64)
         self.item_popularity_ = counts
         self.popular_items_ = np.argsort(-counts, kind="stable").astype(
             np.int64

@@ -122,6 +122,59 @@ def test_weighted_graph_matches_implicit_and_binary_path(
 
 
 @pytest.mark.filterwarnings(IMPLICIT_WARNING)
+@pytest.mark.parametrize("n_neighbors", [10, 50])
+def test_binary_graph_is_bit_identical_to_implicit_with_large_counts(
+    n_neighbors,
+):
+    # Binary fits count shared users and rebuild each kept similarity
+    # from the count; popular items share thousands of users here, so
+    # the rebuilt float64 sums (cast to float32) must match implicit's
+    # scatter-add bit for bit, ties at the k-th score included.
+    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
+    rng = np.random.default_rng(3)
+    user_p = 1.0 / np.arange(1, 3001) ** 0.6
+    item_p = 1.0 / np.arange(1, 201) ** 0.8
+    rows = rng.choice(3000, size=100_000, p=user_p / user_p.sum())
+    cols = rng.choice(200, size=100_000, p=item_p / item_p.sum())
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(3000, 200)
+    )
+    matrix.data[:] = 1.0
+    assert np.diff(matrix.tocsc().indptr).max() > 1000
+    ours = CosineRecommender(n_neighbors=n_neighbors).fit(matrix)
+    theirs = implicit_nn.CosineRecommender(K=n_neighbors)
+    theirs.fit(matrix, show_progress=False)
+    graph = sp.csr_matrix(theirs.similarity)
+    graph.sort_indices()
+    np.testing.assert_array_equal(graph.indptr, ours.similarity_.indptr)
+    np.testing.assert_array_equal(graph.indices, ours.similarity_.indices)
+    np.testing.assert_array_equal(
+        graph.data.astype(np.float32), ours.similarity_.data
+    )
+
+
+def test_repeated_sums_match_the_float64_loop():
+    # The kernel's O(log n) form of "add c n times, rounding each sum"
+    # (how binary fits turn counts into similarities) against the loop
+    # itself: np.cumsum adds in order. The c with few low bits make the
+    # sums hit exact ties (round half to even).
+    from aiservice_kit.recommenders import _neighbours
+
+    kernels = _neighbours.load_kernels()
+    n = np.arange(0, 70_001, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    norms = np.sqrt(rng.integers(1, 100_000, size=(8, 2)).astype(np.float64))
+    cs = [0.1, 1 / 3, 0.7, 1e-3, 2.0**-10 * (1 + 2.0**-52)]
+    cs += [1.5 * 2.0**-7 + 2.0**-59, (2**52 + 3) * 2.0**-60]
+    cs += [1.0 / a / b for a, b in norms]
+    for c in cs:
+        out = np.empty(len(n))
+        kernels.repeated_sums(c, n, out)
+        want = np.concatenate([[0.0], np.cumsum(np.full(len(n) - 1, c))])
+        np.testing.assert_array_equal(out, want, err_msg=f"c={c!r}")
+
+
+@pytest.mark.filterwarnings(IMPLICIT_WARNING)
 def test_liked_items_are_excluded_unlike_implicit(movielens_matrix):
     implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     matrix, _, _ = movielens_matrix
