@@ -460,11 +460,19 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     Returns:
         True when a `flags` line names one of `BF16_CPU_FLAGS`.
 
+    Raises:
+        TypeError: if `cpuinfo` is neither a string nor None.
+
     Example:
     ```python
     cpu_has_bf16("flags : fpu avx2 avx512_bf16")  # True
     ```
     """
+    if cpuinfo is not None and not isinstance(cpuinfo, str):
+        raise TypeError(
+            "`cpuinfo` must be the text of /proc/cpuinfo or None. "
+            f"Received: cpuinfo={cpuinfo!r} of type {type(cpuinfo).__name__}"
+        )
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8") as file:
@@ -502,6 +510,7 @@ def policy_for(
     ```
     """
     check_choice("accelerator", accelerator, ACCELERATORS)
+    check_bool("cpu_bf16", cpu_bf16)
     if enabled is False:
         return "float32"
     if accelerator == "tpu":

@@ -135,6 +135,10 @@ def test_cpu_bf16_is_read_from_the_cpu_flags():
     assert cpu_has_bf16(sapphire)
     assert not cpu_has_bf16("")  # no flags line (not Linux x86)
     assert not cpu_has_bf16("flags : avx512bf16x\n")  # whole names only
+    with pytest.raises(TypeError, match="cpuinfo"):
+        cpu_has_bf16(b"flags : avx512_bf16")
+    with pytest.raises(TypeError, match="cpu_bf16"):
+        policy_for("cpu", cpu_bf16="yes")
 
 
 def test_policy_for_rejects_an_unknown_accelerator():

@@ -60,20 +60,28 @@ def test_scores_follow_the_documented_formula(kind):
 IMPLICIT_WARNING = "ignore:Method expects CSR input"
 
 
-@pytest.mark.filterwarnings(IMPLICIT_WARNING)
-@pytest.mark.parametrize("n_neighbors", [20, 100])
-def test_parity_with_implicit_on_movielens(movielens_matrix, n_neighbors):
+def _both_graphs(matrix, n_neighbors, kind="item"):
+    """Our fitted model, implicit's and its similarity graph (sorted CSR)
+    on the same data and K; the graphs' structures must already be equal."""
     implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
-    matrix, _, _ = movielens_matrix
-    ours = CosineRecommender(n_neighbors=n_neighbors).fit(matrix)
+    ours = CosineRecommender(n_neighbors=n_neighbors, kind=kind).fit(matrix)
     theirs = implicit_nn.CosineRecommender(K=n_neighbors)
-    theirs.fit(matrix, show_progress=False)
-
-    # The neighbour graphs are the same, entry for entry.
+    theirs.fit(
+        matrix if kind == "item" else matrix.T.tocsr(), show_progress=False
+    )
     graph = sp.csr_matrix(theirs.similarity)
     graph.sort_indices()
     np.testing.assert_array_equal(graph.indptr, ours.similarity_.indptr)
     np.testing.assert_array_equal(graph.indices, ours.similarity_.indices)
+    return ours, theirs, graph
+
+
+@pytest.mark.filterwarnings(IMPLICIT_WARNING)
+@pytest.mark.parametrize("n_neighbors", [20, 100])
+def test_parity_with_implicit_on_movielens(movielens_matrix, n_neighbors):
+    matrix, _, _ = movielens_matrix
+    # The neighbour graphs are the same, entry for entry.
+    ours, theirs, graph = _both_graphs(matrix, n_neighbors)
     np.testing.assert_allclose(graph.data, ours.similarity_.data, rtol=1e-6)
 
     users = np.arange(matrix.shape[0])
@@ -100,7 +108,6 @@ def test_weighted_graph_matches_implicit_and_binary_path(
 ):
     # Binary data take the kernels' per-row weights; rated data the
     # normalised copies. Both must give implicit's graph.
-    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     weighted, _, _ = interactions.encode_interactions(
         movielens_likes.user_ids,
         movielens_likes.item_ids,
@@ -109,15 +116,7 @@ def test_weighted_graph_matches_implicit_and_binary_path(
     assert len(np.unique(weighted.data)) > 1
     binary, _, _ = movielens_matrix
     for matrix in (weighted, binary):
-        ours = CosineRecommender(n_neighbors=20, kind=kind).fit(matrix)
-        theirs = implicit_nn.CosineRecommender(K=20)
-        theirs.fit(
-            matrix if kind == "item" else matrix.T.tocsr(), show_progress=False
-        )
-        graph = sp.csr_matrix(theirs.similarity)
-        graph.sort_indices()
-        np.testing.assert_array_equal(graph.indptr, ours.similarity_.indptr)
-        np.testing.assert_array_equal(graph.indices, ours.similarity_.indices)
+        ours, _, graph = _both_graphs(matrix, 20, kind)
         np.testing.assert_allclose(graph.data, ours.similarity_.data, rtol=1e-6)
 
 
@@ -130,7 +129,6 @@ def test_binary_graph_is_bit_identical_to_implicit_with_large_counts(
     # from the count; popular items share thousands of users here, so
     # the rebuilt float64 sums (cast to float32) must match implicit's
     # scatter-add bit for bit, ties at the k-th score included.
-    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
     rng = np.random.default_rng(3)
     user_p = 1.0 / np.arange(1, 3001) ** 0.6
     item_p = 1.0 / np.arange(1, 201) ** 0.8
@@ -141,13 +139,7 @@ def test_binary_graph_is_bit_identical_to_implicit_with_large_counts(
     )
     matrix.data[:] = 1.0
     assert np.diff(matrix.tocsc().indptr).max() > 1000
-    ours = CosineRecommender(n_neighbors=n_neighbors).fit(matrix)
-    theirs = implicit_nn.CosineRecommender(K=n_neighbors)
-    theirs.fit(matrix, show_progress=False)
-    graph = sp.csr_matrix(theirs.similarity)
-    graph.sort_indices()
-    np.testing.assert_array_equal(graph.indptr, ours.similarity_.indptr)
-    np.testing.assert_array_equal(graph.indices, ours.similarity_.indices)
+    ours, _, graph = _both_graphs(matrix, n_neighbors)
     np.testing.assert_array_equal(
         graph.data.astype(np.float32), ours.similarity_.data
     )

@@ -17,6 +17,8 @@ from aiservice_kit.serving._db import open_database
 from aiservice_kit.serving._ledger import Ledger
 from aiservice_kit.serving._ledger import Refusal
 from aiservice_kit.serving._ledger import Reservation
+from aiservice_kit.serving._ledger import ReserveAsk
+from aiservice_kit.serving._ledger import TokenAsk
 from aiservice_kit.serving._schema import SCHEMA_VERSION
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.ratelimit import Plan
@@ -118,6 +120,36 @@ def test_a_reservation_does_not_rescan_the_keys_month(tmp_path):
 
     assert usage == (20_003, 0)
     assert late <= 2 * early + 10, (early, late)
+
+
+def test_one_admission_group_answers_each_ask_as_if_alone(db):
+    # Concurrent calls' asks share a transaction (Ledger.admit_many): per
+    # key, tokens then reservations in arrival order, exact at the edges.
+    meter = DatabaseMeter(db)
+    ledger = Ledger(meter.database)
+    asks = [
+        *[ReserveAsk("b", 10, 100) for _ in range(12)],  # 10 fit
+        *[TokenAsk("a", 0.01, 3) for _ in range(5)],  # burst 3
+        *[ReserveAsk("c", 4, 10, 0.01, 2) for _ in range(4)],
+    ]
+    answers = ledger.admit_many(asks)
+    later = ledger.admit_many([ReserveAsk("b", 1, 100)])
+    usage_b, usage_c = ledger.usage("b"), ledger.usage("c")
+    ledger.close()
+    meter.close()
+
+    held = [isinstance(a, Reservation) for a in answers[:12]]
+    assert held == [True] * 10 + [False] * 2
+    assert all(isinstance(a, Refusal) for a in answers[10:12])
+    assert answers[12:17][:3] == [0.0, 0.0, 0.0]
+    assert all(wait > 0 for wait in answers[15:17])
+    # "c": two tokens (burst 2), each reserving 4 of 10; then no token,
+    # so nothing reserved: the answer is the wait.
+    c = answers[17:]
+    assert [type(a).__name__ for a in c[:2]] == ["Reservation"] * 2
+    assert all(isinstance(a, float) and a > 0 for a in c[2:])
+    assert usage_b == (0, 100) and isinstance(later[0], Refusal)
+    assert usage_c == (0, 8)
 
 
 def test_the_shared_bucket_gives_burst_tokens_to_all_threads(db):
