@@ -5,12 +5,11 @@ is known: an early 429 while the key's rate is known to be spent (no
 I/O), version resolution, decoding, the rate token and the quota
 reservation (one ledger ask, once the instances are known; a call refused
 before it, as bad input or by the admission limits, still takes its
-token), the (batched) run, the
-ledger record (which settles the reservation) and the reply. The REST
-route hands it the request; another protocol (gRPC, KServe V2) can hand it
-its own decoded request the same way. A call is answered only once its
-usage record is committed. Every database call runs on a thread, never on
-the event loop.
+token), the (batched) run, the ledger record (which settles the
+reservation) and the reply. The REST route hands it the request; another
+protocol (gRPC, KServe V2) can hand it its own decoded request the same
+way. A call is answered only once its usage record is committed. Every
+database call runs on a thread, never on the event loop.
 """
 
 import asyncio
