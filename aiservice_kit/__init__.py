@@ -5,8 +5,11 @@ The public API is listed in `__all__`. Its names load on first use, so
 (about 650 MB and 4 s) unless they export; the first model builder, export
 or training helper you touch imports it. Whoever imports TensorFlow first
 (the library, Keras or you), its start-up notices stay hidden unless you
-set `TF_CPP_MIN_LOG_LEVEL=0`. Serving is an optional extra, imported
-explicitly: `from aiservice_kit.serving import create_app`.
+set `TF_CPP_MIN_LOG_LEVEL=0`. On x86-64 CPUs where TensorFlow would
+leave its oneDNN kernels off (AVX2 servers), importing `aiservice_kit`
+before TensorFlow turns them on (faster convolutions and matmuls); set
+`TF_ENABLE_ONEDNN_OPTS=0` to keep them off. Serving is an optional extra,
+imported explicitly: `from aiservice_kit.serving import create_app`.
 
 Raises:
     ImportError: on import, when Keras is configured (by `KERAS_BACKEND` or
@@ -21,6 +24,7 @@ from aiservice_kit._version import __version__
 
 _backend.check_configured_backend()
 _backend.hide_tensorflow_start_up_notices()
+_backend.enable_onednn_kernels()
 
 
 #: Public name -> the module that defines it, imported on first access.
