@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from aiservice_kit import make_dataset
+from aiservice_kit.pipelines import arrays_as_fit_dataset
 
 
 def _rows(dataset):
@@ -103,3 +104,76 @@ def test_bad_arguments_are_named():
         make_dataset(np.arange(3), cache=1)
     with pytest.raises(ValueError, match="at least one sample"):
         make_dataset(np.zeros((0, 2)))
+
+
+def _labelled(n=50):
+    x = np.arange(n * 3, dtype="float32").reshape(n, 3)
+    return x, np.arange(n) % 2
+
+
+def test_a_fit_on_arrays_becomes_a_reshuffled_dataset_of_the_same_batches():
+    x, y = _labelled()
+    dataset, kwargs = arrays_as_fit_dataset(
+        x, y, {"batch_size": 8, "epochs": 3, "verbose": 0}
+    )
+    assert kwargs == {"epochs": 3, "verbose": 0, "shuffle": False}
+    batches = _rows(dataset)
+    assert [len(b[0]) for b in batches] == [8] * 6 + [2]
+    seen = np.concatenate([b[0] for b in batches])
+    assert not np.array_equal(seen, x)  # shuffled...
+    np.testing.assert_array_equal(seen[np.argsort(seen[:, 0])], x)  # ...all
+    labels = np.concatenate([b[1] for b in batches])
+    np.testing.assert_array_equal(labels, (seen[:, 0] // 3).astype(int) % 2)
+
+
+def test_validation_split_is_the_end_of_the_arrays_as_in_keras():
+    x, y = _labelled()
+    dataset, kwargs = arrays_as_fit_dataset(
+        x, y, {"validation_split": 0.2, "shuffle": False}
+    )
+    np.testing.assert_array_equal(kwargs["validation_data"][0], x[40:])
+    np.testing.assert_array_equal(kwargs["validation_data"][1], y[40:])
+    trained = np.concatenate([b[0] for b in _rows(dataset)])
+    np.testing.assert_array_equal(trained, x[:40])
+
+
+@pytest.mark.parametrize(
+    "x, kwargs",
+    [
+        (np.array(["a", "b"]), {}),
+        (np.zeros((2, 3)), {"sample_weight": np.ones(2)}),
+        (np.zeros((2, 3)), {"steps_per_epoch": 1}),
+        (np.zeros((2, 3)), {"shuffle": "batch"}),
+        (np.zeros((2, 3)), {"validation_split": 0.6}),  # trains on none
+        (np.zeros((3, 3)), {}),  # 3 samples, 2 labels
+    ],
+)
+def test_anything_else_is_left_to_keras(x, kwargs):
+    assert arrays_as_fit_dataset(x, np.zeros(2), kwargs) is None
+
+
+@pytest.mark.parametrize("fit_kwargs", [{}, {"validation_split": 0.25}])
+def test_a_builders_fit_on_arrays_trains_exactly_as_keras_own_fit(fit_kwargs):
+    # The faster pipeline draws Keras' permutations: same batches, same
+    # weights, bit for bit.
+    import keras
+
+    from aiservice_kit import build_cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (70, 8, 8)).astype("uint8")
+    y = (x.mean(axis=(1, 2)) > 127).astype("int64")
+
+    def fitted(fit):
+        keras.utils.set_random_seed(3)
+        model = build_cnn((8, 8), 2, filters=(4,))
+        history = fit(
+            model, x, y, epochs=2, batch_size=16, verbose=0, **fit_kwargs
+        )
+        return model.get_weights(), history.history
+
+    ours, our_history = fitted(lambda model, *a, **k: model.fit(*a, **k))
+    keras_own, keras_history = fitted(keras.Model.fit)
+    for a, b in zip(ours, keras_own, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert our_history == keras_history

@@ -14,6 +14,7 @@ import numpy as np
 
 from aiservice_kit.models._contract import PROBABILITIES
 from aiservice_kit.models._contract import get_class_names
+from aiservice_kit.pipelines import arrays_as_fit_dataset
 
 _SPARSE = "sparse_categorical_crossentropy"
 _ONE_HOT = "categorical_crossentropy"
@@ -208,10 +209,20 @@ class CheckedModel(keras.Model):
     """
 
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
-        """Keras `fit`, after checking numpy `x`, `y` and validation data."""
+        """Keras `fit`, after checking numpy `x`, `y` and validation data.
+
+        Numeric numpy arrays are fed through Keras' array pipeline without
+        its autotuner (`pipelines.arrays_as_fit_dataset`): the same
+        batches and weights, without the idle epoch starts.
+        """
         x = check_inputs(self, x)
         y = check_labels(self, y)
-        return super().fit(x, y, *args, **check_validation(self, kwargs))
+        kwargs = check_validation(self, kwargs)
+        fast = None if args else arrays_as_fit_dataset(x, y, kwargs)
+        if fast is not None:
+            dataset, kwargs = fast
+            return super().fit(dataset, **kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
         """Keras `evaluate`, after checking numpy `x` and `y`."""
