@@ -304,15 +304,15 @@ def arrays_as_fit_dataset(
     # The dataset shuffles; Keras' own shuffle flag only warns on one.
     kwargs["shuffle"] = False
     split = fit_kwargs.get("validation_split") or 0.0
-    if split:
+    # Keras ignores validation_split when validation_data is given.
+    if split and kwargs.get("validation_data") is None:
         if not isinstance(split, float) or not 0.0 < split < 1.0:
             return None
         # Keras' rule (train_validation_split): the last fraction, unshuffled.
         split_at = int(np.floor(len(x) * (1.0 - split)))
         if split_at in (0, len(x)):
             return None
-        if kwargs.get("validation_data") is None:
-            kwargs["validation_data"] = (x[split_at:], y[split_at:])
+        kwargs["validation_data"] = (x[split_at:], y[split_at:])
         x, y = x[:split_at], y[:split_at]
     return _keras_order_dataset(x, y, batch_size, shuffle), kwargs
 

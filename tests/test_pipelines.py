@@ -152,7 +152,15 @@ def test_anything_else_is_left_to_keras(x, kwargs):
     assert arrays_as_fit_dataset(x, np.zeros(2), kwargs) is None
 
 
-@pytest.mark.parametrize("fit_kwargs", [{}, {"validation_split": 0.25}])
+@pytest.mark.parametrize(
+    "fit_kwargs",
+    [
+        {},
+        {"validation_split": 0.25},
+        # Keras then trains on everything and validates on the given data.
+        {"validation_split": 0.25, "validation_data": "first ten"},
+    ],
+)
 def test_a_builders_fit_on_arrays_trains_exactly_as_keras_own_fit(fit_kwargs):
     # The faster pipeline draws Keras' permutations: same batches, same
     # weights, bit for bit.
@@ -163,6 +171,9 @@ def test_a_builders_fit_on_arrays_trains_exactly_as_keras_own_fit(fit_kwargs):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (70, 8, 8)).astype("uint8")
     y = (x.mean(axis=(1, 2)) > 127).astype("int64")
+
+    if fit_kwargs.get("validation_data") == "first ten":
+        fit_kwargs = {**fit_kwargs, "validation_data": (x[:10], y[:10])}
 
     def fitted(fit):
         keras.utils.set_random_seed(3)
