@@ -159,6 +159,7 @@ def test_anything_else_is_left_to_keras(x, kwargs):
         {"validation_split": 0.25},
         # Keras then trains on everything and validates on the given data.
         {"validation_split": 0.25, "validation_data": "first ten"},
+        {"class_weight": {0: 1.0, 1: 3.0}},
     ],
 )
 def test_a_builders_fit_on_arrays_trains_exactly_as_keras_own_fit(fit_kwargs):
