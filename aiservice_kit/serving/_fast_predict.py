@@ -132,7 +132,10 @@ class FastPredict:
 
     @staticmethod
     def _malformed(scope) -> None:
+        # the path as Starlette's `request.url.path` spells it
+        path = scope["path"]
+        for char, escaped in (("?", "%3F"), ("#", "%23"), ("\\", "%5C")):
+            path = path.replace(char, escaped)
         raise ServingError(
-            f"Malformed request: {scope.get('method')} {scope.get('path')}",
-            400,
+            f"Malformed request: {scope.get('method')} {path}", 400
         )
