@@ -292,7 +292,14 @@ def breakdown(args, work, body, key) -> None:
     try:
         bench._run(bench.drive(url, body, headers, 4, 40, 30))
         result = bench._run(
-            bench.drive(url, body, headers, 32, args.counts[32], args.seconds)
+            bench.drive(
+                url,
+                body,
+                headers,
+                args.concurrency,
+                args.counts[args.concurrency],
+                args.seconds,
+            )
         )
     finally:
         bench.stop(handle)
@@ -313,11 +320,12 @@ def breakdown(args, work, body, key) -> None:
         )
 
     print(
-        f"c=32 client: {result['rps']:.1f} req/s, p50 "
+        f"c={args.concurrency} client: {result['rps']:.1f} req/s, p50 "
         f"{result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms; "
         f"in the server: p50 {np.percentile(total, 50) * 1e3:.2f} ms, "
         f"p99 {np.percentile(total, 99) * 1e3:.2f} ms over {len(calls)} "
-        "calls"
+        "calls; outside predict at the median: "
+        f"{result['p50_ms'] - np.percentile(total, 50) * 1e3:.2f} ms"
     )
     print(f"{'step (ms)':12s} {'median calls':>13s} {'slowest 1%':>11s}")
     for step in (*STEPS, "gc"):
@@ -367,6 +375,13 @@ def main() -> int:
         action="append",
         default=[],
         help="serve flags for the traced server",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        choices=(1, 8, 32),
+        default=32,
+        help="the client concurrency of the --trace run",
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()

@@ -194,6 +194,16 @@ async def _decode_rest(
     return signature, arrays, count, encode
 
 
+def _drop(asking: asyncio.Future, service: Service) -> None:
+    """Undoes a ledger ask whose call ends without its answer: cancelled
+    while in flight (`Ledger.admit` then releases a late reservation),
+    or released now if it was granted."""
+    if not asking.done():
+        asking.cancel()
+    elif not asking.cancelled() and asking.exception() is None:
+        service.limiter.release(asking.result())
+
+
 async def predict(
     service: Service,
     key: ApiKey | None,
@@ -271,10 +281,29 @@ async def predict(
 
         signature, arrays, count, encode = await decode(servable, data, admit)
         # One ledger ask for the rate token and the reservation, once the
-        # instances are known (a bad request takes its token below).
+        # instances are known (a bad request takes its token below). The
+        # model runs while the ledger answers (both off the event loop);
+        # a refused call's outputs are dropped.
         asked = True
-        reservation = await service.limiter.admit(key, count)
-        outputs = await signature.predict(arrays)
+        asking = asyncio.ensure_future(service.limiter.admit(key, count))
+        try:
+            outputs = await signature.predict(arrays)
+        except ServingError as error:
+            failed: ServingError | None = error
+        except BaseException:
+            _drop(asking, service)
+            raise
+        else:
+            failed = None
+        try:
+            reservation = await asking  # 429/503 when refused
+        except ServingError:
+            raise
+        except BaseException:
+            _drop(asking, service)
+            raise
+        if failed is not None:
+            raise failed
         content, added = encode(outputs)
         headers.update(added)
         instances = count

@@ -46,6 +46,56 @@ def _tensor_info(name: str, spec: Any) -> TensorInfo:
     return TensorInfo(name=name, dtype=dtype, shape=dims)
 
 
+def _flat_call_order(fn: Any, inputs: dict[str, TensorInfo]) -> Any:
+    """The input names in the order of the signature's flat call, or None.
+
+    Calling a loaded signature with keyword arguments binds and checks
+    them against its structured signature in Python, about 0.15 ms of a
+    0.5 ms MNIST call. `ConcreteFunction._call_flat` skips that step; it
+    is used only where `_flat_ready` has checked what that step would
+    (names, dtypes, shapes; never for strings or an unknown rank), and
+    only while this TensorFlow has it (else None: the keyword call).
+    """
+    import tensorflow as tf
+
+    if not callable(getattr(fn, "_call_flat", None)):
+        return None
+    try:
+        args, kwargs = fn.structured_input_signature
+        flat = tf.nest.flatten(kwargs)
+        captured = len(fn.captured_inputs)
+        placeholders = len(fn.inputs) - captured
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if args or not isinstance(kwargs, dict) or len(flat) != placeholders:
+        return None
+    if any(i.dtype == "string" or i.shape is None for i in inputs.values()):
+        return None
+    return tuple(sorted(kwargs))  # `tf.nest` orders a dict by its keys
+
+
+def _flat_ready(
+    inputs: dict[str, np.ndarray], signature: dict[str, TensorInfo]
+) -> bool:
+    """Whether `inputs` are what the signature takes, exactly: its names,
+    its dtypes, its shapes (else the keyword call raises TF's error)."""
+    if len(inputs) != len(signature):
+        return False
+    for name, info in signature.items():
+        value = inputs.get(name)
+        if (
+            not isinstance(value, np.ndarray)
+            or value.dtype.name != info.dtype
+            or value.ndim != len(info.shape)
+            or any(
+                w is not None and w != g
+                for w, g in zip(info.shape, value.shape, strict=True)
+            )
+        ):
+            return False
+    return True
+
+
 _NODE = re.compile(r"\{\{node ([^}]+)\}\}")
 _SKIPPED = ("Graph execution error:", "Detected at node", "<stack traces")
 
@@ -121,6 +171,7 @@ class Signature:
             key: _tensor_info(key, spec)
             for key, spec in fn.structured_outputs.items()
         }
+        self._flat_order = _flat_call_order(fn, self.inputs)
         self._max_rows = batching.max_batch_size
         self._sliceable = bool(self.inputs) and all(
             info.shape is not None and len(info.shape) >= 1
@@ -208,10 +259,19 @@ class Signature:
             return self._run_converted(inputs)
         import tensorflow as tf
 
+        order = self._flat_order
+        if order is not None and not _flat_ready(inputs, self.inputs):
+            order = None
         try:
-            result = self._fn(
-                **{name: tf.convert_to_tensor(v) for name, v in inputs.items()}
-            )
+            if order is None:
+                result = self._fn(
+                    **{n: tf.convert_to_tensor(v) for n, v in inputs.items()}
+                )
+            else:
+                result = self._fn._call_flat(
+                    [tf.convert_to_tensor(inputs[n]) for n in order],
+                    self._fn.captured_inputs,
+                )
         except tf.errors.OpError as error:
             raise _tf_error(error, sorted(inputs)) from None
         except (TypeError, ValueError) as error:

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from aiservice_kit._version import __version__
 from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._fast_predict import FastPredict
 from aiservice_kit.serving._servable import load_version
 from aiservice_kit.serving._service import Metrics
 from aiservice_kit.serving._service import Service
@@ -491,6 +492,7 @@ def create_app(
         logger.exception("unexpected error on %s", request.url.path)
         return _error_response(f"Internal error: {type(error).__name__}", 500)
 
+    app.add_middleware(FastPredict, error_response=_error_response)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_OperatorOnly)
     app.add_middleware(_AccessLog, metrics=metrics, enabled=access_log)

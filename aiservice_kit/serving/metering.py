@@ -13,7 +13,6 @@ saw succeed.
 
 import abc
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime
 import os
@@ -253,15 +252,24 @@ class SQLiteMeter(DatabaseMeter):
         super().__init__(sqlite_path(path), synchronous)
 
 
-def _settle(
-    future: concurrent.futures.Future, error: BaseException | None
+def _answer(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future,
+    error: BaseException | None,
 ) -> None:
-    try:
+    """Resolves a waiting `record` call's future on its own loop."""
+
+    def resolve() -> None:
+        if future.done():  # the caller went away
+            return
         if error is None:
             future.set_result(None)
         else:
             future.set_exception(error)
-    except concurrent.futures.InvalidStateError:  # the caller went away
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed: nobody waits any more
         pass
 
 
@@ -301,9 +309,13 @@ class GroupCommitter:
             reservation: str or None. The id of the call's quota
                 reservation, deleted in the same transaction.
         """
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((record, reservation, future))
-        await asyncio.wrap_future(future)
+        # The writer resolves the loop's own future (no
+        # `concurrent.futures` future chained to it): one hand-off fewer on
+        # the commit every answer waits for.
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((record, reservation, loop, future))
+        await future
 
     def _work(self) -> None:
         while True:
@@ -322,13 +334,13 @@ class GroupCommitter:
                     break
                 group.append(item)
             try:
-                self.meter.settle_many([(r, rid) for r, rid, _ in group])
+                self.meter.settle_many([(r, rid) for r, rid, _, _ in group])
             except BaseException as error:
-                for _, _, future in group:
-                    _settle(future, error)
+                for _, _, loop, future in group:
+                    _answer(loop, future, error)
             else:
-                for _, _, future in group:
-                    _settle(future, None)
+                for _, _, loop, future in group:
+                    _answer(loop, future, None)
             if stop:
                 return
 
