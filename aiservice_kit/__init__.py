@@ -7,8 +7,9 @@ or training helper you touch imports it. Whoever imports TensorFlow first
 (the library, Keras or you), its start-up notices stay hidden unless you
 set `TF_CPP_MIN_LOG_LEVEL=0`. On x86-64 CPUs where TensorFlow would
 leave its oneDNN kernels off (AVX2 servers), importing `aiservice_kit`
-before TensorFlow turns them on (faster convolutions and matmuls); set
-`TF_ENABLE_ONEDNN_OPTS=0` to keep them off. Serving is an optional extra,
+before TensorFlow turns them on (faster training; `aiservice-kit serve`
+keeps them off, as one-request calls were slower); set
+`TF_ENABLE_ONEDNN_OPTS` yourself to decide. Serving is an optional extra,
 imported explicitly: `from aiservice_kit.serving import create_app`.
 
 Raises:

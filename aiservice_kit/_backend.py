@@ -21,9 +21,21 @@ _QUIET_LEVEL = "2"
 _QUIET_MARKER = "AISERVICE_KIT_QUIET_TF"
 #: TensorFlow's switch for its oneDNN CPU kernels ("1" on, "0" off).
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+#: Holds the value we gave TF_ENABLE_ONEDNN_OPTS, to tell it from the user's.
+_ONEDNN_MARKER = "AISERVICE_KIT_ONEDNN"
 #: Machines (`platform.machine()`) whose TensorFlow wheels carry the
 #: x86-64 oneDNN kernels.
 _ONEDNN_MACHINES = ("x86_64", "amd64")
+
+
+def _onednn_is_ours() -> bool:
+    value = os.environ.get(ONEDNN_VARIABLE)
+    return value is not None and os.environ.get(_ONEDNN_MARKER) == value
+
+
+def _set_onednn(value: str) -> None:
+    os.environ[ONEDNN_VARIABLE] = value
+    os.environ[_ONEDNN_MARKER] = value
 
 
 def enable_onednn_kernels(machine: str | None = None) -> bool:
@@ -33,14 +45,15 @@ def enable_onednn_kernels(machine: str | None = None) -> bool:
     pooling kernels but switch them on only on CPUs with AVX512-VNNI,
     AVX512-BF16, AVX-VNNI or AMX. On an AVX2 server they stay off, and
     training the textbook MNIST CNN ran 1.6x faster with them on
-    (benchmarks/cnn.py; figures in docs/training.md). The results are the
-    same up to floating-point rounding order, as TensorFlow notes when it
-    turns them on itself.
+    (benchmarks/cnn.py; docs/image-classification.md). The results are
+    the same up to floating-point rounding order, as TensorFlow notes when
+    it turns them on itself. `aiservice-kit serve` turns them back off
+    (`keep_onednn_kernels_off`): one-image calls were slower with them.
 
-    A `TF_ENABLE_ONEDNN_OPTS` the user set (to "0" or "1") is respected,
-    and nothing changes once TensorFlow is imported (it reads the variable
-    at import). Child processes (server workers, multi-worker training)
-    inherit the setting.
+    A `TF_ENABLE_ONEDNN_OPTS` that is already set (by the user, or by a
+    parent process) is left as it is, and nothing changes once TensorFlow
+    is imported (it reads the variable at import). Child processes
+    (server workers, multi-worker training) inherit the setting.
 
     Args:
         machine: str or None. The machine name to decide for; None reads
@@ -48,7 +61,7 @@ def enable_onednn_kernels(machine: str | None = None) -> bool:
 
     Returns:
         True when TensorFlow will load with the oneDNN kernels on because
-        of this call or the user's own setting, False otherwise.
+        of this call or an earlier setting, False otherwise.
 
     Example:
     ```python
@@ -64,7 +77,31 @@ def enable_onednn_kernels(machine: str | None = None) -> bool:
     machine = platform.machine() if machine is None else machine
     if machine.lower() not in _ONEDNN_MACHINES:
         return False
-    os.environ[ONEDNN_VARIABLE] = "1"
+    _set_onednn("1")
+    return True
+
+
+def keep_onednn_kernels_off() -> bool:
+    """Turns the oneDNN kernels `enable_onednn_kernels` set back off.
+
+    For a serving process: with them on, one MNIST CNN call through the
+    SavedModel took 0.78 ms instead of 0.54 ms, and the server's p50 at
+    concurrency 1 rose from 1.38 to 1.66 ms (benchmarks/serving.py). A
+    value the user set is kept, and nothing changes once TensorFlow is
+    imported.
+
+    Returns:
+        True when this call turned them off.
+
+    Example:
+    ```python
+    from aiservice_kit import _backend
+    _backend.keep_onednn_kernels_off()  # what `aiservice-kit serve` does
+    ```
+    """
+    if "tensorflow" in sys.modules or not _onednn_is_ours():
+        return False
+    _set_onednn("0")
     return True
 
 

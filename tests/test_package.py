@@ -58,6 +58,16 @@ def test_version_is_a_release_string():
     assert len(parts) == 3 and all(part.isdigit() for part in parts)
 
 
+#: Variables this test process (or its user) may have set, which would
+#: hide what a fresh process does.
+_SET_BY_THE_TEST_PROCESS = (
+    "TF_CPP_MIN_LOG_LEVEL",
+    "KERAS_BACKEND",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "AISERVICE_KIT_ONEDNN",
+)
+
+
 def _run_python(code, **env):
     environment = {
         key: value
@@ -222,6 +232,26 @@ def test_onednn_kernels_are_left_alone_off_x86_and_after_tensorflow():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("users_setting", "expected"),
+    [(None, ["True", "False"]), ("1", ["False", "True"])],
+)
+def test_serving_turns_the_librarys_onednn_choice_back_off(
+    users_setting, expected
+):
+    # One-image calls were slower with them (benchmarks/serving.py); the
+    # serve command calls this before its models load TensorFlow.
+    env = {} if users_setting is None else {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    result = _run_python(
+        "import aiservice_kit; from aiservice_kit import _backend; "
+        f"print(_backend.keep_onednn_kernels_off()); {_ONEDNN_ON}",
+        **env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
 
 
 def test_another_keras_backend_fails_on_import_naming_the_fix():

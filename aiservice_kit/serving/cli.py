@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiservice_kit import _backend
 from aiservice_kit._layout import is_version_name
 from aiservice_kit._layout import list_versions
 from aiservice_kit.cli import UsageError
@@ -287,6 +288,8 @@ def setup_process(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Before the models load TensorFlow (its workers inherit the setting).
+    _backend.keep_onednn_kernels_off()
     app = build_app(args)  # checks every argument before anything starts
     import uvicorn
 
