@@ -283,11 +283,17 @@ async def predict(
         # One ledger ask for the rate token and the reservation, once the
         # instances are known (a bad request takes its token below). The
         # model runs while the ledger answers (both off the event loop);
-        # a refused call's outputs are dropped.
+        # a refused call's outputs are dropped. A key last found over its
+        # quota waits for the answer first (no free model runs).
         asked = True
         asking = asyncio.ensure_future(service.limiter.admit(key, count))
         try:
-            outputs = await signature.predict(arrays)
+            if not service.limiter.may_run_ahead(key):
+                await asyncio.wait([asking])  # the answer first
+            if asking.done() and asking.exception() is not None:
+                outputs = None  # refused: `await asking` raises below
+            else:
+                outputs = await signature.predict(arrays)
         except ServingError as error:
             failed: ServingError | None = error
         except BaseException:

@@ -182,6 +182,9 @@ class RateLimiter:
         # key id -> time.monotonic() before which no token is back, from
         # the last rate answer (refuse_early answers 429 without I/O).
         self._blocked: dict[str, float] = {}
+        # Key ids whose last ask found their quota spent: their calls wait
+        # for the ledger's answer before running the model.
+        self._over_quota: set[str] = set()
         self._lock = threading.RLock()
 
     def start(self) -> None:
@@ -244,6 +247,23 @@ class RateLimiter:
                 del self._blocked[key.id]
                 return
         raise _rate_error(self.plan_of(key), wait)
+
+    def may_run_ahead(self, key: ApiKey | None) -> bool:
+        """Whether the key's call may run its model before it is admitted.
+
+        A call runs beside its ledger ask, and a refused call's outputs
+        are dropped. Once a key's quota was found spent, its calls wait
+        for the answer instead, so a spent key cannot make the server run
+        models for nothing; the next admitted call lifts that.
+
+        Args:
+            key: ApiKey or None. The caller.
+
+        Returns:
+            False while the key's last ask on this server found its quota
+            spent, True otherwise.
+        """
+        return key is None or key.id not in self._over_quota
 
     def _refused(self, key: ApiKey, plan: Plan, wait: float) -> ServingError:
         with self._lock:
@@ -391,8 +411,10 @@ class RateLimiter:
         if isinstance(result, float):
             raise self._refused(key, plan, result)
         if isinstance(result, Refusal):
+            self._over_quota.add(key.id)
             used = result.used + result.reserved + extra
             raise _quota_error(plan, used, instances)
+        self._over_quota.discard(key.id)
         return result
 
     def _release_late(self, result: Any) -> None:

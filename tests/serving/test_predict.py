@@ -29,8 +29,12 @@ def service(tmp_path):
     db = tmp_path / "service.db"
     store = KeyStore(db)
     meter = SQLiteMeter(db)
+    metrics = Metrics()
     registry = Registry(
-        {"hp3": ModelConfig(tmp_path / "hp3")}, load_version, 60
+        {"hp3": ModelConfig(tmp_path / "hp3")},
+        load_version,
+        60,
+        on_batch=metrics.batch,  # as create_app wires it
     )
     registry.start()
     committer = GroupCommitter(meter)
@@ -47,7 +51,7 @@ def service(tmp_path):
         meter=meter,
         committer=committer,
         prices=PriceList(),
-        metrics=Metrics(),
+        metrics=metrics,
     )
     committer.close()
     registry.stop()
@@ -101,6 +105,34 @@ def test_the_quota_refuses_before_acceptance_and_is_not_metered(service):
 
     assert refused.value.status_code == 429
     assert service.meter.records(key.id) == []
+
+
+def test_a_key_found_over_its_quota_gets_no_more_model_runs(service):
+    # Calls run their model beside the ledger ask; once a key's quota is
+    # known to be spent, its calls wait for the answer, so a spent key
+    # cannot make the server compute for nothing.
+    _, key = service.auth.store.create("acme", "tiny")
+    big = json.dumps({"instances": [1.0, 2.0, 3.0, 4.0]}).encode()
+
+    def runs():
+        return service.metrics.registry.get_sample_value(
+            "aiservice_kit_batch_size_count", {"model": "hp3"}
+        )
+
+    before = runs() or 0  # the warm-up's run, if counted
+    statuses = []
+    for _ in range(4):
+        with pytest.raises(ServingError) as refused:
+            asyncio.run(predict(service, key, ModelSpec("hp3"), big))
+        statuses.append(refused.value.status_code)
+    after_refusals = runs()
+    small = json.dumps({"instances": [1.0]}).encode()
+    reply = asyncio.run(predict(service, key, ModelSpec("hp3"), small))
+
+    assert statuses == [429] * 4
+    assert after_refusals - before <= 1  # at most the first, run ahead
+    assert reply.status == 200 and runs() == after_refusals + 1
+    assert service.limiter.may_run_ahead(key)  # admitted again
 
 
 def test_every_call_takes_one_token_and_a_refused_one_reserves_nothing(
