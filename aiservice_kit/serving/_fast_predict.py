@@ -20,12 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 
 from aiservice_kit.serving import _predict
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.registry import ModelSpec
+from aiservice_kit.serving.routes import check_url_part
 
 logger = logging.getLogger("aiservice_kit.serving")
 
@@ -103,15 +105,15 @@ class FastPredict:
 
     async def _predict(self, scope, receive, state, service, match) -> Response:
         name, version, label = match.group("model", "version", "label")
-        # `routes._check_url_part`, in the order FastAPI solves the route's
-        # dependencies: the model name, the key, then the version or label
+        # In the order FastAPI solves the route's dependencies: the model
+        # name, the key, then the version or label.
         if ":" in name:
-            self._malformed(scope)
+            check_url_part(Request(scope), name)
         key = await service.auth.aauthenticate(Headers(scope=scope))
         state["key"] = key  # for the access log
         Authenticator.authorize(key, name)
         if ":" in (version or label or ""):
-            self._malformed(scope)
+            check_url_part(Request(scope), version or label)
         spec = ModelSpec(name, version=version, label=label)
         try:
             reply = await _predict.predict(
@@ -128,14 +130,4 @@ class FastPredict:
             status_code=reply.status,
             media_type="application/json",
             headers=reply.headers,
-        )
-
-    @staticmethod
-    def _malformed(scope) -> None:
-        # the path as Starlette's `request.url.path` spells it
-        path = scope["path"]
-        for char, escaped in (("?", "%3F"), ("#", "%23"), ("\\", "%5C")):
-            path = path.replace(char, escaped)
-        raise ServingError(
-            f"Malformed request: {scope.get('method')} {path}", 400
         )

@@ -107,9 +107,12 @@ async def get_service(request: Request) -> Service:
     return service_of(request)
 
 
-def _check_url_part(request: Request, value: str) -> None:
-    # `GET /v1/models/M:predict` matches the status route with a model
-    # named "M:predict"; TF Serving answers such a URL as malformed.
+def check_url_part(request: Request, value: str) -> None:
+    """Refuses a URL part holding a `:verb` as TF Serving does (400).
+
+    `GET /v1/models/M:predict` matches the status route with a model
+    named "M:predict"; TF Serving answers such a URL as malformed.
+    """
     if ":" in value:
         raise ServingError(
             f"Malformed request: {request.method} {request.url.path}", 400
@@ -124,7 +127,7 @@ async def model_caller(request: Request, model_name: str) -> ApiKey | None:
             take (`GET .../M:predict`), 401 for a missing (when required)
             or unknown key, 403 for a key that may not use the model.
     """
-    _check_url_part(request, model_name)
+    check_url_part(request, model_name)
     key = await service_of(request).auth.aauthenticate(request.headers)
     request.state.key = key  # for the access log
     Authenticator.authorize(key, model_name)
@@ -148,13 +151,13 @@ async def by_version(
     request: Request, model_name: str, version: str
 ) -> ModelSpec:
     """`/v1/models/{model_name}/versions/{version}`."""
-    _check_url_part(request, version)
+    check_url_part(request, version)
     return ModelSpec(model_name, version=version)
 
 
 async def by_label(request: Request, model_name: str, label: str) -> ModelSpec:
     """`/v1/models/{model_name}/labels/{label}`."""
-    _check_url_part(request, label)
+    check_url_part(request, label)
     return ModelSpec(model_name, label=label)
 
 

@@ -510,6 +510,14 @@ def test_bad_urls_are_400_or_404_never_500(http):
     assert http.get("/v1/nothing").status_code == 400
     assert http.get("/nothing").status_code == 404
     assert http.post("/v1/models/mnist").status_code == 400
+    # A `:` inside a URL part is malformed, as TF Serving answers it.
+    for path in (
+        "/v1/models/mn:ist:predict",
+        "/v1/models/m/labels/a:b:predict",
+    ):
+        answer = http.post(path, json={"instances": [0]})
+        assert answer.status_code == 400
+        assert answer.json()["error"] == f"Malformed request: POST {path}"
 
 
 # --- usage, metering, pricing, operations
