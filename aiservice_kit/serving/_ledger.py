@@ -32,15 +32,15 @@ replicas cannot deadlock. A call's answer is exactly what it would be
 alone, in arrival order.
 
 The `Ledger` runs all of this on its own threads, never on the event
-loop: `admit` and `call` wait at most `DB_WAIT_S` and then answer 503 with
+loop: `admit` waits at most `DB_WAIT_S` and then answer 503 with
 `Retry-After`.
 """
 
-import asyncio
 import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import logging
 import queue
 import threading
@@ -53,6 +53,7 @@ from typing import Any
 from aiservice_kit.serving._db import Database
 from aiservice_kit.serving._db import Transaction
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._handoff import Reply
 from aiservice_kit.serving.config import DB_RETRY_AFTER_S
 from aiservice_kit.serving.config import DB_THREADS
 from aiservice_kit.serving.config import DB_WAIT_S
@@ -543,8 +544,9 @@ class Ledger:
 
         Args:
             ask: TokenAsk or ReserveAsk.
-            on_late: callable or None. Called with the answer if it comes
-                after the caller stopped waiting (to undo it).
+            on_late: callable or None. Run on a database thread with the
+                answer if it comes after the caller stopped waiting (to
+                undo it).
 
         Returns:
             The ask's answer (see `admit_many`).
@@ -553,7 +555,10 @@ class Ledger:
             ServingError: 503 with Retry-After when the database is busy
                 beyond DB_WAIT_S or fails.
         """
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        undo = None
+        if on_late is not None:
+            undo = functools.partial(self.submit, on_late)
+        reply = Reply(on_late=undo)
         with self._lock:
             if self._admitter is None and not self._stop.is_set():
                 self._admitter = threading.Thread(
@@ -564,10 +569,16 @@ class Ledger:
                 self._admitter.start()
             running = self._admitter is not None
         if not running:
-            future.set_exception(RuntimeError("the ledger is closed"))
-        else:
-            self._asks.put((ask, future))
-        return await self._wait(future, "admission", on_late)
+            raise _busy("the ledger is closed")
+        self._asks.put((ask, reply))
+        try:
+            return await reply.wait(DB_WAIT_S)
+        except TimeoutError:
+            message = f"the database did not answer in {DB_WAIT_S:g} s"
+        except Exception as error:
+            logger.warning("database call admission failed: %s", error)
+            message = f"the database failed ({type(error).__name__})"
+        raise _busy(message)
 
     def _admit_asks(self) -> None:
         """The admission thread: answers the queued asks, a group at a time."""
@@ -577,7 +588,7 @@ class Ledger:
             group = []
             while item is not None:
                 # an ask whose caller stopped waiting before it ran is dropped
-                if item[1].set_running_or_notify_cancel():
+                if item[1].wanted():
                     group.append(item)
                 if len(group) >= LEDGER_MAX_GROUP:
                     break
@@ -590,67 +601,19 @@ class Ledger:
                 try:
                     answers = self.admit_many([ask for ask, _ in group])
                 except BaseException as error:
-                    for _, future in group:
-                        future.set_exception(error)
+                    for _, reply in group:
+                        reply.set_exception(error)
                 else:
-                    for (_, future), answer in zip(group, answers, strict=True):
-                        future.set_result(answer)
+                    for (_, reply), answer in zip(group, answers, strict=True):
+                        reply.set_result(answer)
             if stop:
                 return
 
-    async def call(
-        self,
-        fn: Callable[..., Any],
-        *args: Any,
-        on_late: Callable[[Any], None] | None = None,
-    ) -> Any:
-        """Runs `fn(*args)` on a database thread, waiting DB_WAIT_S at most.
 
-        Args:
-            fn: callable. A blocking database call.
-            *args: its arguments.
-            on_late: callable or None. Called with the result if `fn`
-                completes after the caller stopped waiting (to undo it).
-
-        Returns:
-            What `fn` returned.
-
-        Raises:
-            ServingError: 503 with Retry-After when the database is busy
-                beyond DB_WAIT_S or fails.
-        """
-        future = self._executor.submit(fn, *args)
-        return await self._wait(future, fn.__name__, on_late)
-
-    async def _wait(
-        self,
-        future: concurrent.futures.Future,
-        what: str,
-        on_late: Callable[[Any], None] | None,
-    ) -> Any:
-        """Waits DB_WAIT_S at most for a database thread's future."""
-
-        def undo(done: concurrent.futures.Future) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self.submit(on_late, done.result())
-
-        try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), DB_WAIT_S
-            )
-        except asyncio.CancelledError:  # the caller went away
-            if on_late is not None:
-                future.add_done_callback(undo)
-            raise
-        except TimeoutError:
-            if on_late is not None:
-                future.add_done_callback(undo)
-            message = f"the database did not answer in {DB_WAIT_S:g} s"
-        except Exception as error:
-            logger.warning("database call %s failed: %s", what, error)
-            message = f"the database failed ({type(error).__name__})"
-        raise DatabaseBusy(
-            f"The call could not be admitted: {message}; retry later.",
-            503,
-            {"Retry-After": str(DB_RETRY_AFTER_S)},
-        )
+def _busy(message: str) -> DatabaseBusy:
+    """The 503 of a call the ledger could not answer in time."""
+    return DatabaseBusy(
+        f"The call could not be admitted: {message}; retry later.",
+        503,
+        {"Retry-After": str(DB_RETRY_AFTER_S)},
+    )

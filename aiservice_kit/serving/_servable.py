@@ -10,7 +10,6 @@ has proven the version's converted artifacts equal to them. With
 (inside the functions, so importing the app stays light).
 """
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -282,7 +281,7 @@ class Signature:
         self, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Runs the inputs in the next batch and waits for their outputs."""
-        return await asyncio.wrap_future(self._batcher.submit(inputs))
+        return await self._batcher.run(inputs)
 
     def warm_up(self, decisive: bool = False) -> None:
         """Runs one zero instance so the first request is not slow.

@@ -29,6 +29,7 @@ import numpy as np
 
 from aiservice_kit._validation import check_positive_int
 from aiservice_kit.serving._errors import ServingError
+from aiservice_kit.serving._handoff import Reply
 from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
 from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
 from aiservice_kit.serving.config import MAX_WAIT_MS_LIMIT
@@ -73,7 +74,7 @@ class BatchingConfig:
 
 
 def _resolve(
-    future: concurrent.futures.Future,
+    future: concurrent.futures.Future | Reply,
     result: Any = None,
     error: BaseException | None = None,
 ) -> None:
@@ -91,7 +92,7 @@ def _resolve(
 class _Item:
     inputs: dict[str, np.ndarray]
     size: int
-    future: concurrent.futures.Future
+    future: concurrent.futures.Future | Reply
     key: tuple = ()
 
 
@@ -152,6 +153,10 @@ class Batcher:
             `ServingError`).
         """
         future: concurrent.futures.Future = concurrent.futures.Future()
+        self._enqueue(inputs, future)
+        return future
+
+    def _enqueue(self, inputs: dict[str, np.ndarray], future: Any) -> None:
         first = next(iter(inputs.values()))
         size = int(first.shape[0]) if first.ndim else 1
         key = tuple(
@@ -162,7 +167,7 @@ class Batcher:
             if self._closed:
                 error = ServingError("This model version was unloaded.", 503)
                 _resolve(future, error=error)
-                return future
+                return
             now = time.monotonic()
             if self._last_submit is not None:
                 gap = now - self._last_submit
@@ -173,7 +178,25 @@ class Batcher:
                 )
             self._last_submit = now
             self._queue.put(_Item(inputs, size, future, key))
-        return future
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs one request in the next batch, from the event loop.
+
+        `submit` with the worker's answer sent straight to the loop
+        (`_handoff.Reply`): one hand-off instead of a chained future.
+
+        Args:
+            inputs: dict of numpy arrays sharing their first axis.
+
+        Returns:
+            The request's outputs.
+
+        Raises:
+            ServingError: as `fn` raised it, or 503 once closed.
+        """
+        reply = Reply()
+        self._enqueue(inputs, reply)
+        return await reply.wait()
 
     def close(self) -> None:
         """Finishes the queued requests, then stops the worker."""

@@ -12,7 +12,6 @@ saw succeed.
 """
 
 import abc
-import asyncio
 import dataclasses
 import datetime
 import os
@@ -25,6 +24,7 @@ from aiservice_kit.serving._db import SYNCHRONOUS
 from aiservice_kit.serving._db import Database
 from aiservice_kit.serving._db import open_database
 from aiservice_kit.serving._db import sqlite_path
+from aiservice_kit.serving._handoff import Reply
 from aiservice_kit.serving.config import LEDGER_MAX_GROUP
 
 #: The API a call used when a record does not say (ledgers written before
@@ -252,27 +252,6 @@ class SQLiteMeter(DatabaseMeter):
         super().__init__(sqlite_path(path), synchronous)
 
 
-def _answer(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future,
-    error: BaseException | None,
-) -> None:
-    """Resolves a waiting `record` call's future on its own loop."""
-
-    def resolve() -> None:
-        if future.done():  # the caller went away
-            return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-    try:
-        loop.call_soon_threadsafe(resolve)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
-
-
 class GroupCommitter:
     """Batches concurrent records into shared transactions in one thread.
 
@@ -309,13 +288,11 @@ class GroupCommitter:
             reservation: str or None. The id of the call's quota
                 reservation, deleted in the same transaction.
         """
-        # The writer resolves the loop's own future (no
-        # `concurrent.futures` future chained to it): one hand-off fewer on
-        # the commit every answer waits for.
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((record, reservation, loop, future))
-        await future
+        # One hand-off back to the loop (`_handoff.Reply`) on the commit
+        # every answer waits for.
+        reply = Reply()
+        self._queue.put((record, reservation, reply))
+        await reply.wait()
 
     def _work(self) -> None:
         while True:
@@ -334,13 +311,13 @@ class GroupCommitter:
                     break
                 group.append(item)
             try:
-                self.meter.settle_many([(r, rid) for r, rid, _, _ in group])
+                self.meter.settle_many([(r, rid) for r, rid, _ in group])
             except BaseException as error:
-                for _, _, loop, future in group:
-                    _answer(loop, future, error)
+                for _, _, reply in group:
+                    reply.set_exception(error)
             else:
-                for _, _, loop, future in group:
-                    _answer(loop, future, None)
+                for _, _, reply in group:
+                    reply.set_result(None)
             if stop:
                 return
 
