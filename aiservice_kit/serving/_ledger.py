@@ -456,8 +456,11 @@ class Ledger:
 
     def start(self) -> int:
         """Registers the server, releases dead servers' reservations and
-        starts the heartbeat; returns the reservations released."""
+        starts the heartbeat; returns the reservations released. The
+        database's upkeep (SQLite's WAL checkpoints) moves off the
+        commits that calls wait for."""
         released = self.release_dead()
+        self.database.checkpoint_in_background()
         self._last_beat = time.monotonic()
         with self._lock:
             if self._heart is None:

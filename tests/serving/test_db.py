@@ -1,13 +1,24 @@
 """The one database connection factory of the key store and the ledger."""
 
+import os
 import stat
+import struct
+import time
+from pathlib import Path
 
 import pytest
 
 from aiservice_kit.serving import KeyStore
 from aiservice_kit.serving import SQLiteMeter
+from aiservice_kit.serving import _db
+from aiservice_kit.serving._db import SQLiteDatabase
 from aiservice_kit.serving._db import connect
 from aiservice_kit.serving._db import sqlite_path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def test_a_new_database_is_private_and_in_wal_mode(tmp_path):
@@ -70,3 +81,82 @@ def test_an_unreachable_postgresql_url_is_refused_with_the_reason():
 
     assert "127.0.0.1:1/db" in str(error.value)
     assert "secret" not in str(error.value)  # the password is not shown
+
+
+def _turn_is_free(path) -> bool:
+    """Whether another open of `<db>-writer.lock` can take the writers'
+    turn now (flock locks belong to one open file)."""
+    fd = os.open(f"{path}-writer.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases a lock it took
+    return True
+
+
+@pytest.mark.skipif(fcntl is None, reason="flock is POSIX only")
+def test_writers_take_turns_through_a_private_lock_file(tmp_path):
+    # Every write transaction, in any process, holds the turn from its
+    # BEGIN to its COMMIT or ROLLBACK, so a waiting process is woken when
+    # the writer ends instead of sleeping in SQLite's busy handler.
+    path = tmp_path / "service.db"
+    database = SQLiteDatabase(path)
+    mode = stat.S_IMODE(Path(f"{path}-writer.lock").stat().st_mode)
+    with database.transaction() as tx:
+        tx.execute("CREATE TABLE t (v INTEGER)")
+        held_while_writing = not _turn_is_free(path)
+    free_after_commit = _turn_is_free(path)
+    with pytest.raises(ZeroDivisionError):
+        with database.transaction() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+            raise ZeroDivisionError("the call failed")
+    free_after_rollback = _turn_is_free(path)
+    with database.read() as tx:
+        rows = tx.execute("SELECT COUNT(*) FROM t")
+    database.close()
+
+    assert mode == 0o600
+    assert held_while_writing and free_after_commit and free_after_rollback
+    assert rows == [(0,)]
+
+
+def _wal_frames(path) -> int:
+    """Pages in the WAL since it last started over, read without touching
+    the database: `mxFrame`, at byte 16 of the wal-index header in the
+    `-shm` file (https://www.sqlite.org/walformat.html)."""
+    header = Path(f"{path}-shm").read_bytes()[:48]
+    return struct.unpack_from("=I", header, 16)[0]
+
+
+def test_background_checkpoints_keep_the_wal_short_off_the_commits(
+    tmp_path, monkeypatch
+):
+    # A server's connection never checkpoints inside a commit, and under
+    # steady writing (where a checkpoint that waits for nobody never
+    # catches up) the checkpoint thread still starts the WAL over, so it
+    # does not grow without end.
+    monkeypatch.setattr(_db, "WAL_CHECKPOINT_S", 0.02)
+    monkeypatch.setattr(_db, "WAL_RESTART_FRAMES", 50)
+    path = tmp_path / "service.db"
+    database = SQLiteDatabase(path)
+    database.checkpoint_in_background()
+    with database.read() as tx:
+        automatic = tx.execute("PRAGMA wal_autocheckpoint")
+    with database.transaction() as tx:
+        tx.execute("CREATE TABLE t (v BLOB)")
+    commits = 0
+    stop = time.monotonic() + 1.0
+    while time.monotonic() < stop:
+        with database.transaction() as tx:  # 2+ pages each
+            tx.execute("INSERT INTO t VALUES (?)", (b"x" * 5000,))
+        commits += 1
+    frames = _wal_frames(path)
+    with database.read() as tx:
+        rows = tx.execute("SELECT COUNT(*) FROM t")
+    database.close()
+
+    assert automatic == [(0,)]
+    assert frames < commits  # it started over (else >= 2 x commits)
+    assert rows == [(commits,)]
