@@ -30,6 +30,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ except ImportError:  # Windows: SQLite's own lock only
     fcntl = None
 
 logger = logging.getLogger("aiservice_kit.serving")
+
+#: SQLite's "the database is locked" result codes.
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 #: URL schemes `connect` accepts.
 SCHEMES = ("sqlite",)
@@ -266,6 +270,18 @@ class Database:
         with self.transaction() as tx:
             tx.execute("SELECT 1")
 
+    def run_if_free(
+        self, work: Callable[[Transaction], Any]
+    ) -> tuple[bool, Any]:
+        """Runs `work(tx)` in a write transaction only if one can start
+        without waiting (see `SQLiteDatabase.run_if_free`).
+
+        Returns:
+            `(True, what work returned)`, or `(False, None)` when it would
+            have waited (always, on a database over the network).
+        """
+        return False, None
+
     def checkpoint_in_background(self) -> None:
         """Moves the database's own upkeep off the commits (SQLite's WAL
         checkpoints; nothing to do for PostgreSQL). Call it once, for a
@@ -355,6 +371,71 @@ class SQLiteDatabase(Database):
             yield
         finally:
             fcntl.flock(self._turns, fcntl.LOCK_UN)
+
+    def run_if_free(
+        self, work: Callable[[Transaction], Any]
+    ) -> tuple[bool, Any]:
+        """Runs `work(tx)` in a write transaction now, or not at all.
+
+        For a caller that must not block (the event loop, for a call
+        alone on the server): the transaction runs only if this
+        connection, the writers' turn and SQLite's lock are all free this
+        instant; otherwise nothing runs and the caller takes the waiting
+        path (a database thread).
+
+        Args:
+            work: callable. `work(tx) -> result`, the transaction's body.
+
+        Returns:
+            `(True, result)` once committed, or `(False, None)`.
+
+        Raises:
+            Exception: the error of `work` or of the database; the
+                transaction is rolled back then.
+
+        Example:
+        ```python
+        ran, rows = database.run_if_free(lambda tx: tx.execute("SELECT 1"))
+        ```
+        """
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            if self._turns is not None:
+                try:
+                    fcntl.flock(self._turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False, None
+            try:
+                return self._run_now(work)
+            finally:
+                if self._turns is not None:
+                    fcntl.flock(self._turns, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _run_now(self, work: Callable[[Transaction], Any]) -> tuple[bool, Any]:
+        # Another program may hold SQLite's lock without taking turns:
+        # BEGIN must not wait for it (the busy timeout is this
+        # connection's, restored at once).
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF in _BUSY_CODES:
+                return False, None
+            raise
+        finally:
+            self._db.execute(
+                f"PRAGMA busy_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}"
+            )
+        try:
+            result = work(Transaction(self._db, self.dialect))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return True, result
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Transaction]:

@@ -216,8 +216,13 @@ def settle(database: Database, items: Sequence[tuple[Any, str | None]]) -> None:
     Raises:
         Exception: the database's error; nothing is committed then.
     """
-    if not items:
-        return
+    if items:
+        with database.transaction() as tx:
+            settle_in(tx, items)
+
+
+def settle_in(tx: Transaction, items: Sequence[tuple[Any, str | None]]) -> None:
+    """`settle`'s work, in the open transaction `tx`."""
     totals: dict[tuple[str, str], int] = collections.defaultdict(int)
     for record, _ in items:
         if record.key_id is not None and record.status == 200:
@@ -232,17 +237,16 @@ def settle(database: Database, items: Sequence[tuple[Any, str | None]]) -> None:
         for record, _ in items
     ]
     released = [(rid,) for _, rid in items if rid is not None]
-    with database.transaction() as tx:
-        for key_id, month in counters:
-            _ensure_month(tx, key_id, month)
-        tx.executemany(_INSERT_USAGE, rows)
-        for key_id, month in counters:
-            tx.execute(
-                "UPDATE key_usage SET used = used + ? "
-                "WHERE key_id = ? AND month = ?",
-                (totals[key_id, month], key_id, month),
-            )
-        tx.executemany("DELETE FROM reservations WHERE id = ?", released)
+    for key_id, month in counters:
+        _ensure_month(tx, key_id, month)
+    tx.executemany(_INSERT_USAGE, rows)
+    for key_id, month in counters:
+        tx.execute(
+            "UPDATE key_usage SET used = used + ? "
+            "WHERE key_id = ? AND month = ?",
+            (totals[key_id, month], key_id, month),
+        )
+    tx.executemany("DELETE FROM reservations WHERE id = ?", released)
 
 
 def _takes_token(ask: Ask) -> bool:
@@ -354,56 +358,60 @@ class Ledger:
         Raises:
             Exception: the database's error; nothing is committed then.
         """
+        with self.database.transaction() as tx:
+            return self._answer(tx, asks)
+
+    def _answer(self, tx: Transaction, asks: Sequence[Ask]) -> list[Answer]:
+        """`admit_many`'s work, in the open transaction `tx`."""
         answers: list[Answer] = [0.0] * len(asks)
         by_key: dict[str, list[int]] = collections.defaultdict(list)
         for index, ask in enumerate(asks):
             by_key[ask.key_id].append(index)
-        with self.database.transaction() as tx:
-            now = tx.now()
-            self._ensure_registered(tx, now)
-            month = month_of(now)
-            rows = []
-            for key_id in sorted(by_key):
-                indices = by_key[key_id]
-                tokens = [i for i in indices if _takes_token(asks[i])]
-                if tokens:
-                    waits = _take_tokens(tx, now, [asks[i] for i in tokens])
-                    for index, wait in zip(tokens, waits, strict=True):
-                        answers[index] = wait
-                holds = [
-                    i
-                    for i in indices
-                    if isinstance(asks[i], ReserveAsk) and answers[i] == 0.0
-                ]
-                if holds:
-                    used, reserved = _usage_of(tx, key_id, month)
-                    for index in holds:
-                        ask = asks[index]
-                        if used + reserved + ask.instances > ask.quota:
-                            answers[index] = Refusal(used, reserved)
-                            continue
-                        reservation = Reservation(
-                            uuid.uuid4().hex, key_id, month, ask.instances
+        now = tx.now()
+        self._ensure_registered(tx, now)
+        month = month_of(now)
+        rows = []
+        for key_id in sorted(by_key):
+            indices = by_key[key_id]
+            tokens = [i for i in indices if _takes_token(asks[i])]
+            if tokens:
+                waits = _take_tokens(tx, now, [asks[i] for i in tokens])
+                for index, wait in zip(tokens, waits, strict=True):
+                    answers[index] = wait
+            holds = [
+                i
+                for i in indices
+                if isinstance(asks[i], ReserveAsk) and answers[i] == 0.0
+            ]
+            if holds:
+                used, reserved = _usage_of(tx, key_id, month)
+                for index in holds:
+                    ask = asks[index]
+                    if used + reserved + ask.instances > ask.quota:
+                        answers[index] = Refusal(used, reserved)
+                        continue
+                    reservation = Reservation(
+                        uuid.uuid4().hex, key_id, month, ask.instances
+                    )
+                    reserved += ask.instances
+                    answers[index] = reservation
+                    rows.append(
+                        (
+                            reservation.id,
+                            key_id,
+                            month,
+                            ask.instances,
+                            self.server_id,
+                            now,
                         )
-                        reserved += ask.instances
-                        answers[index] = reservation
-                        rows.append(
-                            (
-                                reservation.id,
-                                key_id,
-                                month,
-                                ask.instances,
-                                self.server_id,
-                                now,
-                            )
-                        )
-            if rows:
-                tx.executemany(
-                    "INSERT INTO reservations (id, key_id, month, "
-                    "instances, server_id, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                    )
+        if rows:
+            tx.executemany(
+                "INSERT INTO reservations (id, key_id, month, "
+                "instances, server_id, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
         return answers
 
     def release(self, reservation_id: str) -> None:
@@ -542,6 +550,8 @@ class Ledger:
         self,
         ask: Ask,
         on_late: Callable[[Answer], None] | None = None,
+        *,
+        now_if_free: bool = False,
     ) -> Answer:
         """Answers one ask in a transaction shared with concurrent calls.
 
@@ -550,6 +560,10 @@ class Ledger:
             on_late: callable or None. Run on a database thread with the
                 answer if it comes after the caller stopped waiting (to
                 undo it).
+            now_if_free: bool. For a call alone on the server: answer it
+                on the event loop, without the two thread hand-offs, if
+                the database is free this instant (`run_if_free`; else as
+                usual).
 
         Returns:
             The ask's answer (see `admit_many`).
@@ -558,6 +572,18 @@ class Ledger:
             ServingError: 503 with Retry-After when the database is busy
                 beyond DB_WAIT_S or fails.
         """
+        if now_if_free:
+            try:
+                ran, answers = self.database.run_if_free(
+                    lambda tx: self._answer(tx, [ask])
+                )
+            except Exception as error:
+                logger.warning("database call admission failed: %s", error)
+                raise _busy(
+                    f"the database failed ({type(error).__name__})"
+                ) from None
+            if ran:
+                return answers[0]
         undo = None
         if on_late is not None:
             undo = functools.partial(self.submit, on_late)

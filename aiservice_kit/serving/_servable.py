@@ -278,10 +278,11 @@ class Signature:
         return {name: tensor.numpy() for name, tensor in result.items()}
 
     async def predict(
-        self, inputs: dict[str, np.ndarray]
+        self, inputs: dict[str, np.ndarray], *, now_if_free: bool = False
     ) -> dict[str, np.ndarray]:
-        """Runs the inputs in the next batch and waits for their outputs."""
-        return await self._batcher.run(inputs)
+        """Runs the inputs in the next batch and waits for their outputs
+        (`now_if_free`: a call alone runs here, see `Batcher.run`)."""
+        return await self._batcher.run(inputs, now_if_free=now_if_free)
 
     def warm_up(self, decisive: bool = False) -> None:
         """Runs one zero instance so the first request is not slow.

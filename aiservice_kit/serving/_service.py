@@ -99,6 +99,11 @@ class Service:
         committer: GroupCommitter. Commits usage records before replies.
         prices: PriceList. Prices per model.
         metrics: Metrics. Prometheus metrics.
+        calls_in_flight: int. Predict calls in the pipeline now (on the
+            event loop's thread); a call alone skips the threads'
+            hand-offs (`_predict.predict`).
+        mean_calls_in_flight: float. Its moving average over the calls'
+            arrivals.
     """
 
     registry: Registry
@@ -108,3 +113,5 @@ class Service:
     committer: GroupCommitter
     prices: PriceList
     metrics: Metrics
+    calls_in_flight: int = 0
+    mean_calls_in_flight: float = 1.0

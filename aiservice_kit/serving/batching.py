@@ -32,6 +32,7 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._handoff import Reply
 from aiservice_kit.serving.config import DEFAULT_MAX_BATCH_SIZE
 from aiservice_kit.serving.config import DEFAULT_MAX_WAIT_MS
+from aiservice_kit.serving.config import INLINE_RUN_LIMIT_MS
 from aiservice_kit.serving.config import MAX_WAIT_MS_LIMIT
 
 logger = logging.getLogger("aiservice_kit.serving")
@@ -88,6 +89,12 @@ def _resolve(
         pass
 
 
+def _size_of(inputs: dict[str, np.ndarray]) -> int:
+    """Instances in a request (the first axis of its first input)."""
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
 @dataclasses.dataclass
 class _Item:
     inputs: dict[str, np.ndarray]
@@ -135,6 +142,11 @@ class Batcher:
         self._width = 1.0
         self._gap: float | None = None
         self._last_submit: float | None = None
+        # Held while `fn` runs, by the worker or by a caller running alone
+        # (`run(..., now_if_free=True)`): `fn` never runs twice at once.
+        self._running = threading.Lock()
+        # Moving average of the seconds one call of `fn` takes.
+        self._run_s: float | None = None
         self._thread = threading.Thread(
             target=self._work, name=f"batcher-{name}", daemon=True
         )
@@ -156,9 +168,19 @@ class Batcher:
         self._enqueue(inputs, future)
         return future
 
+    def _may_run_here(self) -> bool:
+        """Takes `_running` for a caller when running here is cheap."""
+        run_s = self._run_s
+        return (
+            run_s is not None
+            and run_s * 1000 <= INLINE_RUN_LIMIT_MS
+            and self._queue.empty()
+            and not self._carry
+            and self._running.acquire(blocking=False)
+        )
+
     def _enqueue(self, inputs: dict[str, np.ndarray], future: Any) -> None:
-        first = next(iter(inputs.values()))
-        size = int(first.shape[0]) if first.ndim else 1
+        size = _size_of(inputs)
         key = tuple(
             (name, array.dtype.str, array.shape[1:])
             for name, array in sorted(inputs.items())
@@ -179,7 +201,9 @@ class Batcher:
             self._last_submit = now
             self._queue.put(_Item(inputs, size, future, key))
 
-    async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(
+        self, inputs: dict[str, np.ndarray], *, now_if_free: bool = False
+    ) -> dict[str, np.ndarray]:
         """Runs one request in the next batch, from the event loop.
 
         `submit` with the worker's answer sent straight to the loop
@@ -187,6 +211,11 @@ class Batcher:
 
         Args:
             inputs: dict of numpy arrays sharing their first axis.
+            now_if_free: bool. For a call alone on the server: run `fn`
+                right here, without the worker's two hand-offs, when no
+                request is queued, `fn` is not running, and its runs have
+                lately taken at most `INLINE_RUN_LIMIT_MS` (a longer one
+                would hold up the event loop's other connections).
 
         Returns:
             The request's outputs.
@@ -194,6 +223,13 @@ class Batcher:
         Raises:
             ServingError: as `fn` raised it, or 503 once closed.
         """
+        if now_if_free and self._may_run_here():
+            try:
+                if self._closed:
+                    raise ServingError("This model version was unloaded.", 503)
+                return self._call(inputs, _size_of(inputs))
+            finally:
+                self._running.release()
         reply = Reply()
         self._enqueue(inputs, reply)
         return await reply.wait()
@@ -260,11 +296,13 @@ class Batcher:
             groups: dict[tuple, list[_Item]] = {}
             for item in batch:
                 groups.setdefault(item.key, []).append(item)
-            for group in groups.values():
-                self._run_group(group)
-        while self._carry:
-            item = self._carry.popleft()
-            self._run_group([item])
+            with self._running:
+                for group in groups.values():
+                    self._run_group(group)
+        with self._running:
+            while self._carry:
+                item = self._carry.popleft()
+                self._run_group([item])
 
     def _run_one(self, item: _Item) -> None:
         try:
@@ -279,7 +317,15 @@ class Batcher:
     ) -> dict[str, np.ndarray]:
         if self._on_batch is not None:
             self._on_batch(size)
-        return self._fn(inputs)
+        started = time.perf_counter()
+        try:
+            return self._fn(inputs)
+        finally:
+            took = time.perf_counter() - started
+            run_s = self._run_s
+            self._run_s = (
+                took if run_s is None else run_s + _SMOOTHING * (took - run_s)
+            )
 
     def _run_group(self, group: list[_Item]) -> None:
         if len(group) == 1:

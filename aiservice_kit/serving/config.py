@@ -76,6 +76,10 @@ DEFAULT_WORKERS = 1
 DEFAULT_MAX_BATCH_SIZE = 64
 #: Milliseconds a batch waits for more requests (0: only those waiting).
 DEFAULT_MAX_WAIT_MS = 0.0
+#: A call alone on the server runs its model on the event loop (no hand-off
+#: to the batcher's thread and back) while the model's runs take at most
+#: this many milliseconds on average; slower models always use the thread.
+INLINE_RUN_LIMIT_MS = 1.0
 #: Largest accepted `max_wait_ms`.
 MAX_WAIT_MS_LIMIT = 10_000
 #: Newest loadable versions kept loaded per model.

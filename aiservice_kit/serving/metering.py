@@ -139,6 +139,13 @@ class Meter(abc.ABC):
         """
         self.record_many([record for record, _ in items])
 
+    def settle_now_if_free(
+        self, items: Sequence[tuple[UsageRecord, str | None]]
+    ) -> bool:
+        """`settle_many` only if it need not wait (for the event loop);
+        False when nothing was done. A Meter may always say False."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases resources."""
 
@@ -179,6 +186,16 @@ class DatabaseMeter(Meter):
     ) -> None:
         """Inserts the records and deletes their reservations, atomically."""
         _ledger.settle(self.database, items)
+
+    def settle_now_if_free(
+        self, items: Sequence[tuple[UsageRecord, str | None]]
+    ) -> bool:
+        """`settle_many` in a transaction that starts now or not at all
+        (`Database.run_if_free`)."""
+        ran, _ = self.database.run_if_free(
+            lambda tx: _ledger.settle_in(tx, items)
+        )
+        return ran
 
     @staticmethod
     def _where(key_id, since, until) -> tuple[str, list]:
@@ -275,7 +292,11 @@ class GroupCommitter:
         self._thread.start()
 
     async def record(
-        self, record: UsageRecord, reservation: str | None = None
+        self,
+        record: UsageRecord,
+        reservation: str | None = None,
+        *,
+        now_if_free: bool = False,
     ) -> None:
         """Waits until `record` is committed (raises if it could not be).
 
@@ -287,7 +308,17 @@ class GroupCommitter:
             record: UsageRecord. The call's ledger record.
             reservation: str or None. The id of the call's quota
                 reservation, deleted in the same transaction.
+            now_if_free: bool. For a call alone on the server: commit on
+                the event loop, without the writer's two hand-offs, when
+                no record waits for the writer and the database is free
+                this instant (`Meter.settle_now_if_free`).
         """
+        if (
+            now_if_free
+            and self._queue.empty()
+            and self.meter.settle_now_if_free([(record, reservation)])
+        ):
+            return
         # One hand-off back to the loop (`_handoff.Reply`) on the commit
         # every answer waits for.
         reply = Reply()

@@ -281,8 +281,11 @@ class RateLimiter:
         if wait > 0:
             raise self._refused(key, plan, wait)
 
-    async def acheck_rate(self, key: ApiKey | None) -> None:
-        """`check_rate` with the database call on a database thread.
+    async def acheck_rate(
+        self, key: ApiKey | None, *, now_if_free: bool = False
+    ) -> None:
+        """`check_rate` with the database call on a database thread
+        (`now_if_free`: see `admit`).
 
         Raises:
             ServingError: 429 over the rate; 503 (Retry-After) when the
@@ -297,7 +300,8 @@ class RateLimiter:
             wait = self._take(key, plan)
         else:
             wait = await self.ledger.admit(
-                TokenAsk(key.id, plan.requests_per_second, plan.capacity)
+                TokenAsk(key.id, plan.requests_per_second, plan.capacity),
+                now_if_free=now_if_free,
             )
         if wait > 0:
             raise self._refused(key, plan, wait)
@@ -358,7 +362,7 @@ class RateLimiter:
                 self._used[key.id] = (start, cached[1] + instances)
 
     async def admit(
-        self, key: ApiKey | None, instances: int
+        self, key: ApiKey | None, instances: int, *, now_if_free: bool = False
     ) -> Reservation | None:
         """Takes the call's rate token and holds its instances, in one step.
 
@@ -369,6 +373,9 @@ class RateLimiter:
         Args:
             key: ApiKey or None. The caller (None: anonymous, no limits).
             instances: int. Instances the call will predict.
+            now_if_free: bool. For a call alone on the server: the
+                ledger's transaction runs on the event loop if the
+                database is free this instant (`Ledger.admit`).
 
         Returns:
             The reservation (settle it with the call's ledger record, or
@@ -389,7 +396,7 @@ class RateLimiter:
         plan = self.plan_of(key)
         quota = plan.monthly_instances
         if quota is None:
-            await self.acheck_rate(key)
+            await self.acheck_rate(key, now_if_free=now_if_free)
             return None
         if self.ledger is None:
             self.check_rate(key)
@@ -407,6 +414,7 @@ class RateLimiter:
                 plan.capacity,
             ),
             on_late=self._release_late,
+            now_if_free=now_if_free,
         )
         if isinstance(result, float):
             raise self._refused(key, plan, result)

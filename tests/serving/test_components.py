@@ -1,6 +1,7 @@
 """The pieces behind the server, in process: keys, ledger, prices, plans,
 batching, the JSON codec, config files and the CLI's error handling."""
 
+import asyncio
 import datetime
 import decimal
 import json
@@ -211,6 +212,54 @@ def test_a_lone_caller_never_waits_for_a_batch():
 
     assert elapsed < 0.4  # a fixed wait would take 5 x 0.4 s
     assert sizes == [1] * 5
+
+
+def test_a_call_alone_runs_a_fast_model_on_its_own_thread():
+    # `run(..., now_if_free=True)` (a call alone on the server) skips the
+    # worker's hand-offs when the model is fast and idle; a slow model, or
+    # one already running, stays on the worker, and `fn` never runs twice
+    # at once.
+    threads, gate, slow = [], threading.Event(), []
+
+    def run(inputs):
+        threads.append(threading.current_thread().name)
+        if slow:
+            time.sleep(slow[0])
+        if inputs["x"][0] < 0:
+            gate.wait(5)
+        return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(run, BatchingConfig(), name="m")
+
+    async def main():
+        here = threading.current_thread().name
+        first = await batcher.run({"x": np.zeros(1)}, now_if_free=True)
+        fast = await batcher.run({"x": np.ones(1)}, now_if_free=True)
+        held = batcher.submit({"x": -np.ones(1)})  # fn runs, at the gate
+        while len(threads) < 3:
+            await asyncio.sleep(0.001)
+        waiting = asyncio.ensure_future(
+            batcher.run({"x": np.full(1, 2.0)}, now_if_free=True)
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        busy = await waiting
+        held.result(5)
+        slow.append(0.01)  # 10 ms a run: over INLINE_RUN_LIMIT_MS
+        for _ in range(10):  # the moving average catches up
+            await batcher.run({"x": np.ones(1)})
+        await batcher.run({"x": np.ones(1)}, now_if_free=True)
+        outputs = [first["y"][0], fast["y"][0], busy["y"][0]]
+        return here, outputs
+
+    here, outputs = asyncio.run(main())
+    batcher.close()
+
+    assert outputs == [1.0, 2.0, 3.0]
+    assert threads[0] == "batcher-m"  # no run time known yet
+    assert threads[1] == here  # fast and idle: run by the caller
+    assert threads[2:4] == ["batcher-m"] * 2  # fn was running: queued
+    assert threads[-1] == "batcher-m"  # slow: never on the event loop
 
 
 def test_concurrent_callers_are_waited_for_within_max_wait():

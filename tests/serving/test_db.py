@@ -1,6 +1,7 @@
 """The one database connection factory of the key store and the ledger."""
 
 import os
+import sqlite3
 import stat
 import struct
 import time
@@ -160,3 +161,44 @@ def test_background_checkpoints_keep_the_wal_short_off_the_commits(
     assert automatic == [(0,)]
     assert frames < commits  # it started over (else >= 2 x commits)
     assert rows == [(commits,)]
+
+
+def test_run_if_free_never_waits_for_a_busy_database(tmp_path):
+    # The event loop's path for a call alone on the server: it commits
+    # when the database is free and returns at once, doing nothing, when
+    # another process holds SQLite's lock or the writers' turn.
+    path = tmp_path / "service.db"
+    database = SQLiteDatabase(path)
+    with database.transaction() as tx:
+        tx.execute("CREATE TABLE t (v INTEGER)")
+
+    def insert(tx):
+        tx.execute("INSERT INTO t VALUES (1)")
+        return "done"
+
+    free = database.run_if_free(insert)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a program that takes no turns
+    started = time.perf_counter()
+    locked = database.run_if_free(insert)
+    waited = time.perf_counter() - started
+    other.execute("ROLLBACK")
+    other.close()
+    turn = None
+    if fcntl is not None:
+        fd = os.open(f"{path}-writer.lock", os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process's turn
+        turn = database.run_if_free(insert)
+        os.close(fd)
+    with pytest.raises(ZeroDivisionError):
+        database.run_if_free(lambda tx: (insert(tx), 1 / 0))
+    with database.read() as tx:
+        rows = tx.execute("SELECT COUNT(*) FROM t")
+        timeout = tx.execute("PRAGMA busy_timeout")
+    database.close()
+
+    assert free == (True, "done")
+    assert locked == (False, None) and waited < 1.0
+    assert turn in (None, (False, None))
+    assert rows == [(1,)]  # the failed one was rolled back
+    assert timeout == [(30000,)]  # the threads' path still waits
