@@ -123,11 +123,14 @@ def _install_timers(out: Path) -> None:
     batching._resolve = resolve
     from aiservice_kit.serving import _servable
 
-    async def signature_predict(self, inputs):
-        outputs = await self._batcher.run(inputs)
+    async def signature_predict(self, inputs, **options):
+        started = clock()
+        outputs = await self._batcher.run(inputs, **options)
         trace = current.get(None)
         if trace is not None:
             trace["resumed_at"] = clock()
+            if "future" not in trace:  # run on the event loop (alone)
+                trace["run"] = trace["resumed_at"] - started
         return outputs
 
     _servable.Signature.predict = signature_predict
