@@ -49,6 +49,9 @@ except ImportError:  # Windows: SQLite's own lock only
 
 logger = logging.getLogger("aiservice_kit.serving")
 
+#: SQLite names that open a database private to one connection (no file
+#: is created for them, and no other process can share them).
+SQLITE_PRIVATE_NAMES = (":memory:",)
 #: SQLite's "the database is locked" result codes.
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -154,7 +157,8 @@ def connect(
             "`db` must be a file path in an existing directory. "
             f"Received: db={str(url_or_path)!r}"
         )
-    _create_private(path)
+    if str(path) not in SQLITE_PRIVATE_NAMES:
+        _create_private(path)
     connection = sqlite3.connect(
         str(path),
         check_same_thread=False,
@@ -307,7 +311,7 @@ def _open_turns(path: Path) -> int | None:
         The lock file's descriptor, or None where `flock` is missing
         (Windows) or the file cannot be opened (SQLite's lock only).
     """
-    if fcntl is None:
+    if fcntl is None or str(path) in SQLITE_PRIVATE_NAMES:
         return None
     try:
         return os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)

@@ -362,10 +362,7 @@ async def _metered_call(
 
         signature, arrays, count, encode = await decode(servable, data, admit)
         # One ledger ask for the rate token and the reservation, once the
-        # instances are known (a bad request takes its token below). The
-        # model runs while the ledger answers (both off the event loop);
-        # a refused call's outputs are dropped. A key last found over its
-        # quota waits for the answer first (no free model runs).
+        # instances are known (a bad request takes its token below).
         asked = True
         if _alone(service):
             # Calls whose requests came in with this one start first (a

@@ -22,6 +22,7 @@ from aiservice_kit import _backend
 from aiservice_kit._layout import is_version_name
 from aiservice_kit._layout import list_versions
 from aiservice_kit.cli import UsageError
+from aiservice_kit.serving._db import SQLITE_PRIVATE_NAMES
 from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._db import is_postgres
 from aiservice_kit.serving.auth import ADMIN_SCOPE
@@ -51,8 +52,6 @@ from aiservice_kit.serving.config import default_db_path
 from aiservice_kit.serving.config import load_config
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
-#: SQLite names that open a database private to one connection.
-SQLITE_PRIVATE_NAMES = (":memory:",)
 
 
 def is_loopback(host: str) -> bool:

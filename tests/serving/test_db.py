@@ -202,3 +202,22 @@ def test_run_if_free_never_waits_for_a_busy_database(tmp_path):
     assert turn in (None, (False, None))
     assert rows == [(1,)]  # the failed one was rolled back
     assert timeout == [(30000,)]  # the threads' path still waits
+
+
+def test_a_memory_database_leaves_no_file_behind(tmp_path, monkeypatch):
+    # `--db :memory:` is private to its connection: no file named after
+    # it, no writers' lock file, and the upkeep thread has nothing to do.
+    monkeypatch.chdir(tmp_path)
+    database = SQLiteDatabase(":memory:")
+    database.checkpoint_in_background()
+    with database.transaction() as tx:
+        tx.execute("CREATE TABLE t (v INTEGER)")
+    ran, _ = database.run_if_free(
+        lambda tx: tx.execute("INSERT INTO t VALUES (1)")
+    )
+    with database.read() as tx:
+        rows = tx.execute("SELECT COUNT(*) FROM t")
+    database.close()
+
+    assert ran and rows == [(1,)]
+    assert list(tmp_path.iterdir()) == []
