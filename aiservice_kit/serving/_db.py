@@ -357,24 +357,53 @@ class SQLiteDatabase(Database):
         this process's turn among the file's writers (`_open_turns`)."""
         with self._lock, self._writers_turn():
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._db, self.dialect)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with self._committed() as tx:
+                yield tx
 
     @contextlib.contextmanager
-    def _writers_turn(self) -> Iterator[None]:
-        """Waits for this process's turn to write (see `_open_turns`)."""
+    def _committed(self) -> Iterator[Transaction]:
+        """The body of a begun transaction: committed on exit, rolled
+        back on error."""
+        try:
+            yield Transaction(self._db, self.dialect)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writers_turn(self, wait: bool = True) -> Iterator[bool]:
+        """This process's turn to write (see `_open_turns`); yields
+        whether it was taken (always, when `wait`)."""
         if self._turns is None:
-            yield
+            yield True
             return
-        fcntl.flock(self._turns, fcntl.LOCK_EX)  # the GIL is released
+        mode = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+        try:
+            fcntl.flock(self._turns, mode)  # the GIL is released meanwhile
+        except BlockingIOError:
+            taken = False
+        else:
+            taken = True
+        if not taken:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(self._turns, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _busy_timeout(self, milliseconds: int) -> Iterator[None]:
+        """SQLite's busy timeout set to `milliseconds` for a moment (the
+        connection's lock held), then back to `DB_BUSY_TIMEOUT_S`."""
+        self._db.execute(f"PRAGMA busy_timeout={milliseconds}")
         try:
             yield
         finally:
-            fcntl.flock(self._turns, fcntl.LOCK_UN)
+            self._db.execute(
+                f"PRAGMA busy_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}"
+            )
 
     def run_if_free(
         self, work: Callable[[Transaction], Any]
@@ -405,41 +434,22 @@ class SQLiteDatabase(Database):
         if not self._lock.acquire(blocking=False):
             return False, None
         try:
-            if self._turns is not None:
-                try:
-                    fcntl.flock(self._turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+            with self._writers_turn(wait=False) as taken:
+                if not taken:
                     return False, None
-            try:
-                return self._run_now(work)
-            finally:
-                if self._turns is not None:
-                    fcntl.flock(self._turns, fcntl.LOCK_UN)
+                # Another program may hold SQLite's lock without taking
+                # turns: BEGIN must not wait for it.
+                try:
+                    with self._busy_timeout(0):
+                        self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as error:
+                    if error.sqlite_errorcode & 0xFF in _BUSY_CODES:
+                        return False, None
+                    raise
+                with self._committed() as tx:
+                    return True, work(tx)
         finally:
             self._lock.release()
-
-    def _run_now(self, work: Callable[[Transaction], Any]) -> tuple[bool, Any]:
-        # Another program may hold SQLite's lock without taking turns:
-        # BEGIN must not wait for it (the busy timeout is this
-        # connection's, restored at once).
-        self._db.execute("PRAGMA busy_timeout=0")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode & 0xFF in _BUSY_CODES:
-                return False, None
-            raise
-        finally:
-            self._db.execute(
-                f"PRAGMA busy_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}"
-            )
-        try:
-            result = work(Transaction(self._db, self.dialect))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        return True, result
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Transaction]:
@@ -507,14 +517,12 @@ class SQLiteDatabase(Database):
         here). It waits `WAL_RESTART_WAIT_MS` at most for other
         processes' readers and writers; if they are busy, the next round
         tries again."""
-        with self._lock, self._writers_turn():
-            self._db.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            finally:
-                self._db.execute(
-                    f"PRAGMA busy_timeout={int(DB_BUSY_TIMEOUT_S * 1000)}"
-                )
+        with (
+            self._lock,
+            self._writers_turn(),
+            self._busy_timeout(WAL_RESTART_WAIT_MS),
+        ):
+            self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def close(self) -> None:
         """Stops the checkpoints and closes the connection (the last

@@ -578,10 +578,7 @@ class Ledger:
                     lambda tx: self._answer(tx, [ask])
                 )
             except Exception as error:
-                logger.warning("database call admission failed: %s", error)
-                raise _busy(
-                    f"the database failed ({type(error).__name__})"
-                ) from None
+                raise _failed(error) from None
             if ran:
                 return answers[0]
         undo = None
@@ -605,8 +602,7 @@ class Ledger:
         except TimeoutError:
             message = f"the database did not answer in {DB_WAIT_S:g} s"
         except Exception as error:
-            logger.warning("database call admission failed: %s", error)
-            message = f"the database failed ({type(error).__name__})"
+            raise _failed(error) from None
         raise _busy(message)
 
     def _admit_asks(self) -> None:
@@ -637,6 +633,12 @@ class Ledger:
                         reply.set_result(answer)
             if stop:
                 return
+
+
+def _failed(error: Exception) -> DatabaseBusy:
+    """The 503 of an admission whose transaction failed (logged)."""
+    logger.warning("database call admission failed: %s", error)
+    return _busy(f"the database failed ({type(error).__name__})")
 
 
 def _busy(message: str) -> DatabaseBusy:

@@ -89,6 +89,11 @@ def _resolve(
         pass
 
 
+def _unloaded() -> ServingError:
+    """The 503 of a request to a batcher that was closed."""
+    return ServingError("This model version was unloaded.", 503)
+
+
 def _size_of(inputs: dict[str, np.ndarray]) -> int:
     """Instances in a request (the first axis of its first input)."""
     first = next(iter(inputs.values()))
@@ -187,8 +192,7 @@ class Batcher:
         )
         with self._lock:
             if self._closed:
-                error = ServingError("This model version was unloaded.", 503)
-                _resolve(future, error=error)
+                _resolve(future, error=_unloaded())
                 return
             now = time.monotonic()
             if self._last_submit is not None:
@@ -226,7 +230,7 @@ class Batcher:
         if now_if_free and self._may_run_here():
             try:
                 if self._closed:
-                    raise ServingError("This model version was unloaded.", 503)
+                    raise _unloaded()
                 return self._call(inputs, _size_of(inputs))
             finally:
                 self._running.release()
