@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+from aiservice_kit.serving._admission import count_instances
+from aiservice_kit.serving._admission import count_instances_in_json
 from aiservice_kit.serving._codec import TensorInfo
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import parse_json
@@ -146,3 +148,70 @@ def test_an_empty_input_is_refused_as_empty(signature, value):
         decode_predict({"inputs": value}, SIGNATURES[signature])
     assert "empty" in caught.value.message
     assert "decimal" not in caught.value.message
+
+
+# -- Counting instances on the raw bytes -------------------------------------
+
+# Keys that matter to the count, keys that look like them, and b64.
+_key = st.sampled_from(
+    ["instances", "inputs", "x", "b64", "in\\u0070uts", 'a"b', "[", "a,b:"]
+)
+_request = st.dictionaries(
+    _key,
+    st.one_of(
+        _json,
+        st.dictionaries(_key, _json, max_size=3),
+        st.lists(_json, max_size=6),
+    ),
+    max_size=4,
+)
+
+
+def _spellings(document) -> list[bytes]:
+    """The document as clients write it: compact, spaced and indented."""
+    return [
+        json.dumps(document, separators=(",", ":")).encode(),
+        json.dumps(document, ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        ),
+        json.dumps(document, indent=2).encode(),
+    ]
+
+
+@SETTINGS
+@hypothesis.given(document=_request)
+def test_the_count_on_raw_bytes_equals_the_count_after_parsing(document):
+    """What admits (or refuses) a large body before its parse must be the
+    count the parsed document gives; when the bytes don't say, None."""
+    for body in _spellings(document):
+        try:
+            parsed = parse_json(body)
+        except ServingError:
+            continue  # a lone surrogate written raw: refused by the parse
+        counted = count_instances_in_json(body)
+        if counted is not None:
+            assert counted == count_instances(parsed), body
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        (b'{"instances": [[1, 2], [3, 4]]}', 2),
+        (b' {"instances" : [ ] } ', 0),
+        (b'{"instances": ["a,b", "[", "\\"]"]}', 3),
+        (b'{"inputs": {"x": [1, 2, 3], "y": [4]}}', 3),
+        (b'{"inputs": [[0]], "instances": [[1], [2]]}', 2),
+        (b'{"instances": [1], "instances": [1, 2, 3]}', 3),
+        (b'{"signature_name": "a\\\\", "instances": [{"b64": "AA"}, 1]}', 2),
+        # Not said by the bytes: counted after the parse instead.
+        (b'{"instances": 5}', None),
+        (b'{"inputs": {"b64": "AA=="}}', None),
+        (b'{"inst\\u0061nces": [1, 2]}', None),
+        (b'{"instances": [1, 2]', None),
+        (b'[{"instances": [1, 2]}]', None),
+        (b'{"instances": "[1, 2]}', None),
+        (b"", None),
+    ],
+)
+def test_the_count_on_raw_bytes(body, count):
+    assert count_instances_in_json(body) == count

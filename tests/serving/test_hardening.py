@@ -17,6 +17,7 @@ from serving_helpers import Server
 from serving_helpers import _save_module
 
 from aiservice_kit.serving import KeyStore
+from aiservice_kit.serving.config import OFFLOAD_BYTES
 
 #: The echo model's in-flight byte budget in this test's config.
 ECHO_INFLIGHT_BYTES = 100_000
@@ -138,6 +139,29 @@ def test_60000_recommender_rows_are_refused_fast_and_cost_no_memory(hostile):
     )
     assert min(timings) < 1.0, timings
     assert rise_mb < 100, rise_mb
+
+
+def test_a_large_body_over_the_limit_is_refused_before_it_is_parsed(hostile):
+    # 60,000 rows whose last is not JSON (`nul`): parsed, this would be a
+    # 400; counted on its bytes first, it is the 413, and the server never
+    # builds the rows' objects.
+    url = hostile.url + "/v1/models/recommender:predict"
+    headers = {**hostile.headers, "Content-Type": "application/json"}
+
+    def rows(count: int, item: str) -> bytes:
+        items = ", ".join([f'["{item}"]'] * (count - 1))
+        return ('{"inputs": {"item_ids": [' + items + ", [nul]]}}").encode()
+
+    response = httpx.post(url, content=rows(60000, "-1"), headers=headers)
+    assert response.status_code == 413, response.text
+    assert "received 60000" in response.json()["error"]
+    # Within the limit, the same kind of body is parsed, and refused for
+    # what it holds.
+    body = rows(1000, "x" * 80)
+    assert len(body) > OFFLOAD_BYTES
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert "JSON Parse error" in response.json()["error"]
 
 
 def test_bytes_in_flight_beyond_the_model_budget_get_429_then_413(hostile):
