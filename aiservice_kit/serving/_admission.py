@@ -10,9 +10,11 @@ checked before the expensive step they guard:
   a large JSON body is counted on its bytes before it is parsed
   (`count_instances_in_json`), since parsing a 480 KB body of 60,000
   rows holds the GIL for 15-30 ms;
-- `max_inflight_bytes` (429): request bytes of the model's predict calls
-  being read or decoded at once, reserved from Content-Length before the
-  body is read (and counted as a chunked body streams in);
+- `max_inflight_bytes` (429): request bytes of the model's calls (every
+  protocol) being read or decoded at once, reserved from Content-Length
+  before the body is read (and counted as a chunked body streams in); one
+  caller's calls hold at most half of it while another of theirs is in
+  flight;
 - `max_inflight_instances` (429): instances of the model's calls between
   decoding and their reply.
 
@@ -31,6 +33,10 @@ from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.config import DEFAULT_MAX_INFLIGHT_BYTES
 from aiservice_kit.serving.config import DEFAULT_MAX_INFLIGHT_INSTANCES
 from aiservice_kit.serving.config import DEFAULT_MAX_INSTANCES_PER_REQUEST
+
+#: The part of a model's `max_inflight_bytes` one caller's calls may hold
+#: while they have another in flight (`Admission.reserve_bytes`).
+CALLER_SHARE = 0.5
 
 #: The per-model settings of the config file's `[models.NAME]` tables.
 LIMIT_FIELDS = (
@@ -249,6 +255,7 @@ class Admission:
         self.limits = limits
         self.inflight_bytes = 0
         self.inflight_instances = 0
+        self._bytes_by_caller: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def _busy(self, what: str, limit: str, value: int) -> ServingError:
@@ -259,12 +266,23 @@ class Admission:
             {"Retry-After": "1"},
         )
 
-    def reserve_bytes(self, size: int) -> None:
-        """Counts `size` more request bytes in flight.
+    def reserve_bytes(self, size: int, caller: str | None = None) -> None:
+        """Counts `size` more request bytes of a new call in flight.
+
+        One caller's calls hold at most `CALLER_SHARE` of the model's
+        `max_inflight_bytes` while others wait: a caller holding bytes
+        already gets 429 for a call past that share, so a key that stalls
+        large bodies cannot lock the model for everyone. A caller's first
+        call may take up to the whole budget.
+
+        Args:
+            size: int. The call's declared body length.
+            caller: str or None. Who calls (the credential presented, or
+                the client's address); None skips the share.
 
         Raises:
             ServingError: 413 when `size` alone exceeds the limit, 429 when
-                the calls in flight leave no room.
+                the calls in flight (or this caller's) leave no room.
         """
         limit = self.limits.max_inflight_bytes
         if size > limit:
@@ -278,12 +296,50 @@ class Admission:
                 raise self._busy(
                     f"{size} more request bytes", "max_inflight_bytes", limit
                 )
+            held = self._bytes_by_caller.get(caller, 0)
+            share = int(limit * CALLER_SHARE)
+            if caller is not None and held and held + size > share:
+                raise ServingError(
+                    f"Too many request bytes in flight from one caller for "
+                    f"model '{self.model}': {held} held, {size} more would "
+                    f"exceed {share} ({CALLER_SHARE:.0%} of "
+                    f"max_inflight_bytes={limit}); retry once your calls "
+                    "finish.",
+                    429,
+                    {"Retry-After": "1"},
+                )
             self.inflight_bytes += size
+            if caller is not None:
+                self._bytes_by_caller[caller] = held + size
 
-    def release_bytes(self, size: int) -> None:
-        """Returns bytes reserved with `reserve_bytes`."""
+    def grow_bytes(self, size: int, caller: str | None = None) -> None:
+        """Counts `size` more bytes of a call already admitted (a body
+        streaming past its declared length): only the model's budget
+        applies.
+
+        Raises:
+            ServingError: 429 when the calls in flight leave no room.
+        """
+        limit = self.limits.max_inflight_bytes
+        with self._lock:
+            if self.inflight_bytes + size > limit:
+                raise self._busy(
+                    f"{size} more request bytes", "max_inflight_bytes", limit
+                )
+            self.inflight_bytes += size
+            if caller is not None:
+                self._bytes_by_caller[caller] = (
+                    self._bytes_by_caller.get(caller, 0) + size
+                )
+
+    def release_bytes(self, size: int, caller: str | None = None) -> None:
+        """Returns bytes reserved with `reserve_bytes` or `grow_bytes`."""
         with self._lock:
             self.inflight_bytes -= size
+            if caller is not None:
+                left = self._bytes_by_caller.pop(caller, 0) - size
+                if left > 0:
+                    self._bytes_by_caller[caller] = left
 
     def reserve_instances(self, count: int) -> None:
         """Admits a call of `count` instances.
@@ -292,6 +348,8 @@ class Admission:
             ServingError: 413 over `max_instances_per_request`, 429 when
                 the calls in flight leave no room.
         """
+        if count < 0:  # a decoder's bug, not the client's: never admitted
+            raise ValueError(f"instances must be >= 0; received {count}")
         limit = self.limits.max_instances_per_request
         if count > limit:
             raise ServingError(

@@ -57,7 +57,7 @@ def signature_of(servable: Any, document: dict[str, Any]) -> Any:
         raise ServingError(
             f"`:explain` runs the {EXPLAIN_SIGNATURE!r} signature only; "
             "drop `signature_name` or set it to "
-            f"{EXPLAIN_SIGNATURE!r}. Received: signature_name={name!r}",
+            f"{EXPLAIN_SIGNATURE!r}. Received: signature_name={name!r:.80}",
             400,
         )
     signature = servable.signatures.get(EXPLAIN_SIGNATURE)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from aiservice_kit._layout import EXPLAIN_SIGNATURE
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._layout import read_metadata
 from aiservice_kit.serving._codec import TensorInfo
@@ -273,6 +274,17 @@ class Signature:
                 )
         except tf.errors.OpError as error:
             raise _tf_error(error, sorted(inputs)) from None
+        except UnicodeDecodeError:
+            # TensorFlow's own message about the bytes, decoded wrongly:
+            # its positions would not point into the client's input.
+            raise ServingError(
+                "Invalid input for "
+                f"{', '.join(repr(name) for name in sorted(inputs))}: "
+                "TensorFlow could not read its bytes (not valid UTF-8 where "
+                "the signature reads text, or not a serialized tf.Example "
+                "where it parses examples).",
+                400,
+            ) from None
         except (TypeError, ValueError) as error:
             raise ServingError(f"Invalid input: {error}", 400) from None
         return {name: tensor.numpy() for name, tensor in result.items()}
@@ -320,7 +332,10 @@ class Signature:
                     f"warm-up inference of signature '{self.name}' on a zero "
                     f"instance failed: {message}"
                 ) from None
-            logger.warning(
+            # A 400 is the zero instance's fault, not the model's (an
+            # empty string is no serialized tf.Example): no warning.
+            logger.log(
+                logging.INFO if status == 400 else logging.WARNING,
                 "warm-up of signature '%s' failed (serving it anyway): %s",
                 self.name,
                 message,
@@ -435,13 +450,31 @@ class ServableVersion:
             return None
 
     def signature(self, name: str) -> Signature:
-        """The signature by name; 400 in TF Serving's words when missing."""
+        """The signature a predict-like call names.
+
+        The `explain` signature is served at `:explain` only, where it is
+        metered (and priced) as an explanation.
+
+        Raises:
+            ServingError: 400 in TF Serving's words when missing, or for
+                `explain`.
+        """
+        callable_here = sorted(set(self.signatures) - {EXPLAIN_SIGNATURE})
+        if name == EXPLAIN_SIGNATURE and name in self.signatures:
+            raise ServingError(
+                f"The {EXPLAIN_SIGNATURE!r} signature is served at "
+                f"POST /v1/models/{self.model_name}:explain only (metered "
+                "and priced as an explanation); signatures callable here: "
+                f"{', '.join(callable_here)}. Received: "
+                f"signature_name={name!r}",
+                400,
+            )
         try:
             return self.signatures[name]
         except KeyError:
             raise ServingError(
-                f'Serving signature name: "{name}" not found in signature '
-                f"def (available: {', '.join(sorted(self.signatures))})",
+                f'Serving signature name: "{name:.80}" not found in '
+                f"signature def (available: {', '.join(callable_here)})",
                 400,
             ) from None
 

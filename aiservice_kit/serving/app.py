@@ -36,6 +36,7 @@ from aiservice_kit.serving._sources import model_configs
 from aiservice_kit.serving.auth import ADMIN_SCOPE
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.auth import KeyStore
+from aiservice_kit.serving.auth import key_from_headers
 from aiservice_kit.serving.batching import BatchingConfig
 from aiservice_kit.serving.config import DEFAULT_DB_ENV
 from aiservice_kit.serving.config import DEFAULT_DB_FILE
@@ -60,19 +61,31 @@ def _error_response(message: str, status: int, headers=None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-_PREDICT_PREFIX = "/v1/models/"
+#: The verbs of TF Serving's REST model calls (`/v1/models/NAME...:VERB`).
+_V1_CALL_VERBS = (":predict", ":classify", ":regress", ":explain")
+
+
+def _called_model_name(path: str) -> str | None:
+    """The model a model call's path names (any protocol: TF Serving's
+    `/v1/models/NAME...:predict` and its classify, regress and explain
+    verbs, V2's `/v2/models/NAME.../infer`), else None."""
+    if path.startswith("/v1/models/") and path.endswith(_V1_CALL_VERBS):
+        return path[len("/v1/models/") :].split("/")[0].split(":")[0]
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return path[len("/v2/models/") :].split("/")[0]
+    return None
 
 
 def _predict_model(scope) -> Any:
-    """The served model a POST `...:predict` names, else None."""
-    path = scope.get("path", "")
-    if scope.get("method") != "POST" or not path.startswith(_PREDICT_PREFIX):
+    """The served model a POST model call names (`_called_model_name`),
+    else None."""
+    if scope.get("method") != "POST":
         return None
-    if not path.endswith(":predict"):
-        return None
-    name = path[len(_PREDICT_PREFIX) :].split("/")[0].split(":")[0]
+    name = _called_model_name(scope.get("path", ""))
     service = getattr(scope["app"].state, "service", None)
-    return None if service is None else service.registry.models.get(name)
+    if name is None or service is None:
+        return None
+    return service.registry.models.get(name)
 
 
 class _BodyLimit:
@@ -107,6 +120,7 @@ class _BodyLimit:
         admission = None if model is None else model.admission
         received = 0
         reserved = 0
+        caller = None
         if admission is not None:
             declared = next(
                 (
@@ -117,7 +131,8 @@ class _BodyLimit:
                 0,
             )
             try:
-                admission.reserve_bytes(declared)
+                caller = _caller(scope)
+                admission.reserve_bytes(declared, caller)
             except ServingError as error:
                 await _error_response(
                     error.message, error.status_code, error.headers
@@ -133,7 +148,7 @@ class _BodyLimit:
                 if received > self.max_bytes:
                     raise ServingError(message, 413)
                 if admission is not None and received > reserved:
-                    admission.reserve_bytes(received - reserved)
+                    admission.grow_bytes(received - reserved, caller)
                     reserved = received
             return event
 
@@ -141,7 +156,18 @@ class _BodyLimit:
             await self.app(scope, limited_receive, send)
         finally:
             if admission is not None:
-                admission.release_bytes(reserved)
+                admission.release_bytes(reserved, caller)
+
+
+def _caller(scope) -> str:
+    """Who calls, for `Admission.reserve_bytes`' per-caller share: the
+    credential presented (an unknown one is answered 401 before its body
+    is read, so it holds nothing for long), else the client's address."""
+    key = key_from_headers(Headers(scope=scope))
+    if key is not None:
+        return "key:" + key
+    client = scope.get("client") or ("", 0)
+    return "address:" + str(client[0])
 
 
 #: Pages that describe or watch the server rather than serve models: with
@@ -178,8 +204,10 @@ class _OperatorOnly:
 
 
 def _route_family(path: str) -> str:
-    if path.startswith("/v1/models/"):
-        return "predict" if path.endswith(":predict") else "models"
+    if _called_model_name(path) is not None:
+        return "predict"  # every protocol's model calls
+    if path.startswith(("/v1/models/", "/v2/models/")):
+        return "models"
     if path in ("/v1/usage", "/healthz", "/readyz", "/metrics"):
         return path.strip("/").replace("v1/", "")
     return "other"

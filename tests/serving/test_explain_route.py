@@ -5,6 +5,7 @@ in this process) serves an image model exported with the `explain`
 signature and one exported without it.
 """
 
+import base64
 import decimal
 import threading
 import time
@@ -114,6 +115,36 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
             json={"instances": images[:1].tolist()},
         )
         usage = http.get("/v1/usage").json()
+        # The explain signature through another route would be an
+        # explanation at the predict price: refused, named, not billed.
+        through_predict = http.post(
+            "/v1/models/img:predict",
+            json={
+                "instances": images[:1].tolist(),
+                "signature_name": "explain",
+            },
+        )
+        not_an_example = http.post(
+            "/v1/models/img:predict",
+            json={
+                "signature_name": "classification",
+                "instances": [{"b64": base64.b64encode(b"\xff" * 10).decode()}],
+            },
+        )
+        through_v2 = http.post(
+            "/v2/models/img/infer",
+            json={
+                "parameters": {"signature_name": "explain"},
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 12, 12],
+                        "datatype": "UINT8",
+                        "data": images[:1].ravel().tolist(),
+                    }
+                ],
+            },
+        )
 
     # Rows: `:predict`'s answer plus one attribution per instance.
     assert rows.status_code == 200, rows.text
@@ -156,6 +187,14 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
     # 3 + 1 + 1 + 1 instances used of 7: 2 more are over the quota.
     assert over_quota.status_code == 429
     assert anonymous.status_code == 401
+    # Bytes TensorFlow cannot read: 400 naming the input, not a codec
+    # error about TensorFlow's own message.
+    assert not_an_example.status_code == 400
+    assert "'inputs'" in not_an_example.json()["error"]
+    assert "tf.Example" in not_an_example.json()["error"]
+    for refused_elsewhere in (through_predict, through_v2):
+        assert refused_elsewhere.status_code == 400, refused_elsewhere.text
+        assert ":explain only" in refused_elsewhere.json()["error"]
 
     meter = SQLiteMeter(db)
     records = meter.records(key_id=key.id)
@@ -168,6 +207,9 @@ def test_explain_answers_attributions_metered_quota_and_billed(serve, tmp_path):
         ("plain", "explain", 400, 0),
         ("nope", "explain", 404, 0),
         ("img", "explain", 400, 0),
+        ("img", "predict", 400, 0),
+        ("img", "predict", 400, 0),
+        ("img", "predict", 400, 0),
     ]
     lines = {(line["model"], line["api"]): line for line in usage["lines"]}
     assert set(lines) == {

@@ -100,8 +100,20 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def _post_head(server, path: str, length: int) -> bytes:
-    key = server.headers["X-API-Key"]
+def _answer_of(sock: socket.socket) -> str:
+    """A whole HTTP answer read from `sock` (its body may come later)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r")[0])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return (head + b"\r\n\r\n" + body).decode()
+
+
+def _post_head(server, path: str, length: int, headers=None) -> bytes:
+    key = (headers or server.headers)["X-API-Key"]
     return (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
         "Content-Type: application/json\r\n"
@@ -182,6 +194,78 @@ def test_bytes_in_flight_beyond_the_model_budget_get_429_then_413(hostile):
     alone = httpx.post(hostile.url + path, content=big, headers=hostile.headers)
     assert alone.status_code == 413
     assert "max_inflight_bytes" in alone.json()["error"]
+
+
+def test_one_key_stalling_bodies_cannot_lock_a_model_for_other_keys(hostile):
+    path = "/v1/models/echo:predict"
+    # The customer announces 40 kB twice and sends nothing: its first
+    # call holds them, its second would pass half the model's budget.
+    first = _raw(hostile, _post_head(hostile, path, 40_000, hostile.customer))
+    time.sleep(0.2)
+    second = _raw(hostile, _post_head(hostile, path, 40_000, hostile.customer))
+    answer = _answer_of(second)
+    assert answer.startswith("HTTP/1.1 429"), answer
+    assert "from one caller" in answer and "50%" in answer
+    # Another key still has the other half of the budget.
+    body = json.dumps({"instances": ["x" * 30_000]}).encode()
+    url = hostile.url + path
+    other = httpx.post(url, content=body, headers=hostile.headers)
+    assert other.status_code == 200, other.text
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/echo:classify",
+        "/v1/models/echo/versions/1:regress",
+        "/v1/models/echo:explain",
+        "/v2/models/echo/infer",
+        "/v2/models/echo/versions/1/infer",
+    ],
+)
+def test_every_protocol_holds_its_body_against_max_inflight_bytes(
+    hostile, path
+):
+    holder = _raw(hostile, _post_head(hostile, path, 60_000, hostile.customer))
+    time.sleep(0.2)
+    body = b"{" + b" " * 59_000 + b"}"
+    busy = httpx.post(hostile.url + path, content=body, headers=hostile.headers)
+    assert busy.status_code == 429, busy.text
+    assert f"max_inflight_bytes={ECHO_INFLIGHT_BYTES}" in busy.json()["error"]
+    holder.close()
+    alone = httpx.post(
+        hostile.url + path, content=b" " * 120_000, headers=hostile.headers
+    )
+    assert alone.status_code == 413, alone.text
+
+
+def test_every_protocols_refusals_are_counted_as_predict_calls(hostile):
+    def refusals() -> float:
+        text = httpx.get(hostile.url + "/metrics", headers=hostile.headers).text
+        line = next(
+            (
+                line
+                for line in text.splitlines()
+                if line.startswith("aiservice_kit_predict_requests_total")
+                and 'model="echo"' in line
+                and 'status="401"' in line
+            ),
+            "_ 0",
+        )
+        return float(line.split()[-1])
+
+    before = refusals()
+    for path in (
+        "/v1/models/echo:predict",
+        "/v1/models/echo:classify",
+        "/v1/models/echo:explain",
+        "/v2/models/echo/infer",
+    ):
+        response = httpx.post(hostile.url + path, json={"instances": [1]})
+        assert response.status_code == 401
+    assert refusals() == before + 4
 
 
 def test_a_call_larger_than_a_batch_runs_in_slices_with_equal_answers(
