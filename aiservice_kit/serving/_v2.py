@@ -26,10 +26,13 @@ import numpy as np
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._version import __version__
 from aiservice_kit.serving._codec import TensorInfo
+from aiservice_kit.serving._codec import _json_type
+from aiservice_kit.serving._codec import _snippet
 from aiservice_kit.serving._codec import check_shape
 from aiservice_kit.serving._codec import parse_json
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._predict import DecodedRequest
+from aiservice_kit.serving.config import MAX_INPUT_AXES
 
 #: The HTTP header giving the size of the JSON part of a binary body.
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -54,6 +57,8 @@ _NUMPY = {
     "FP64": "float64",
 }
 _DATATYPE = {value: key for key, value in _NUMPY.items()}
+#: The largest axis numpy can hold (its sizes are `intp`).
+_MAX_AXIS = int(np.iinfo(np.intp).max)
 
 
 def datatype_of(dtype: str) -> str:
@@ -114,7 +119,8 @@ def _split(data: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if not 0 <= size <= len(data):
         raise ServingError(
             f"{HEADER_LENGTH} must be the size of the JSON part of the "
-            f"body, between 0 and {len(data)}; received {header_length!r}."
+            f"body, between 0 and {len(data)}; received "
+            f"{_snippet(header_length)}."
         )
     return data[:size], data[size:]
 
@@ -178,13 +184,63 @@ def _to_signature_dtype(
         raise ServingError(f"{expected}; received {datatype}.")
     if source.kind == "f" and target.kind in "iu":
         raise ServingError(f"{expected} (whole numbers); received {datatype}.")
-    if source.kind in "iu" and target.kind in "iu" and array.size:
-        limits = np.iinfo(target)
-        if array.min() < limits.min or array.max() > limits.max:
-            raise ServingError(
-                f"{expected}; values must lie in [{limits.min}, {limits.max}]."
-            )
-    return array.astype(target)
+    return _cast(name, array, target)
+
+
+def _limits(dtype: np.dtype) -> tuple[int | float, int | float]:
+    """The smallest and largest finite values of a numeric dtype."""
+    if dtype.kind in "iu":
+        limits = np.iinfo(dtype)
+        return int(limits.min), int(limits.max)
+    largest = float(np.finfo(dtype).max)
+    return -largest, largest
+
+
+def _unfit(name: str, dtype: np.dtype, value: Any) -> ServingError:
+    """The 400 for a value that `dtype` cannot hold (None: not known)."""
+    datatype = datatype_of(dtype.name)
+    low, high = (
+        f"{bound:.8g}" if isinstance(bound, float) else str(bound)
+        for bound in _limits(dtype)
+    )
+    shown = "a value" if value is None else f"the value {_snippet(value)}"
+    loss = " without loss of precision" if dtype.kind == "f" else ""
+    return ServingError(
+        f"Input '{name}': {shown} does not fit in {datatype}{loss}; "
+        f"{datatype} values must lie in [{low}, {high}]."
+    )
+
+
+def _first_unfit(items: list[Any], dtype: np.dtype) -> Any:
+    """The first finite JSON number outside `dtype`'s range (or None)."""
+    low, high = _limits(dtype)
+    for item in items:
+        # NaN compares false; an explicit infinity is no overflow.
+        if (item < low or item > high) and item not in (math.inf, -math.inf):
+            return item
+    return None
+
+
+def _cast(name: str, array: np.ndarray, target: np.dtype) -> np.ndarray:
+    """Converts a numeric array to `target`, refusing (400) a value out of
+    an integer target's range or one a float target would turn into an
+    infinity, as REST `:predict` does."""
+    if np.can_cast(array.dtype, target):
+        return array.astype(target, copy=False)
+    if target.kind in "iu":
+        low, high = _limits(target)
+        if array.size and array.min() < low:
+            raise _unfit(name, target, array.min().item())
+        if array.size and array.max() > high:
+            raise _unfit(name, target, array.max().item())
+        return array.astype(target)
+    with np.errstate(over="ignore"):  # overflow is refused below
+        converted = array.astype(target)
+    if np.isinf(converted).any():  # one pass when nothing overflowed
+        lossy = np.isfinite(array) & np.isinf(converted)
+        if lossy.any():
+            raise _unfit(name, target, array[lossy][0].item())
+    return converted
 
 
 def _input_array(
@@ -197,17 +253,10 @@ def _input_array(
         datatype not in _NUMPY and datatype != "BYTES"
     ):
         raise ServingError(
-            f"Input '{name}': unknown datatype {datatype!r}; expected one of "
-            + ", ".join([*_NUMPY, "BYTES"])
+            f"Input '{name}': unknown datatype {_snippet(datatype)}; expected "
+            "one of " + ", ".join([*_NUMPY, "BYTES"]) + "."
         )
-    if not isinstance(shape, list) or not all(
-        isinstance(axis, int) and not isinstance(axis, bool) and axis >= 0
-        for axis in shape
-    ):
-        raise ServingError(
-            f"Input '{name}': 'shape' must be a list of non-negative "
-            f"integers; received {shape!r:.80}."
-        )
+    _check_request_shape(name, shape, info)
     count = math.prod(shape)
     parameters = _parameters(f"Input '{name}'", tensor)
     size = parameters.get("binary_data_size")
@@ -219,8 +268,8 @@ def _input_array(
             or offset + size > len(binary)
         ):
             raise ServingError(
-                f"Input '{name}': binary_data_size {size!r} runs past the "
-                f"{len(binary) - offset} binary bytes left in the body."
+                f"Input '{name}': binary_data_size {_snippet(size)} runs past "
+                f"the {len(binary) - offset} binary bytes left in the body."
             )
         chunk = binary[offset : offset + size]
         offset += size
@@ -246,19 +295,47 @@ def _input_array(
                 f"received {len(items)}."
             )
         array = _json_values(name, items, datatype)
-    array = array.reshape(shape)
+    try:
+        array = array.reshape(shape)
+    except ValueError:  # e.g. [0, 2**62, 2**62]: no values, yet too big
+        raise ServingError(
+            f"Input '{name}': shape {shape} is larger than one array can "
+            f"be; it expects {info.describe()}."
+        ) from None
     array = _to_signature_dtype(name, array, datatype, info)
     check_shape(name, array, info)
     return array, offset
 
 
+def _check_request_shape(name: str, shape: Any, info: TensorInfo) -> None:
+    """Refuses a `shape` that is not a list of at most `MAX_INPUT_AXES`
+    axes numpy can hold, as REST `:predict` limits its nesting."""
+    if not isinstance(shape, list) or not all(
+        isinstance(axis, int)
+        and not isinstance(axis, bool)
+        and 0 <= axis <= _MAX_AXIS
+        for axis in shape
+    ):
+        raise ServingError(
+            f"Input '{name}': 'shape' must be a list of non-negative "
+            f"integers of at most {_MAX_AXIS}; received {_snippet(shape)}."
+        )
+    if len(shape) > MAX_INPUT_AXES:
+        raise ServingError(
+            f"Input '{name}': 'shape' has {len(shape)} axes; at most "
+            f"{MAX_INPUT_AXES} are accepted (it expects {info.describe()})."
+        )
+
+
 def _json_values(name: str, items: list[Any], datatype: str) -> np.ndarray:
+    """The flat array of a tensor's values in its `datatype`: JSON `data`,
+    or the elements of binary BYTES data (bytes)."""
     if datatype == "BYTES":
         if not all(isinstance(item, (str, bytes)) for item in items):
             raise ServingError(f"Input '{name}': BYTES data must be strings.")
         array = np.empty(len(items), dtype=object)
         array[:] = [
-            item.encode("utf-8") if isinstance(item, str) else item
+            _utf8(name, item) if isinstance(item, str) else item
             for item in items
         ]
         return array
@@ -278,11 +355,27 @@ def _json_values(name: str, items: list[Any], datatype: str) -> np.ndarray:
             raise ServingError(
                 f"Input '{name}': {datatype} data must be whole numbers."
             )
+    target = np.dtype(_NUMPY[datatype])
     try:
-        return np.asarray(items, dtype=_NUMPY[datatype])
+        # Floats are read as float64 (as JSON numbers are), then narrowed
+        # with an overflow check; numpy refuses an integer out of range.
+        array = np.asarray(
+            items, dtype=np.float64 if target.kind == "f" else target
+        )
     except (OverflowError, ValueError):
+        raise _unfit(name, target, _first_unfit(items, target)) from None
+    return _cast(name, array, target)
+
+
+def _utf8(name: str, text: str) -> bytes:
+    """A BYTES element given as a JSON string, as UTF-8."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
         raise ServingError(
-            f"Input '{name}': a value does not fit in {datatype}."
+            f"Input '{name}': the string {_snippet(text)} is not valid "
+            "Unicode text (it holds a lone surrogate, e.g. \\ud800); send "
+            "arbitrary bytes as binary tensor data (binary_data_size)."
         ) from None
 
 
@@ -301,8 +394,13 @@ def decoder(header_length: str | None):
         head, binary = _split(data, header_length)
         document = parse_json(head)
         parameters = _parameters("The request", document)
-        name = parameters.get("signature_name") or SERVING_SIGNATURE
-        signature = servable.signature(str(name))
+        request_id = _string_or_none("The request's 'id'", document, "id")
+        name = _string_or_none(
+            "The request's 'parameters.signature_name'",
+            parameters,
+            "signature_name",
+        )
+        signature = servable.signature(name or SERVING_SIGNATURE)
         tensors = document.get("inputs")
         if not isinstance(tensors, list) or not tensors:
             raise ServingError(
@@ -322,7 +420,7 @@ def decoder(header_length: str | None):
                 "'inputs' must name each of the model's inputs once: "
                 + ", ".join(sorted(signature.inputs))
                 + "; received "
-                + ", ".join(sorted(str(name) for name in given))
+                + _snippet([tensor["name"] for tensor in tensors])
                 + "."
             )
         arrays, offset = {}, 0
@@ -334,7 +432,7 @@ def decoder(header_length: str | None):
         first = arrays[tensors[0]["name"]]
         instances = int(first.shape[0]) if first.ndim else 1
         state = {
-            "id": document.get("id"),
+            "id": request_id,
             "model": servable.model_name,
             "version": str(servable.version),
             "outputs": _wanted(document, signature.outputs, parameters),
@@ -342,6 +440,20 @@ def decoder(header_length: str | None):
         return DecodedRequest(signature, arrays, instances, state)
 
     return decode
+
+
+def _string_or_none(what: str, holder: dict, key: str) -> str | None:
+    """`holder[key]`, which the protocol makes a string, if given.
+
+    The request's `id` is echoed in the answer: refusing anything but a
+    string before the model runs keeps the echo from failing after it.
+    """
+    value = holder.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ServingError(
+            f"{what} must be a string; received {_json_type(value)}."
+        )
+    return value
 
 
 def _parameters(where: str, holder: dict) -> dict[str, Any]:
