@@ -44,6 +44,8 @@ from aiservice_kit.serving._service import Service
 from aiservice_kit.serving.auth import ApiKey
 from aiservice_kit.serving.auth import Authenticator
 from aiservice_kit.serving.config import GRPC_GRACE_S
+from aiservice_kit.serving.config import GRPC_MAX_CONCURRENT_RPCS
+from aiservice_kit.serving.config import MAX_FILLED_VALUES
 from aiservice_kit.serving.config import OFFLOAD_BYTES
 from aiservice_kit.serving.registry import ModelSpec
 
@@ -104,6 +106,12 @@ def _spec_of(model_spec: Any) -> ModelSpec:
     return ModelSpec(model_spec.name)
 
 
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    """The client's address (`ipv4:127.0.0.1:5000` -> its host part)."""
+    peer = context.peer() or ""
+    return "address:" + peer.rpartition(":")[0]
+
+
 def _caller(
     service: Service, context: grpc.aio.ServicerContext, model: str
 ) -> ApiKey | None:
@@ -127,8 +135,9 @@ def _reply_spec(target: Any, name: str, version: int, signature: str) -> None:
 # -- Tensors ------------------------------------------------------------------
 
 
-def _input_arrays(request: Any, signature: Any) -> dict[str, np.ndarray]:
-    """The request's TensorProtos as arrays, checked against `signature`."""
+def _check_inputs(request: Any, signature: Any) -> None:
+    """Checks a PredictRequest's inputs against `signature` from their
+    names and declared shapes, before admission and any tensor."""
     sent, wanted = set(request.inputs), set(signature.inputs)
     if sent != wanted:
         raise ServingError(
@@ -138,6 +147,12 @@ def _input_arrays(request: Any, signature: Any) -> dict[str, np.ndarray]:
             f"{{{', '.join(sorted(sent - wanted))}}}. Missing but required: "
             f"{{{', '.join(sorted(wanted - sent))}}}."
         )
+    for name, info in signature.inputs.items():
+        check_declared_shape(name, request.inputs[name], info)
+
+
+def _input_arrays(request: Any, signature: Any) -> dict[str, np.ndarray]:
+    """The request's TensorProtos as arrays (`_check_inputs` first)."""
     arrays = {}
     for name, info in signature.inputs.items():
         proto = request.inputs[name]
@@ -159,6 +174,56 @@ def _input_arrays(request: Any, signature: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+#: The repeated fields a TensorProto carries its values in.
+_VALUE_FIELDS = (
+    "half_val", "float_val", "double_val", "int_val", "string_val",
+    "scomplex_val", "int64_val", "bool_val", "dcomplex_val", "uint32_val",
+    "uint64_val",
+)  # fmt: skip
+
+
+def check_declared_shape(name: str, proto: Any, info: Any) -> None:
+    """Checks a TensorProto's declared shape before a tensor is built.
+
+    `tf.make_ndarray` fills a tensor sent with fewer values than its shape
+    holds by repeating the last one (TF's rule), so a 40-byte message can
+    declare gigabytes. The shape is checked against the signature and,
+    for a tensor filled that way, bounded by `MAX_FILLED_VALUES`; no
+    dimension may be negative.
+
+    Raises:
+        ServingError: 400 naming the input, its declared shape and what
+            the signature accepts.
+    """
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise ServingError(
+            f"Input '{name}': every tensor_shape dim must be >= 0; "
+            f"received {dims!r:.80}."
+        )
+    if proto.tensor_shape.unknown_rank:
+        return  # a scalar to TensorFlow; the shape check follows
+    try:
+        # A view of one value: no memory, whatever the shape.
+        declared = np.broadcast_to(np.zeros((), np.uint8), dims)
+    except ValueError:
+        raise ServingError(
+            f"Input '{name}': tensor_shape {dims!r:.80} holds more values "
+            f"than memory; it expects {info.describe()}."
+        ) from None
+    check_shape(name, declared, info)
+    if proto.tensor_content:
+        return  # its values are its bytes: the message size bounds them
+    sent = sum(len(getattr(proto, field)) for field in _VALUE_FIELDS)
+    if sent < declared.size > MAX_FILLED_VALUES:
+        raise ServingError(
+            f"Input '{name}': tensor_shape {dims!r:.80} holds "
+            f"{declared.size} values but {sent} were sent; a tensor filled "
+            f"by repeating its last value may hold at most "
+            f"{MAX_FILLED_VALUES}. Send every value."
+        )
+
+
 def _instances(arrays: dict[str, np.ndarray]) -> int:
     first = next(iter(arrays.values()), None)
     return 1 if first is None or not first.ndim else int(first.shape[0])
@@ -172,17 +237,27 @@ async def _off_loop(data: bytes, fn: Callable[[], Any]) -> Any:
 # -- tf.Examples (Classify, Regress) ------------------------------------------
 
 
-def _serialized_examples(request_input: Any) -> np.ndarray:
+def _serialized_examples(
+    request_input: Any, call: _examples.ExampleCall
+) -> np.ndarray:
     """An `Input` message as serialized `tf.Example`s, [batch] strings.
 
     `example_list_with_context` is flattened as TF Serving does: each
-    example gets the context's features, its own winning on a clash.
+    example gets the context's features, its own winning on a clash
+    (bounded by `_examples.check_merged_size`). Values the signature's
+    cast would change are refused as REST's are
+    (`_examples.check_example_protos`).
     """
     which = request_input.WhichOneof("kind")
     if which == "example_list":
         examples = list(request_input.example_list.examples)
     elif which == "example_list_with_context":
         listed = request_input.example_list_with_context
+        _examples.check_merged_size(
+            listed.context.ByteSize(),
+            len(listed.examples),
+            sum(example.ByteSize() for example in listed.examples),
+        )
         examples = []
         for example in listed.examples:
             merged = type(listed.context)()
@@ -194,6 +269,7 @@ def _serialized_examples(request_input: Any) -> np.ndarray:
         examples = []
     if not examples:
         raise ServingError("Input is empty.")
+    _examples.check_example_protos(examples, call)
     serialized = np.empty(len(examples), dtype=object)
     serialized[:] = [example.SerializeToString() for example in examples]
     return serialized
@@ -225,6 +301,7 @@ def _predict_decoder(request: Any) -> _predict.Decoder:
                 f"Outputs expected to be in the set "
                 f"{{{', '.join(sorted(signature.outputs))}}}."
             )
+        _check_inputs(request, signature)
         admit(_declared_batch(request))
         arrays = await _off_loop(
             data, lambda: _input_arrays(request, signature)
@@ -267,7 +344,7 @@ def _examples_decoder(request: Any, api: str) -> _predict.Decoder:
             or len(examples.example_list_with_context.examples)
         )
         serialized = await _off_loop(
-            data, lambda: _serialized_examples(examples)
+            data, lambda: _serialized_examples(examples, call)
         )
 
         def encode(outputs: dict[str, np.ndarray]) -> _predict.Reply:
@@ -313,10 +390,18 @@ class _Handlers:
         message_type: Any,
         decoder: Callable[[Any], _predict.Decoder],
     ) -> bytes:
+        admission, caller = None, None
         try:
             request = _parse(message_type, data)
             spec = _spec_of(request.model_spec)
             key = _caller(self.service, context, spec.name)
+            model = self.service.registry.models.get(spec.name)
+            if model is not None:
+                # As REST's bodies (`app._BodyLimit`): the message's bytes
+                # count against the model's `max_inflight_bytes`.
+                caller = "key:" + key.id if key is not None else _peer(context)
+                model.admission.reserve_bytes(len(data), caller)
+                admission = model.admission
             reply = await _predict.predict(
                 self.service, key, spec, data, decode=decoder(request)
             )
@@ -329,6 +414,9 @@ class _Handlers:
             await _abort(
                 context, 500, f"Internal error: {type(error).__name__}", {}
             )
+        finally:
+            if admission is not None:
+                admission.release_bytes(len(data), caller)
         if reply.status != 200:
             message = json.loads(reply.content)["error"]
             await _abort(context, reply.status, message, reply.headers)
@@ -505,6 +593,9 @@ async def start_grpc_server(
     """
     server = grpc.aio.server(
         handlers=_generic_handlers(service),
+        # Messages arrive whole before a handler runs: this bounds the
+        # memory they can take at once (beyond it: RESOURCE_EXHAUSTED).
+        maximum_concurrent_rpcs=GRPC_MAX_CONCURRENT_RPCS,
         options=(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),

@@ -29,23 +29,36 @@ RESULTS_KEY = "results"
 
 
 def _plain(where: str, value: Any) -> Any:
-    """A JSON feature value with `{"b64": ...}` objects turned to bytes."""
+    """A JSON feature value with `{"b64": ...}` objects turned to bytes.
+
+    A value is a scalar or a flat list, so one level is walked: a list in
+    the list is left for `_examples` to refuse, never recursed into (a body
+    nested hundreds of lists deep would exhaust the stack).
+    """
     if isinstance(value, list):
-        return [_plain(where, item) for item in value]
+        return [
+            _bytes(where, item) if isinstance(item, dict) else item
+            for item in value
+        ]
     if isinstance(value, dict):
-        if len(value) != 1 or not isinstance(value.get("b64"), str):
-            raise ServingError(
-                f"{where}: a feature value must be a number, a string, "
-                '{"b64": "<base64>"} or a list of them; received an object '
-                f"with keys {sorted(value)[:5]}."
-            )
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ServingError(
-                f"{where}: unable to base64 decode {value['b64']!r:.80}."
-            ) from None
+        return _bytes(where, value)
     return value
+
+
+def _bytes(where: str, value: dict[str, Any]) -> bytes:
+    """The bytes of a `{"b64": "<base64>"}` feature value."""
+    if len(value) != 1 or not isinstance(value.get("b64"), str):
+        raise ServingError(
+            f"{where}: a feature value must be a number, a string, "
+            '{"b64": "<base64>"} or a list of them; received an object '
+            f"with keys {sorted(value)[:5]}."
+        )
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ServingError(
+            f"{where}: unable to base64 decode {value['b64']!r:.80}."
+        ) from None
 
 
 def _object(where: str, value: Any) -> dict[str, Any]:
@@ -94,7 +107,9 @@ def decoder(api: str):
             api, name, servable.signatures, servable.metadata
         )
         signature = servable.signature(call.signature_name)
-        serialized = _examples.serialize_examples(plain, context, call.kinds)
+        serialized = _examples.serialize_examples(
+            plain, context, call.kinds, call.dtypes
+        )
         arrays = _examples.examples_input(signature, serialized)
         return DecodedRequest(signature, arrays, len(plain), api)
 

@@ -66,6 +66,15 @@ DEFAULT_GRPC_PORT = None
 GRPC_PORT = 8500
 #: Seconds running gRPC calls get to finish when the server stops.
 GRPC_GRACE_S = 5.0
+#: gRPC calls handled at once; more are answered RESOURCE_EXHAUSTED. Each
+#: message (up to `--max-body-bytes`) is received whole before its
+#: handler runs, so this bounds their memory as `max_inflight_bytes`
+#: bounds REST bodies'.
+GRPC_MAX_CONCURRENT_RPCS = 128
+#: Values a TensorProto sent with fewer values than its shape may be
+#: filled to (TF repeats the last value): a 40-byte message could declare
+#: gigabytes otherwise.
+MAX_FILLED_VALUES = 1 << 20
 #: Worker processes `serve --workers` starts on one host (one: no
 #: supervisor, the server is the process).
 DEFAULT_WORKERS = 1
@@ -108,6 +117,10 @@ STALE_TMP_S = STALE_TMP_SECONDS
 
 #: Request body limit (bytes); larger bodies get 413.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Serialized size of a Classify/Regress call's examples once its
+#: `context` is copied into each (413 beyond): what the largest body
+#: could carry itself.
+MAX_MERGED_EXAMPLES_BYTES = DEFAULT_MAX_BODY_BYTES
 #: Predict bodies larger than this are decoded off the event loop.
 OFFLOAD_BYTES = 64 * 1024
 # -- Admission (per model; see `_admission` and docs/serving.md) -----------

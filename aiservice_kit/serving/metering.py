@@ -12,6 +12,7 @@ saw succeed.
 """
 
 import abc
+import asyncio
 import dataclasses
 import datetime
 import os
@@ -269,6 +270,49 @@ class SQLiteMeter(DatabaseMeter):
         super().__init__(sqlite_path(path), synchronous)
 
 
+#: The status of a call whose client left before its answer (nginx's 499):
+#: recorded, not billed.
+CLIENT_CLOSED_STATUS = 499
+
+
+@dataclasses.dataclass
+class _Queued:
+    """A record waiting for `GroupCommitter`'s writer."""
+
+    record: UsageRecord
+    reservation: str | None
+    reply: Reply
+    taken: bool = False  # by the writer, under `GroupCommitter._lock`
+
+
+class _Taken(Sequence):
+    """A writer's group as `Meter.settle_many`'s items, read on first use:
+    inside the transaction, once it holds the database, so a call
+    cancelled while the writer waited for a lock is still withdrawn."""
+
+    def __init__(self, group: list[_Queued], lock: threading.Lock) -> None:
+        self._group = group
+        self._lock = lock
+        self._items: list[tuple[UsageRecord, str | None]] | None = None
+
+    def _taken(self) -> list[tuple[UsageRecord, str | None]]:
+        if self._items is None:
+            with self._lock:
+                for queued in self._group:
+                    queued.taken = True
+                self._items = [(q.record, q.reservation) for q in self._group]
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def __getitem__(self, index):
+        return self._taken()[index]
+
+    def __iter__(self):
+        return iter(self._taken())
+
+
 class GroupCommitter:
     """Batches concurrent records into shared transactions in one thread.
 
@@ -286,6 +330,7 @@ class GroupCommitter:
         self.meter = meter
         self._max_group = max_group
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._work, name="ledger-writer", daemon=True
         )
@@ -321,9 +366,23 @@ class GroupCommitter:
             return
         # One hand-off back to the loop (`_handoff.Reply`) on the commit
         # every answer waits for.
-        reply = Reply()
-        self._queue.put((record, reservation, reply))
-        await reply.wait()
+        queued = _Queued(record, reservation, Reply())
+        self._queue.put(queued)
+        try:
+            await queued.reply.wait()
+        except asyncio.CancelledError:
+            self._withdraw(queued)
+            raise
+
+    def _withdraw(self, queued: "_Queued") -> None:
+        """A call cancelled while its record waits (a gRPC client's cancel
+        or deadline): its answer is never sent, so unless the writer has
+        taken the record already it is committed as 499, not billed."""
+        with self._lock:
+            if not queued.taken:
+                queued.record = dataclasses.replace(
+                    queued.record, status=CLIENT_CLOSED_STATUS
+                )
 
     def _work(self) -> None:
         while True:
@@ -342,13 +401,13 @@ class GroupCommitter:
                     break
                 group.append(item)
             try:
-                self.meter.settle_many([(r, rid) for r, rid, _ in group])
+                self.meter.settle_many(_Taken(group, self._lock))
             except BaseException as error:
-                for _, _, reply in group:
-                    reply.set_exception(error)
+                for queued in group:
+                    queued.reply.set_exception(error)
             else:
-                for _, _, reply in group:
-                    reply.set_result(None)
+                for queued in group:
+                    queued.reply.set_result(None)
             if stop:
                 return
 

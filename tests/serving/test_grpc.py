@@ -310,6 +310,35 @@ def test_classify_merges_the_context_into_each_example(served):
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
+def test_classify_is_held_to_predicts_ranges_and_a_bounded_context(served):
+    pro = _bearer(served["keys"]["pro"])
+    stub = served["predict"]
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "cnn"
+    example = request.input.example_list.examples.add()
+    pixels = [0] * 143 + [256]  # the uint8 cast would make it 0
+    example.features.feature[
+        _input_name(served["cnn"])
+    ].int64_list.value.extend(pixels)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Classify(request, metadata=pro, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "uint8 values in [0, 255]" in caught.value.details()
+
+    # A 40 kB context copied into 1,000 examples would be 40 MB.
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "text"
+    listed = request.input.example_list_with_context
+    context = listed.context.features.feature["text"]
+    context.bytes_list.value.append(b"x" * 40_000)
+    for _ in range(1000):
+        listed.examples.add()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Classify(request, metadata=pro, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "context copied into each" in caught.value.details()
+
+
 def test_regress_answers_one_float_per_example(served):
     rows = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
     expected = served["regressor"].predict(rows, verbose=0).reshape(-1)
@@ -489,3 +518,75 @@ def test_a_rate_limit_is_resource_exhausted(served):
         grpc.StatusCode.RESOURCE_EXHAUSTED
     ]
     assert len(_records(served, "limited")) == 2  # refused: not metered
+
+
+def test_declared_shapes_are_checked_before_any_tensor_is_built(served):
+    pro = _bearer(served["keys"]["pro"])
+    stub = served["predict"]
+    image = _input_name(served["cnn"])
+
+    def refused(model: str, name: str, dims, **values) -> str:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        proto = request.inputs[name]
+        proto.dtype = values.pop("dtype")
+        for size in dims:
+            proto.tensor_shape.dim.add().size = size
+        for field, value in values.items():
+            getattr(proto, field).extend(value)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, metadata=pro, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return caught.value.details()
+
+    # A negative batch would pass `max_instances_per_request` (and
+    # TensorFlow reads -1 as "infer it"): refused, as TF Serving does.
+    rows = np.zeros((5000, 12, 12), "uint8").ravel().tolist()
+    message = refused(
+        "cnn", image, [-1, 12, 12], dtype=tf.uint8.as_datatype_enum,
+        int_val=rows,
+    )  # fmt: skip
+    assert f"Input '{image}'" in message and ">= 0" in message
+    # One value declared as 2^27 pixels: the signature's shape refuses it
+    # before TensorFlow fills a gigabyte.
+    started = time.perf_counter()
+    message = refused(
+        "cnn", image, [1, 12, 1 << 27], dtype=tf.uint8.as_datatype_enum,
+        int_val=[0],
+    )  # fmt: skip
+    assert "expects shape [-1, 12, 12]" in message
+    assert time.perf_counter() - started < 5
+    # Where the signature takes any length, the fill is bounded.
+    message = refused(
+        "recommender", "item_ids", [1, 1 << 24],
+        dtype=tf.string.as_datatype_enum, string_val=[b"a"],
+    )  # fmt: skip
+    assert "1 were sent" in message and "Send every value" in message
+
+
+def test_a_call_cancelled_while_its_record_waits_is_not_billed(served):
+    import sqlite3
+
+    pro = _bearer(served["keys"]["pro"])
+    images = np.zeros((2, 12, 12), "uint8")
+    request = _predict_request("cnn", **{_input_name(served["cnn"]): images})
+    before = len(_records(served, "pro"))
+    # Another program holds SQLite's write lock: the call's record waits
+    # for the writer, and the client's deadline passes first.
+    holder = sqlite3.connect(served["db"], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            served["predict"].Predict(request, metadata=pro, timeout=1.0)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    deadline = time.monotonic() + 30
+    while len(_records(served, "pro")) == before:
+        assert time.monotonic() < deadline, "the record was never committed"
+        time.sleep(0.1)
+    (record,) = _records(served, "pro")[before:]
+    # Recorded (the model ran), not billed: the bill counts status 200.
+    assert (record.status, record.instances) == (499, 2)
