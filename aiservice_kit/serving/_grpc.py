@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
@@ -162,13 +163,6 @@ def _input_arrays(request: Any, signature: Any) -> dict[str, np.ndarray]:
             raise ServingError(
                 f"Input '{name}' is not a valid TensorProto: {error}"
             ) from None
-        got = "string" if array.dtype == object else array.dtype.name
-        if got != info.dtype:
-            raise ServingError(
-                f"Input '{name}' expects {info.describe()} "
-                f"({info.tf_dtype_name}); received dtype {got} "
-                f"({tf.dtypes.as_dtype(proto.dtype).name})."
-            )
         check_shape(name, array, info)
         arrays[name] = array
     return arrays
@@ -183,18 +177,29 @@ _VALUE_FIELDS = (
 
 
 def check_declared_shape(name: str, proto: Any, info: Any) -> None:
-    """Checks a TensorProto's declared shape before a tensor is built.
+    """Checks a TensorProto's dtype, shape and value count before a tensor
+    is built.
 
     `tf.make_ndarray` fills a tensor sent with fewer values than its shape
     holds by repeating the last one (TF's rule), so a 40-byte message can
-    declare gigabytes. The shape is checked against the signature and,
-    for a tensor filled that way, bounded by `MAX_FILLED_VALUES`; no
-    dimension may be negative.
+    declare gigabytes. The dtype and shape are checked against the
+    signature, a tensor filled that way is bounded by `MAX_FILLED_VALUES`,
+    no dimension may be negative, and more values than the shape holds
+    are refused.
 
     Raises:
-        ServingError: 400 naming the input, its declared shape and what
-            the signature accepts.
+        ServingError: 400 naming the input, what it declares and what the
+            signature accepts.
     """
+    try:
+        dtype = types_pb2.DataType.Name(proto.dtype)
+    except ValueError:
+        dtype = f"enum value {proto.dtype}"
+    if dtype != info.tf_dtype_name:
+        raise ServingError(
+            f"Input '{name}' expects {info.describe()} "
+            f"({info.tf_dtype_name}); received dtype {dtype}."
+        )
     dims = [dim.size for dim in proto.tensor_shape.dim]
     if any(size < 0 for size in dims):
         raise ServingError(
@@ -213,8 +218,27 @@ def check_declared_shape(name: str, proto: Any, info: Any) -> None:
         ) from None
     check_shape(name, declared, info)
     if proto.tensor_content:
-        return  # its values are its bytes: the message size bounds them
+        if info.dtype == "string":
+            raise ServingError(
+                f"Input '{name}': a DT_STRING tensor carries its values in "
+                "string_val, not tensor_content."
+            )
+        size = np.dtype(info.dtype).itemsize * declared.size
+        if len(proto.tensor_content) != size:
+            raise ServingError(
+                f"Input '{name}': tensor_shape {dims!r:.80} of "
+                f"{info.tf_dtype_name} takes {size} bytes of tensor_content; "
+                f"received {len(proto.tensor_content)}."
+            )
+        return
     sent = sum(len(getattr(proto, field)) for field in _VALUE_FIELDS)
+    # A complex value takes two entries (real, imaginary).
+    sent -= (len(proto.scomplex_val) + len(proto.dcomplex_val)) // 2
+    if sent > declared.size:
+        raise ServingError(
+            f"Input '{name}': tensor_shape {dims!r:.80} holds "
+            f"{declared.size} values; received {sent}."
+        )
     if sent < declared.size > MAX_FILLED_VALUES:
         raise ServingError(
             f"Input '{name}': tensor_shape {dims!r:.80} holds "

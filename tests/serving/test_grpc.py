@@ -562,6 +562,27 @@ def test_declared_shapes_are_checked_before_any_tensor_is_built(served):
         dtype=tf.string.as_datatype_enum, string_val=[b"a"],
     )  # fmt: skip
     assert "1 were sent" in message and "Send every value" in message
+    # More values than the shape holds, a dtype no input takes, string
+    # bytes in tensor_content: named, before TensorFlow reads them.
+    message = refused(
+        "cnn", image, [1, 12, 12], dtype=tf.uint8.as_datatype_enum,
+        int_val=[0] * 200,
+    )  # fmt: skip
+    assert "holds 144 values; received 200" in message
+    message = refused(
+        "cnn", image, [1, 12, 12], dtype=tf.resource.as_datatype_enum
+    )
+    assert "received dtype DT_RESOURCE" in message
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "recommender"
+    proto = request.inputs["item_ids"]
+    proto.dtype = tf.string.as_datatype_enum
+    proto.tensor_shape.dim.add().size = 1
+    proto.tensor_shape.dim.add().size = 1
+    proto.tensor_content = b"abcd"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(request, metadata=pro, timeout=60)
+    assert "string_val, not tensor_content" in caught.value.details()
 
 
 def test_a_call_cancelled_while_its_record_waits_is_not_billed(served):
