@@ -455,6 +455,13 @@ def _decode_columns(
                 f"Missing named input: {name} in 'inputs' object."
             )
         arrays[name] = to_tensor(name, value[name], inputs[name])
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        # As the row format refuses them: a misspelt input is not dropped.
+        raise ServingError(
+            f"Unknown named input(s) in 'inputs' object: "
+            f"{_snippet(unknown)}; this model's inputs: {', '.join(names)}."
+        )
     return arrays
 
 

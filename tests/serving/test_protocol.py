@@ -461,6 +461,10 @@ BAD_REQUESTS = [
     ('{"instances": [true]}', "Input 'x' expects float32"),
     ('{"instances": [{"y": 1.0}]}', "must only have keys: x"),
     ('{"inputs": {"y": [1.0]}}', "Missing named input: x"),
+    (
+        '{"inputs": {"x": [1.0], "z": [2.0]}}',
+        "named input(s) in 'inputs' object: [\"z\"]",
+    ),
     ('{"instances": [1e300]}', "without loss of precision"),
 ]
 
