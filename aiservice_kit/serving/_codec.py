@@ -228,19 +228,17 @@ def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
         return array
     if target.kind == "b":
         raise ServingError(f"{expected} (true/false); received {array.dtype}.")
-    if kind in "iu":
-        if target.kind in "iu":
-            info = np.iinfo(target)
-            if array.size and (
-                array.min() < info.min or array.max() > info.max
-            ):
-                raise ServingError(
-                    f"{expected} in [{info.min}, {info.max}]; received values "
-                    f"in [{array.min()}, {array.max()}]."
-                )
+    if kind in "iu" and target.kind in "iu":
+        info = np.iinfo(target)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise ServingError(
+                f"{expected} in [{info.min}, {info.max}]; received values "
+                f"in [{array.min()}, {array.max()}]."
+            )
         return array.astype(target)
-    if kind == "f":
-        if target.kind in "iu":
+    if kind in "iuf":  # into a float input (whole numbers too: 10**5 in
+        # float16 would be infinity)
+        if kind == "f" and target.kind in "iu":
             raise ServingError(
                 f"{expected} (whole numbers); received decimal numbers."
             )

@@ -20,6 +20,7 @@ from aiservice_kit.serving._admission import count_instances_in_json
 from aiservice_kit.serving._codec import TensorInfo
 from aiservice_kit.serving._codec import decode_predict
 from aiservice_kit.serving._codec import parse_json
+from aiservice_kit.serving._codec import to_tensor
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving.config import MAX_INPUT_AXES
 
@@ -215,3 +216,10 @@ def test_the_count_on_raw_bytes_equals_the_count_after_parsing(document):
 )
 def test_the_count_on_raw_bytes(body, count):
     assert count_instances_in_json(body) == count
+
+
+def test_whole_numbers_that_a_float16_input_cannot_hold_are_refused():
+    info = TensorInfo("x", "float16", (None,))
+    assert to_tensor("x", [65504, 1], info).tolist() == [65504.0, 1.0]
+    with pytest.raises(ServingError, match="does not fit in float16"):
+        to_tensor("x", [100000], info)  # would be infinity
