@@ -350,6 +350,11 @@ def _json_values(name: str, items: list[Any], datatype: str) -> np.ndarray:
         raise ServingError(
             f"Input '{name}': true/false values are BOOL data only."
         )
+    if datatype == "BOOL" and kinds != {bool}:
+        raise ServingError(
+            f"Input '{name}': BOOL data must be true/false only; received "
+            "numbers too."
+        )
     if float in kinds and np.dtype(_NUMPY[datatype]).kind in "iu":
         if not all(float(item).is_integer() for item in items):
             raise ServingError(

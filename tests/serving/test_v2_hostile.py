@@ -283,3 +283,12 @@ def test_a_megabyte_datatype_is_not_echoed_whole(http):
         "DDDD",
     )
     assert len(message) < 1000
+
+
+def test_bool_data_mixing_numbers_is_400(http):
+    # numpy would read [true, 2] as [True, True].
+    _refused(
+        _infer(http, [_x("BOOL", shape=(2,), data=[True, 2])]),
+        "Input 'x'",
+        "BOOL data must be true/false only",
+    )
