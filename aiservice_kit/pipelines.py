@@ -68,6 +68,19 @@ def _num_rows(structure: Any) -> int:
     return sizes.pop()
 
 
+def require_x(x: Any) -> None:
+    """Refuses a missing `x` naming what is accepted.
+
+    Raises:
+        TypeError: if `x` is None.
+    """
+    if x is None:
+        raise TypeError(
+            "`x` must be a numpy array, a list of strings, a tf.Tensor, "
+            "a dict of those, or a tf.data.Dataset. Received: x=None"
+        )
+
+
 def make_dataset(
     x: Any,
     y: Any = None,
@@ -180,11 +193,7 @@ def make_dataset(
         if batch_size is not None:
             dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     else:
-        if x is None:
-            raise TypeError(
-                "`x` must be a numpy array, a list of strings, a tf.Tensor, "
-                "a dict of those, or a tf.data.Dataset. Received: x=None"
-            )
+        require_x(x)
         data = _to_tensors("x", x)
         if y is not None:
             data = (data, _to_tensors("y", y))
@@ -291,8 +300,14 @@ def arrays_as_fit_dataset(
     if len(x) != len(y) or len(x) == 0:
         return None
     shuffle = fit_kwargs.get("shuffle", True)
-    batch_size = fit_kwargs.get("batch_size") or 32
-    if not isinstance(shuffle, bool) or type(batch_size) is not int:
+    batch_size = fit_kwargs.get("batch_size")
+    if batch_size is None:
+        batch_size = 32  # Keras' default
+    if (
+        not isinstance(shuffle, bool)
+        or type(batch_size) is not int
+        or batch_size < 1
+    ):
         return None  # Keras' own checks answer anything odd
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
         return None

@@ -30,7 +30,9 @@ from aiservice_kit.distribute import cpu_has_bf16
 from aiservice_kit.distribute import describe_strategy
 from aiservice_kit.distribute import get_strategy
 from aiservice_kit.distribute import policy_for
+from aiservice_kit.models._checks import model_checked_data
 from aiservice_kit.pipelines import make_dataset
+from aiservice_kit.pipelines import require_x
 
 logger = logging.getLogger("aiservice_kit")
 
@@ -294,6 +296,8 @@ def _callbacks(
 
 
 def _split_rows(value: Any, start: int, stop: int | None) -> Any:
+    if value is None:
+        return None
     if isinstance(value, Mapping):
         return {key: _split_rows(v, start, stop) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -307,6 +311,11 @@ def _num_samples(x: Any) -> int | None:
         return cardinality if cardinality >= 0 else None
     if isinstance(x, Mapping):
         x = next(iter(x.values()))
+    if not hasattr(x, "__len__"):
+        raise TypeError(
+            "`x` must be an array, a list, a dict or a tf.data.Dataset. "
+            f"Received: x of type {type(x).__name__}"
+        )
     return len(x)
 
 
@@ -450,6 +459,8 @@ def _training_plan(
             if multi_worker
             else -(-num_samples // batch_size)
         )
+        if num_samples == 0:
+            raise ValueError("`x` must hold at least one sample. Received: 0")
         if steps_per_epoch < 1:
             raise ValueError(
                 f"`batch_size` must not exceed the number of training "
@@ -508,8 +519,9 @@ def train(
     1. picks the strategy (`get_strategy()` unless one is given) and the
        mixed-precision policy that fits it (`mixed_precision_policy`);
     2. calls `build_fn()` inside `strategy.scope()`;
-    3. makes the input pipeline with `make_dataset` (shuffled, batched,
-       prefetched, tf.data autotuning off, sharded by data);
+    3. checks array data as the model's own `fit` does (its `check_data`,
+       same messages), then makes the input pipeline with `make_dataset`
+       (shuffled, batched, prefetched, autotuning off, sharded by data);
     4. wires `default_callbacks(run_dir)` when `run_dir` is given, so a
        killed run started again with the same command resumes where it
        stopped, and saves the final model as `run_dir/model.keras`;
@@ -566,7 +578,8 @@ def train(
 
     Raises:
         TypeError: if an argument has a bad type.
-        ValueError: if an argument has a bad value, the model is not
+        ValueError: if an argument has a bad value (data the model's
+            `fit` refuses, no training samples left), the model is not
             compiled, or it was built outside the strategy's scope.
 
     Example:
@@ -614,6 +627,7 @@ def train(
             f"Received: validation_data of type "
             f"{type(validation_data).__name__}"
         )
+    require_x(x)
     if strategy is None:
         strategy = get_strategy(log=False)
     info = describe_strategy(strategy)
@@ -625,6 +639,13 @@ def train(
             )
         num_rows = _num_samples(x)
         split = num_rows - max(1, int(round(num_rows * validation_split)))
+        if split < 1:
+            raise ValueError(
+                f"`validation_split` leaves no training samples: it holds "
+                f"out {num_rows - split} of the {num_rows} samples. Give a "
+                "smaller fraction, more data, or `validation_data`. "
+                f"Received: validation_split={validation_split}"
+            )
         validation_data = (
             _split_rows(x, split, None),
             _split_rows(y, split, None),
@@ -647,6 +668,9 @@ def train(
     )
 
     model = _build(build_fn, strategy, plan.policy)
+    x, y = model_checked_data(model, x, y)
+    if validation_data is not None:
+        validation_data = model_checked_data(model, *validation_data)
     fit_model, map_fn = model, None
     if plan.split_strings and takes_strings(model):
         fit_model, map_fn = split_for_replicas(model, strategy)
@@ -749,8 +773,9 @@ def evaluate(
         ...}`.
 
     Raises:
-        TypeError: if `model` is not a keras.Model.
-        ValueError: if `batch_size` is not positive.
+        TypeError: if `model` is not a keras.Model, or `x` is missing.
+        ValueError: if `batch_size` is not positive, or the model's own
+            checks refuse the data (as in `train`).
 
     Example:
     ```python
@@ -764,6 +789,8 @@ def evaluate(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
     batch_size = check_positive_int("batch_size", batch_size)
+    require_x(x)
+    x, y = model_checked_data(model, x, y)
     info = describe_strategy(model.distribute_strategy)
     if info.num_workers > 1 or (takes_strings(model) and info.num_replicas > 1):
         model = local_copy(model)

@@ -260,3 +260,60 @@ def test_another_keras_backend_fails_on_import_naming_the_fix():
     assert result.returncode != 0
     assert "backend='numpy'" in result.stderr
     assert "KERAS_BACKEND=tensorflow" in result.stderr
+
+
+_SAVE_THE_BUILDERS_MODELS = """
+import sys
+import aiservice_kit as ak
+folder = sys.argv[1]
+ak.build_cnn((8, 8, 1), num_classes=2, filters=(4,)).save(f"{folder}/cnn.keras")
+ak.build_lstm((6, 2), num_classes=2, units=4).save(f"{folder}/lstm.keras")
+ak.build_text_classifier(
+    ["free prize", "see you"], class_names=["ham", "spam"], dense_units=4
+).save(f"{folder}/text.keras")
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved")
+    saved = subprocess.run(
+        [sys.executable, "-c", _SAVE_THE_BUILDERS_MODELS, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert saved.returncode == 0, saved.stderr
+    return folder
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import aiservice_kit, keras",  # the documented notebook order
+        "import keras, aiservice_kit",
+        "import tensorflow, aiservice_kit, keras",
+        "import aiservice_kit.pipelines, keras",  # a module the models need
+        "import aiservice_kit.training, keras",
+    ],
+)
+def test_saved_builder_models_reload_after_a_plain_import(
+    saved_models, imports
+):
+    # Was: TypeError: Could not locate class 'CheckedModel' (or
+    # 'TextClassifier'): the classes registered only on an import of
+    # aiservice_kit.models, which `import aiservice_kit` leaves for later.
+    result = _run_python(
+        f"import sys; {imports}; "
+        f"print(*(type(keras.models.load_model('{saved_models}/' + name))"
+        ".__name__ for name in ('cnn.keras', 'lstm.keras', 'text.keras')), "
+        "any('_KerasHook' in type(f).__name__ for f in sys.meta_path))"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "CheckedModel",
+        "CheckedModel",
+        "TextClassifier",
+        "False",  # the hook is gone once it registered
+    ]

@@ -246,6 +246,73 @@ def test_train_checks_its_arguments():
         )
 
 
+_X = np.random.default_rng(0).integers(0, 255, (8, 8, 8, 1)).astype("uint8")
+_Y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+_TRAIN = {"epochs": 1, "batch_size": 4, "verbose": 0}
+
+
+def _tiny_cnn():
+    return build_cnn((8, 8, 1), num_classes=3, filters=(4,), dense_units=8)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "error", "match"),
+    [
+        # Was: InvalidArgumentError from SparseSoftmaxCrossEntropyWithLogits.
+        (_X, _Y + 3, ValueError, r"class indices in \[0, 3\)"),
+        # Was: "Input 0 ... is incompatible with the layer".
+        (np.repeat(_X, 3, -1), _Y, ValueError, "holds 3 features"),
+        # Was: "Argument `output` must have rank (ndim) `target.ndim - 1`".
+        (_X, np.eye(3)[_Y], ValueError, "`y` looks one-hot"),
+        (_X, _Y + 0.5, ValueError, "whole class indices"),
+        # Was: ValueError: None values not supported.
+        (_X, None, ValueError, "`y` must be given"),
+        # Was: TypeError: object of type 'NoneType' has no len()
+        (None, _Y, TypeError, "Received: x=None"),
+        (_X, _Y[:5], ValueError, "same number of samples"),
+    ],
+)
+def test_train_checks_data_as_the_models_fit_does(x, y, error, match):
+    with pytest.raises(error, match=match):
+        train(_tiny_cnn, x, y, **_TRAIN)
+
+
+def test_train_checks_validation_data_and_evaluate_checks_its_data():
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        train(_tiny_cnn, _X, _Y, validation_data=(_X, _Y + 3), **_TRAIN)
+    model, _ = train(_tiny_cnn, _X, list(_Y), **_TRAIN)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        aiservice_kit.evaluate(model, _X, _Y + 3)
+    assert set(aiservice_kit.evaluate(model, _X, _Y.astype(float))) >= {"loss"}
+
+
+def test_a_validation_split_that_leaves_no_training_data_says_so():
+    # Was: "`batch_size` must not exceed the number of training samples
+    # (0) under multi-worker training", on one worker.
+    with pytest.raises(ValueError) as error:
+        train(_tiny_cnn, _X, _Y, validation_split=0.99, **_TRAIN)
+    message = str(error.value)
+    assert "`validation_split` leaves no training samples" in message
+    assert "holds out 8 of the 8 samples" in message
+    assert "multi-worker" not in message
+
+
+def test_train_takes_and_refuses_texts_as_the_text_models_fit_does():
+    texts = ["free prize", "see you", "win cash", "lunch?", "claim prize", "ok"]
+
+    def build():
+        return aiservice_kit.build_text_classifier(
+            texts, class_names=["ham", "spam"], dense_units=4
+        )
+
+    # Was: UnimplementedError: Cast string to int64 (fit accepted these).
+    model, history = train(build, texts, ["spam", "ham"] * 3, **_TRAIN)
+    assert np.isfinite(history.history["loss"][0])
+    # Was: Failed to convert a NumPy array to a Tensor (NoneType).
+    with pytest.raises(TypeError, match="item 5 is a NoneType"):
+        train(build, texts[:-1] + [None], [1, 0] * 3, **_TRAIN)
+
+
 def test_train_with_run_dir_writes_the_run_and_validation_split(
     data_dir, tmp_path
 ):

@@ -218,7 +218,11 @@ def build_lstm(
         A Functional `keras.Model` with one float32 input named `sequence`
         of shape (batch, timesteps, features) and one output:
         `probabilities` (batch, num_classes) or `predictions`
-        (batch, output_size).
+        (batch, output_size). Its `fit`, `evaluate` and `predict` check
+        numpy data first (`CheckedModel`): sequences of another shape,
+        NaN or infinite values (pad with `mask_value` instead), labels
+        out of range or in another format than `label_mode` are refused
+        with an error naming the fix.
 
     Raises:
         ValueError: if an argument has a bad value (for example

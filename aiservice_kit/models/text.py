@@ -20,7 +20,12 @@ from aiservice_kit._validation import check_choice
 from aiservice_kit._validation import check_fraction
 from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit._validation import check_positive_int
-from aiservice_kit.models._checks import check_labels
+from aiservice_kit.models._checks import check_batch_sizes
+from aiservice_kit.models._checks import check_validation
+from aiservice_kit.models._checks import checked_data
+from aiservice_kit.models._checks import class_indices
+from aiservice_kit.models._checks import is_pandas
+from aiservice_kit.models._checks import label_array
 from aiservice_kit.models._contract import get_class_names
 from aiservice_kit.models._contract import split_text_model  # noqa: F401
 from aiservice_kit.models._heads import check_class_names
@@ -126,25 +131,39 @@ def prepare_texts(texts: Any, *, name: str = "texts") -> np.ndarray:
         elif isinstance(text, (str, np.str_)):
             text = str(text)
         else:
+            missing = text is None or (
+                isinstance(text, (float, np.floating)) and np.isnan(text)
+            )
+            hint = (
+                " (a missing text: drop that sample, or fill it, e.g. with '')"
+                if missing
+                else " (the model takes raw texts: convert numbers with "
+                "str() if they are texts)"
+            )
             raise TypeError(
                 f"`{name}` must hold strings only; item {index} is a "
-                f"{type(text).__name__}: {text!r:.80}"
+                f"{type(text).__name__}: {text!r:.80}{hint}"
             )
         out[index] = text
     return out
 
 
-def _as_text_input(x: Any) -> Any:
-    """Converts lists and numpy string arrays to what Keras accepts."""
-    if (
-        isinstance(x, (list, tuple))
-        and x
-        and all(isinstance(item, (str, bytes)) for item in x)
-    ):
-        return prepare_texts(x, name="x")
-    if isinstance(x, np.ndarray) and x.dtype.kind in "USO":
-        return prepare_texts(x, name="x")
-    return x
+def _as_text_input(model: keras.Model, x: Any) -> Any:
+    """Converts lists, numpy arrays and pandas Series to what Keras takes.
+
+    Each item must be a string (None, NaN and numbers are refused naming
+    the first bad index), and there must be at least one. Datasets,
+    tensors and dicts go to Keras unchanged.
+    """
+    if not (isinstance(x, (list, tuple, np.ndarray)) or is_pandas(x)):
+        return x
+    texts = prepare_texts(x, name="x")
+    if len(texts) == 0:
+        raise ValueError(
+            f"`x` holds no texts; model '{model.name}' needs at least one "
+            f"string. Received: x of length 0"
+        )
+    return texts
 
 
 @keras.saving.register_keras_serializable(package="aiservice_kit")
@@ -153,9 +172,12 @@ class TextClassifier(keras.Model):
 
     A plain Functional Keras model (same graph, saving and export) whose
     `fit`, `evaluate` and `predict` also accept what users hold: Python
-    lists of strings and numpy arrays of any string dtype (which Keras
-    itself rejects, TF #65237), and string labels when the model stores
-    class names. Everything else is passed to Keras unchanged.
+    lists of strings, pandas Series and numpy arrays of any string dtype
+    (which Keras itself rejects, TF #65237), and string labels when the
+    model stores class names. Texts that are not strings (None, NaN,
+    numbers), no texts at all, and labels `CheckedModel` would refuse
+    (see `_checks.check_labels`) are refused naming the argument and the
+    fix. Datasets, tensors and dicts are passed to Keras unchanged.
 
     Example:
     ```python
@@ -169,28 +191,33 @@ class TextClassifier(keras.Model):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
 
-    def _labels(self, y: Any) -> Any:
-        if (
-            isinstance(y, (list, tuple))
-            and y
-            and all(isinstance(item, str) for item in y)
-        ):
-            return encode_labels(self, y)
-        if isinstance(y, np.ndarray) and y.dtype.kind in "USO":
-            return encode_labels(self, y)
-        # One-hot labels for integer ones (or the reverse), class indices
-        # out of range: refused naming the fix, not blamed on the texts.
-        return check_labels(self, y)
+    def check_data(
+        self, x: Any, y: Any = None, *, with_labels: bool = True
+    ) -> tuple[Any, Any]:
+        """Checks and converts `(x, y)` as `fit` does, before training.
 
-    def _validation(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        data = kwargs.get("validation_data")
-        if isinstance(data, tuple) and len(data) >= 2:
-            kwargs["validation_data"] = (
-                _as_text_input(data[0]),
-                self._labels(data[1]),
-                *data[2:],
-            )
-        return kwargs
+        Texts become a numpy array of `str` (see `prepare_texts`); labels
+        become class indices (class names through the stored names).
+        `aiservice_kit.train` calls it too, so both paths take and refuse
+        the same data.
+
+        Args:
+            x: the texts.
+            y: the labels.
+            with_labels: bool. False for texts alone (`predict`).
+
+        Returns:
+            `(x, y)`, checked and converted.
+
+        Raises:
+            TypeError: for texts that are not strings, labels of the
+                wrong kind.
+            ValueError: for no texts, labels of the wrong shape or values,
+                or texts and labels of different lengths.
+        """
+        return checked_data(
+            self, x, y, with_labels=with_labels, check_x=_as_text_input
+        )
 
     def fit(
         self,
@@ -234,13 +261,13 @@ class TextClassifier(keras.Model):
                 "`early_stopping` must be True, False or 'auto'. Received: "
                 f"early_stopping={early_stopping!r}"
             )
+        check_batch_sizes(args, kwargs)
         if isinstance(x, tf.data.Dataset):
             if len(args) < 5:
                 kwargs.setdefault("shuffle", False)
         elif not args:
             kwargs.setdefault("batch_size", FIT_BATCH_SIZE)
-        x = _as_text_input(x)
-        y = self._labels(y)
+        x, y = self.check_data(x, y)
         if early_stopping == "auto":
             early_stopping = (
                 not args
@@ -262,7 +289,8 @@ class TextClassifier(keras.Model):
                 x, y = kwargs.pop("_train")
             if len(args) < 2:
                 kwargs.setdefault("epochs", EARLY_STOPPING_EPOCHS)
-        return super().fit(x, y, *args, **self._validation(kwargs))
+        kwargs = check_validation(self, kwargs, check_x=_as_text_input)
+        return super().fit(x, y, *args, **kwargs)
 
     def _hold_out(self, x: Any, y: Any, kwargs: dict[str, Any]):
         """Adds a held-out validation set and the early-stopping callback."""
@@ -297,9 +325,9 @@ class TextClassifier(keras.Model):
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
         """Keras `evaluate`, also accepting lists and numpy strings."""
-        return super().evaluate(
-            _as_text_input(x), self._labels(y), *args, **kwargs
-        )
+        check_batch_sizes(args, kwargs)
+        x, y = self.check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any):
         """Keras `predict`, also accepting lists and numpy strings.
@@ -310,7 +338,9 @@ class TextClassifier(keras.Model):
         """
         if isinstance(x, (str, bytes)):
             x = [x]
-        return super().predict(_as_text_input(x), *args, **kwargs)
+        check_batch_sizes(args, kwargs)
+        x, _ = self.check_data(x, with_labels=False)
+        return super().predict(x, *args, **kwargs)
 
 
 def _training_texts(train_texts: Any) -> tuple[Any, np.ndarray]:
@@ -612,15 +642,18 @@ def encode_labels(model: keras.Model, labels: Any) -> np.ndarray:
     Args:
         model: keras.Model. The classifier (its stored class names are
             used for string labels).
-        labels: list or array of class names (str) or of integer indices.
+        labels: list, numpy array or pandas Series of class names (str)
+            or of integer indices (whole-number floats such as 1.0 too).
 
     Returns:
         An int64 numpy array of class indices.
 
     Raises:
-        ValueError: if a label is not one of the model's classes.
+        ValueError: if a label is not one of the model's classes, is
+            missing (None, NaN), is a fractional number or an index out
+            of range.
         TypeError: if string labels are given to a model without class
-            names, or labels are neither strings nor integers.
+            names, or labels are neither strings nor numbers.
 
     Example:
     ```python
@@ -628,40 +661,16 @@ def encode_labels(model: keras.Model, labels: Any) -> np.ndarray:
     y = encode_labels(model, ["ham", "spam", "ham"])  # array([0, 1, 0])
     ```
     """
-    num_classes = _check_model(model).output_shape[-1]
-    names = get_class_names(model)
-    array = np.asarray(labels)
+    _check_model(model)
+    array = label_array(labels, name="labels")
+    if array is None:
+        array = label_array(np.asarray(labels), name="labels")
     if array.ndim != 1:
         raise ValueError(
             "`labels` must be one-dimensional (one label per sample). "
             f"Received an array of shape {array.shape}"
         )
-    if array.dtype.kind in "USO":
-        if names is None:
-            raise TypeError(
-                "The model stores no class names, so `labels` must be "
-                "integers; build it with `class_names=[...]` to use string "
-                f"labels. Received: labels={array[:5].tolist()!r}..."
-            )
-        index = {label: position for position, label in enumerate(names)}
-        unknown = sorted({str(label) for label in array} - set(index))
-        if unknown:
-            raise ValueError(
-                f"`labels` contains {unknown[:10]} which are not among the "
-                f"model's classes {names}."
-            )
-        return np.asarray([index[str(label)] for label in array], np.int64)
-    if array.dtype.kind not in "iu":
-        raise TypeError(
-            "`labels` must be class names (str) or integer indices. "
-            f"Received: labels of dtype {array.dtype}"
-        )
-    if len(array) and (array.min() < 0 or array.max() >= num_classes):
-        raise ValueError(
-            f"`labels` must be integers in [0, {num_classes}). Received "
-            f"values from {array.min()} to {array.max()}"
-        )
-    return array.astype(np.int64)
+    return class_indices(model, array, name="labels")
 
 
 def predict_labels(

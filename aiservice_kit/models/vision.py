@@ -242,6 +242,10 @@ def build_cnn(
     Returns:
         A Functional `keras.Model` with one input named `image`. With the
         head, its output `probabilities` has shape (batch, num_classes).
+        Its `fit`, `evaluate` and `predict` check numpy data first
+        (`CheckedModel`): images of another shape, NaN or infinite
+        pixels, labels out of range or in another format than
+        `label_mode` are refused with an error naming the fix.
 
     Raises:
         ValueError: if an argument has a bad value (for example

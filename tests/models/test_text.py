@@ -205,7 +205,7 @@ def test_labels_map_both_ways():
     np.testing.assert_array_equal(encode_labels(model, [0, 1, 1]), [0, 1, 1])
     with pytest.raises(ValueError, match="not among the model's classes"):
         encode_labels(model, ["eggs"])
-    with pytest.raises(ValueError, match=r"integers in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
         encode_labels(model, [2])
     unnamed = build_text_classifier(TEXTS, num_classes=2)
     with pytest.raises(TypeError, match="stores no class names"):
