@@ -9,6 +9,7 @@ default (`_defaults_first`).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -71,6 +72,138 @@ def _inferbuilder_arguments(
         elif labels.ndim == 2:
             kwargs["num_classes"] = labels.shape[1]
     return kwargs
+
+
+#: Objectives naming one of these are minimized (losses and errors, such
+#: as `val_mae`); the others (accuracy, AUC, ...) are maximized.
+_MINIMIZED = (
+    "loss",
+    "error",
+    "mae",
+    "mse",
+    "mape",
+    "msle",
+    "crossentropy",
+    "hinge",
+    "divergence",
+    "poisson",
+    "logcosh",
+)
+
+
+def direction(objective: str) -> str:
+    """`"min"` for a loss or error objective (`val_mae`), else `"max"`."""
+    return "min" if any(part in objective for part in _MINIMIZED) else "max"
+
+
+#: Beside KerasTuner's files: the objective the search was started with.
+_SEARCH_RECORD = "aiservice_kit_search.json"
+
+
+def _set_by_search(name: str, space: Any, kt: Any) -> dict[str, list[str]]:
+    """Builder argument -> the search-space options that set it."""
+    values = sample(space, kt.HyperParameters())
+    if callable(space) and not isinstance(space, Mapping):
+        return {argument: [] for argument in builder_arguments(name, values)}
+    set_by: dict[str, list[str]] = {}
+    for option, value in values.items():
+        for argument in builder_arguments(name, {option: value}):
+            set_by.setdefault(argument, []).append(option)
+    return set_by
+
+
+def _check_builder_kwargs(
+    name: str, space: Any, builder_kwargs: Mapping[str, Any], kt: Any
+) -> None:
+    """Refuses builder arguments the search space sets too."""
+    set_by = _set_by_search(name, space, kt)
+    clashes = sorted(set(builder_kwargs) & set(set_by))
+    if not clashes:
+        return
+    options = sorted({option for c in clashes for option in set_by[c]})
+    derived = [
+        f"{c} from {', '.join(map(repr, sorted(set_by[c])))}"
+        for c in clashes
+        if set_by[c] and set_by[c] != [c]
+    ]
+    origin = f" ({'; '.join(derived)})" if derived else ""
+    if options:
+        removal = ", ".join(f"{option!r}: None" for option in options)
+        search = (
+            f"out of the search with search_space={{{removal}}} (None "
+            "removes an option)"
+        )
+    else:  # a callable search_space
+        search = "out of the dict your `search_space` callable returns"
+    raise ValueError(
+        f"`builder_kwargs` sets {clashes}, which the search space of "
+        f"{name} sets too{origin}. Take them out of `builder_kwargs`, or "
+        f"{search} to fix them in `builder_kwargs`. Received: "
+        f"builder_kwargs={dict(builder_kwargs)!r}"
+    )
+
+
+def _reported_metrics(
+    builder: Callable,
+    builder_kwargs: dict,
+    name: str,
+    space: Any,
+    kt: Any,
+    strategy: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> list[str] | None:
+    """The metrics a trial's model logs (`loss`, `accuracy`, ...).
+
+    One model with the defaults, evaluated on one row; None when that
+    cannot run (the search then finds out).
+    """
+    values = sample(space, kt.HyperParameters())
+    with strategy.scope():
+        model = builder(**builder_kwargs, **builder_arguments(name, values))
+    try:
+        logs = model.evaluate(x[:1], y[:1], verbose=0, return_dict=True)
+    except Exception:  # noqa: BLE001  (the trials report their own errors)
+        return None
+    return sorted(logs)
+
+
+def _check_objective(objective: str, metrics: list[str], name: str) -> None:
+    accepted = [*metrics, *(f"val_{metric}" for metric in metrics)]
+    if objective not in accepted:
+        raise ValueError(
+            "`objective` must be 'auto' or a metric the models of "
+            f"{name} report: {', '.join(map(repr, accepted))} (val_: on "
+            f"the validation data). Received: objective={objective!r}"
+        )
+
+
+def _check_resumed_objective(project_dir: str, objective: str) -> None:
+    """Refuses to resume a search that was scored by another objective."""
+    path = os.path.join(project_dir, _SEARCH_RECORD)
+    try:
+        with open(path, encoding="utf-8") as file:
+            recorded = json.load(file).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return  # a new search (or one from before this record)
+    if recorded is not None and recorded != objective:
+        raise ValueError(
+            f"The search in {project_dir} was scored by "
+            f"objective={recorded!r}; resuming it under "
+            f"objective={objective!r} would mix its trials' scores. Pass "
+            f"objective={recorded!r} to resume it, overwrite=True to start "
+            "it afresh, or another `project_name` or `directory`. "
+            f"Received: objective={objective!r}"
+        )
+
+
+def _record_objective(project_dir: str, objective: str) -> None:
+    path = os.path.join(project_dir, _SEARCH_RECORD)
+    os.makedirs(project_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump({"objective": objective}, file)
+    os.replace(tmp, path)
 
 
 def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
@@ -166,6 +299,7 @@ def tune_keras(
                 f"Received: builder={builder!r}"
             )
         builder = getattr(models, builder)
+    _check_builder_kwargs(name, space, builder_kwargs, kt)
     if strategy is None:
         from aiservice_kit.distribute import get_strategy
 
@@ -187,6 +321,12 @@ def tune_keras(
             "class_names"
         )
         objective = "val_accuracy" if classifier else "val_loss"
+    else:
+        metrics = _reported_metrics(
+            builder, builder_kwargs, name, space, kt, strategy, x, y
+        )
+        if metrics is not None:
+            _check_objective(objective, metrics, name)
     if validation_data is not None:
         x_fit, y_fit = x, y
         validation = (
@@ -199,6 +339,8 @@ def tune_keras(
     else:
         x_fit, y_fit, validation = x, y, None
     project_dir = os.path.join(directory, project_name)
+    if not overwrite:
+        _check_resumed_objective(project_dir, objective)
     os.makedirs(project_dir, exist_ok=True)
     sidecar_path = os.path.join(project_dir, "aiservice_kit_trials.json")
     if overwrite and os.path.exists(sidecar_path):
@@ -266,9 +408,7 @@ def tune_keras(
             HyperModel.last_epochs = int(round(np.mean(fold_epochs)))
             return {objective: float(np.mean(fold_scores))}
 
-    objective_direction = (
-        "min" if "loss" in objective or "error" in objective else "max"
-    )
+    objective_direction = direction(objective)
     kt_objective = kt.Objective(objective, direction=objective_direction)
     state = {"new": 0, "start": 0.0}
 
@@ -319,6 +459,7 @@ def tune_keras(
         options = dict(max_trials=max_trials, **common)
     tuner_class = type(f"_{base.__name__}", (Progress, base), {})
     tuner = tuner_class(HyperModel(), **options)
+    _record_objective(project_dir, objective)  # after overwrite's clean-up
     if algorithm in ("bayesian", "random"):
         _defaults_first(tuner.oracle)
     tuner.search(x_fit, y_fit, epochs=epochs, verbose=0)

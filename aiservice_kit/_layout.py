@@ -211,6 +211,40 @@ def list_versions(base_path: str | os.PathLike) -> list[int]:
     )
 
 
+def check_base_path(base_path: Any, name: str = "base_path") -> Path:
+    """Returns `base_path` as a Path if it can be a model's base directory.
+
+    It may be missing (it is created), or an existing directory; neither
+    it nor a parent may be an existing file.
+
+    Args:
+        base_path: Any. What the caller passed.
+        name: str. The argument's name, used in the error message.
+
+    Returns:
+        The base path as a `pathlib.Path`.
+
+    Raises:
+        TypeError: if `base_path` is not a str or PathLike.
+        ValueError: if it, or one of its parents, is an existing file.
+    """
+    expected = (
+        f"`{name}` must be a directory path: the model's base directory, "
+        "holding one <version>/ directory per version (created if missing)"
+    )
+    if not isinstance(base_path, (str, os.PathLike)):
+        raise TypeError(f"{expected}. Received: {name}={base_path!r}")
+    base = Path(base_path)
+    for path in (base, *base.parents):
+        if path.exists() and not path.is_dir():
+            what = "is" if path == base else f"is under {str(path)!r},"
+            raise ValueError(
+                f"{expected}; {str(base)!r} {what} an existing file. "
+                f"Received: {name}={str(base)!r}"
+            )
+    return base
+
+
 def publish_version(
     base_path: str | os.PathLike,
     version: int | None,
@@ -244,8 +278,8 @@ def publish_version(
 
     Raises:
         FileExistsError: if `base_path/<version>` already exists.
-        ValueError: if `version` is not positive or `metadata` lacks a
-            valid `task`.
+        ValueError: if `version` is not positive, `metadata` lacks a
+            valid `task`, or `base_path` is an existing file.
         TypeError: if `write_fn` is not callable or `metadata` not a
             mapping.
         ExportError: if `write_fn` wrote no `saved_model.pb`.
@@ -282,7 +316,7 @@ def publish_version(
             f"Received: metadata={metadata!r}"
         )
     check_choice("metadata['task']", metadata.get("task"), TASKS)
-    base = Path(base_path)
+    base = check_base_path(base_path)
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         existing = list_versions(base)

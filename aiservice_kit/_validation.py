@@ -56,7 +56,7 @@ def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> float:
 
     Raises:
         TypeError: if `value` is not a real number.
-        ValueError: if it lies outside the accepted interval.
+        ValueError: if it lies outside the accepted interval (or is NaN).
     """
     upper = "1]" if allow_one else "1)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -64,8 +64,9 @@ def check_fraction(name: str, value: Any, *, allow_one: bool = False) -> float:
             f"`{name}` must be a number in [0, {upper}. "
             f"{_received(name, value)}"
         )
-    too_big = value > 1 if allow_one else value >= 1
-    if value < 0 or too_big:
+    # Written so NaN (which fails every comparison) is refused too.
+    inside = 0 <= value <= 1 if allow_one else 0 <= value < 1
+    if not inside:
         raise ValueError(
             f"`{name}` must be a number in [0, {upper}. "
             f"{_received(name, value)}"

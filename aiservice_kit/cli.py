@@ -299,6 +299,12 @@ def _load_array_file(path: str, option: str) -> Any:
     )
 
 
+def _renamed(error: Exception, argument: str) -> Exception:
+    """`error` (a ValueError or TypeError) led by the argument it is about."""
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(f"{argument}: {error}")
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Handles `aiservice-kit export` (see `add_export_parser`)."""
     model_path = Path(args.model)
@@ -343,14 +349,37 @@ def run_export(args: argparse.Namespace) -> int:
         else None
     )
 
+    # And the output, named as the option, before the load too.
+    from aiservice_kit._layout import check_base_path
+    from aiservice_kit.export._files import check_output_path
+
+    if fmt == "saved_model":
+        default = model_path.with_suffix("")
+        output = check_base_path(args.output or default, "--output")
+    else:
+        suffix = f".{args.quantization}.tflite" if args.quantization else ""
+        default = model_path.with_suffix(suffix or f".{fmt}")
+        output = check_output_path(
+            args.output or default, (f".{fmt}",), "--output"
+        )
+
     from aiservice_kit import export
 
-    model = export.load_model(model_path, compile=False)
+    try:
+        model = export.load_model(model_path, compile=False)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, "MODEL") from None
+    if sample is not None:
+        from aiservice_kit.export._signature import plan
+        from aiservice_kit.export.verify import as_samples
+
+        planned = plan(model)
+        try:
+            as_samples(planned, sample)
+        except (ValueError, TypeError) as error:
+            raise _renamed(error, "--sample-data") from None
     verify = not args.no_verify
     if fmt == "saved_model":
-        output = (
-            Path(args.output) if args.output else model_path.with_suffix("")
-        )
         class_names = (
             [name.strip() for name in args.class_names.split(",")]
             if args.class_names
@@ -365,12 +394,6 @@ def run_export(args: argparse.Namespace) -> int:
             class_names=class_names,
         )
     elif fmt == "tflite":
-        suffix = f".{args.quantization}.tflite" if args.quantization else ""
-        output = (
-            Path(args.output)
-            if args.output
-            else model_path.with_suffix(suffix or ".tflite")
-        )
         written = export.export_tflite(
             model,
             output,
@@ -381,11 +404,6 @@ def run_export(args: argparse.Namespace) -> int:
             sample_inputs=sample,
         )
     else:
-        output = (
-            Path(args.output)
-            if args.output
-            else model_path.with_suffix(".onnx")
-        )
         written = export.export_onnx(
             model,
             output,

@@ -104,7 +104,9 @@ def tune(
         builder_kwargs: dict or None. Fixed arguments for every build.
             `input_shape`, `num_classes` and `train_texts` are inferred
             from `x` and `y` when the builder takes them and they are not
-            given.
+            given. An argument the search space sets too (`filters` from
+            `width` and `depth`, ...) is refused: remove it from the space
+            with `search_space={"width": None, ...}` to fix it here.
         algorithm: str or None. `"bayesian"` (the default for Keras
             builders), `"random"`, `"hyperband"`
             (which sets its own number of trials from `epochs` and ignores
@@ -114,7 +116,12 @@ def tune(
         max_trials: int. Trial budget (the first trial of a Bayesian,
             random or grid search is the builder's defaults).
         objective: str. `"auto"`: `val_accuracy` for classifiers, else
-            `val_loss`; `ndcg@10` for the recommender.
+            `val_loss`; `ndcg@10` for the recommender. Otherwise a metric
+            the builder's models report (`loss`, `accuracy`, `mae`, ...,
+            with `val_` for the validation data), checked before any
+            trial runs. A search resumed from `directory/project_name`
+            keeps the objective it was started with: another one raises
+            (pass `overwrite=True` to start afresh).
         validation_data: `(x_val, y_val)` or None. Scores trials on it;
             otherwise the last `validation_split` of a seeded shuffle of
             `x` is held out.
@@ -140,7 +147,10 @@ def tune(
     Raises:
         ImportError: when KerasTuner is missing (Keras builders only).
         ValueError: on a bad value (unknown algorithm, `max_trials` < 1,
-            `folds` < 2, a builder without a declared space, ...).
+            `folds` < 2, a builder without a declared space, an
+            `objective` the models do not report or that differs from
+            the resumed search's, `builder_kwargs` the search space sets
+            too, ...).
         TypeError: on a bad type.
 
     Example:
@@ -157,6 +167,16 @@ def tune(
     epochs = _validation.check_positive_int("epochs", epochs)
     patience = _validation.check_positive_int("patience", patience, minimum=0)
     overwrite = _validation.check_bool("overwrite", overwrite)
+    if not isinstance(objective, str):
+        raise TypeError(
+            "`objective` must be 'auto' or a metric name such as "
+            f"'val_accuracy'. Received: objective={objective!r}"
+        )
+    if builder_kwargs is not None and not isinstance(builder_kwargs, Mapping):
+        raise TypeError(
+            "`builder_kwargs` must be a dict of fixed builder arguments "
+            f"or None. Received: builder_kwargs={builder_kwargs!r}"
+        )
     if folds is not None:
         folds = _validation.check_positive_int("folds", folds, minimum=2)
     if not 0.0 < float(validation_split) < 1.0:

@@ -240,3 +240,65 @@ def test_version_prints_the_package_version(capsys):
 
     status, out, _ = run(["--version"], capsys)
     assert (status, out) == (0, f"aiservice-kit {__version__}\n")
+
+
+def test_a_corrupt_keras_file_is_named_as_one(tmp_path, capsys):
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a zip\n")
+
+    status, out, err = run(
+        ["export", junk, "-f", "saved_model", "-o", tmp_path / "m"], capsys
+    )
+
+    assert status == 1
+    assert err.startswith("aiservice-kit export: error: MODEL: ")
+    assert "not a readable .keras archive" in err and str(junk) in err
+    assert "File not found" not in err and "Traceback" not in err + out
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "onnx"])
+def test_non_numeric_sample_data_names_the_option(
+    workdir, tmp_path, capsys, fmt
+):
+    strings = tmp_path / "strings.npy"
+    np.save(strings, np.array([["a"] * 8] * 8))
+    output = tmp_path / ("m" if fmt == "saved_model" else "m.onnx")
+
+    status, out, err = run(
+        ["export", workdir / "tiny.keras", "-f", fmt, "-o", output,
+         "--sample-data", strings],
+        capsys,
+    )  # fmt: skip
+
+    assert status == 1
+    assert err.startswith("aiservice-kit export: error: --sample-data: ")
+    assert "must be numeric" in err and "'image'" in err
+    assert "ufunc" not in err and "Traceback" not in err + out
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output", "message"),
+    [
+        ("saved_model", "a_file.txt", "is an existing file"),
+        ("saved_model", "a_file.txt/m", "is under"),
+        ("tflite", "out.onnx", "must end in .tflite"),
+        ("onnx", "a_dir.onnx", "is a directory"),
+    ],
+)
+def test_a_bad_output_names_the_option(
+    workdir, tmp_path, capsys, fmt, output, message
+):
+    (tmp_path / "a_file.txt").write_text("x")
+    (tmp_path / "a_dir.onnx").mkdir()
+
+    status, out, err = run(
+        ["export", workdir / "tiny.keras", "-f", fmt, "-o", tmp_path / output],
+        capsys,
+    )
+
+    assert status == 1
+    assert err.startswith("aiservice-kit export: error: `--output` ")
+    assert message in err and f"--output='{tmp_path / output}'" in err
+    assert "Errno" not in err and "Traceback" not in err + out

@@ -23,21 +23,27 @@ def publish_file(path: Path, data: bytes, check: Callable[[Path], Any]) -> Path:
     return path
 
 
-def check_output_path(path: Any, suffixes: tuple[str, ...]) -> Path:
-    """Returns `path` as a Path if it is a file path with one of `suffixes`."""
+def check_output_path(
+    path: Any, suffixes: tuple[str, ...], name: str = "path"
+) -> Path:
+    """Returns `path` as a Path if it is a file path with one of `suffixes`.
+
+    `name` is the argument's name in the error messages.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
-            f"`path` must be a file path ending in {' or '.join(suffixes)}. "
-            f"Received: path={path!r}"
+            f"`{name}` must be a file path ending in {' or '.join(suffixes)}. "
+            f"Received: {name}={path!r}"
         )
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise ValueError(
-            f"`path` must end in {' or '.join(suffixes)}. "
-            f"Received: path={str(path)!r}"
+            f"`{name}` must end in {' or '.join(suffixes)}. "
+            f"Received: {name}={str(path)!r}"
         )
     if path.is_dir():
         raise ValueError(
-            f"`path` is a directory; pass a file path. Received: path={path}"
+            f"`{name}` is a directory; pass a file path. "
+            f"Received: {name}={str(path)!r}"
         )
     return path

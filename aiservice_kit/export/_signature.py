@@ -52,6 +52,7 @@ from aiservice_kit.models._contract import PREDICTED_CLASS
 from aiservice_kit.models._contract import PREDICTIONS
 from aiservice_kit.models._contract import PROBABILITIES
 from aiservice_kit.models._contract import get_class_names
+from aiservice_kit.models._heads import check_class_names
 
 #: Input names Keras invents for unnamed inputs; replaced by stable ones.
 _UNSTABLE_INPUT_PREFIXES = ("keras_tensor", "input_layer")
@@ -287,6 +288,41 @@ def infer_task(outputs: Sequence[Output]) -> str:
     return "tensor"
 
 
+#: The signature dtypes `input_dtypes` may give a numeric input: the model
+#: casts each to its own input dtype.
+SIGNATURE_DTYPES = (
+    "bool",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+)
+
+
+def _signature_dtype(name: str, input_dtypes: Mapping[str, Any]) -> str:
+    """`input_dtypes[name]` as a dtype name, if one of SIGNATURE_DTYPES."""
+    value = input_dtypes[name]
+    try:
+        dtype = tf.as_dtype(value).name
+    except TypeError:
+        dtype = None
+    if dtype not in SIGNATURE_DTYPES:
+        raise ValueError(
+            f"`input_dtypes[{name!r}]` must be a numeric dtype, one of "
+            f"{', '.join(SIGNATURE_DTYPES)}. Received: "
+            f"input_dtypes={dict(input_dtypes)!r}"
+        )
+    return dtype
+
+
 def plan(
     model: keras.Model,
     task: str | None = None,
@@ -305,9 +341,9 @@ def plan(
 
     Raises:
         TypeError: if `model` is not a Keras model.
-        ValueError: if `input_dtypes` names unknown inputs, or `task`
-            is a classifier's or regressor's for a model with several
-            outputs.
+        ValueError: if `input_dtypes` names unknown inputs or gives a
+            dtype outside `SIGNATURE_DTYPES`, or `task` is a classifier's
+            or regressor's for a model with several outputs.
         ExportError: if input or output names are not unique.
     """
     model = check_model(model)
@@ -350,7 +386,7 @@ def plan(
             if len(model_shape) == 2 and model_shape[1] == 1:
                 shape = (None,)
         elif name in input_dtypes:
-            dtype = str(input_dtypes[name])
+            dtype = _signature_dtype(name, input_dtypes)
         elif name == "image" and rescales and model_dtype.startswith("float"):
             dtype = "uint8"  # raw pixels; the model rescales inside
         else:
@@ -590,7 +626,8 @@ def class_names_of(
             + (", a binary classifier" if plan.binary else "")
             + f"). Received: class_names={class_names!r}"
         )
-    return [str(name) for name in class_names]
+    # The builders' rule (one home): at least 2 distinct names, as str.
+    return check_class_names(None, class_names)[1]
 
 
 def write_saved_model(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import zipfile
 from pathlib import Path
 
 import keras
@@ -62,7 +63,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if it is not a `.keras` file.
+        ValueError: if it is not a `.keras` file, or not a readable
+            `.keras` archive (not a zip file, or one without a model).
 
     Example:
     ```python
@@ -83,6 +85,21 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
             f"Received: path={str(path)!r}"
         )
     check_bool("compile", compile)
-    import aiservice_kit.models  # noqa: F401  (registers custom layers)
 
-    return keras.saving.load_model(path, compile=compile)
+    def not_readable(why: str) -> ValueError:
+        return ValueError(
+            "`path` is not a readable .keras archive (the zip file "
+            f"`model.save` writes): {why}. Received: path={str(path)!r}"
+        )
+
+    if not zipfile.is_zipfile(path):
+        raise not_readable("not a zip file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise not_readable("it holds no config.json")
+        import aiservice_kit.models  # noqa: F401  (registers custom layers)
+
+        return keras.saving.load_model(path, compile=compile)
+    except zipfile.BadZipFile as error:
+        raise not_readable(f"a damaged zip file ({error})") from None

@@ -103,6 +103,8 @@ def export_tflite(
     check_choice("quantization", quantization, QUANTIZATIONS)
     check_bool("allow_flex", allow_flex)
     check_bool("verify", verify)
+    if sample_inputs is not None:
+        as_samples(plan, sample_inputs)  # refused now, not after converting
     calibration = None
     if quantization == "int8":
         if representative_data is None:

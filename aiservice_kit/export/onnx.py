@@ -19,6 +19,7 @@ from aiservice_kit.export._files import publish_file
 from aiservice_kit.export._preflight import onnx_problems
 from aiservice_kit.export._preflight import raise_problems
 from aiservice_kit.export.verify import ONNX_INSTALL
+from aiservice_kit.export.verify import as_samples
 from aiservice_kit.export.verify import verify_planned
 
 
@@ -80,6 +81,8 @@ def export_onnx(
     path = check_output_path(path, (".onnx",))
     check_optional_positive_int("opset", opset, minimum=7)
     check_bool("verify", verify)
+    if sample_inputs is not None:
+        as_samples(plan, sample_inputs)  # refused now, not after converting
     raise_problems(onnx_problems(model, plan), "ONNX")
     tf2onnx = _import_tf2onnx()
     specs = _signature.signature_specs(plan)

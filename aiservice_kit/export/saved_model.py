@@ -147,6 +147,8 @@ def export_saved_model(
     """
     plan = _signature.plan(model, task, input_dtypes)
     check_bool("verify", verify)
+    if sample_inputs is not None:
+        as_samples(plan, sample_inputs)  # refused now, not after writing
     wanted, explicit = _runtimes.check_runtimes(runtimes)
     explained = check_bool("explain", explain) and explain_signature.supports(
         plan

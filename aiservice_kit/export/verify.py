@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import warnings
 from collections.abc import Callable
@@ -172,6 +173,25 @@ def _synthetic_inputs(
     return samples
 
 
+def _numeric(spec: Any, array: np.ndarray) -> np.ndarray:
+    """`array` if it holds numbers (bool, int, float) for a numeric input.
+
+    An object array of numbers (a pandas column) becomes float64.
+    """
+    if array.dtype.kind == "O" and all(
+        isinstance(value, (numbers.Real, np.bool_))
+        for value in array.reshape(-1).tolist()
+    ):
+        array = array.astype(np.float64)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"`sample_inputs[{spec.name!r}]` must be numeric (bool, int or "
+            f"float): input {spec.name!r} takes {spec.dtype}. Received an "
+            f"array of dtype {array.dtype}"
+        )
+    return array
+
+
 def as_samples(plan: Plan, sample_inputs: Any) -> dict[str, np.ndarray]:
     names = [spec.name for spec in plan.inputs]
     if isinstance(sample_inputs, Mapping):
@@ -208,7 +228,7 @@ def as_samples(plan: Plan, sample_inputs: Any) -> dict[str, np.ndarray]:
         if spec.dtype == "string":
             array = np.asarray(value, dtype=object)
         else:
-            array = np.asarray(value)
+            array = _numeric(spec, np.asarray(value))
             if spec.dtype == "uint8" and array.dtype != np.uint8:
                 array = np.clip(np.rint(array), 0, 255)
             array = array.astype(spec.dtype)

@@ -93,9 +93,42 @@ def check_class_names(
     return len(names), names
 
 
+def _optimizer_names() -> list[str]:
+    """The optimizer names `keras.optimizers.get` accepts, sorted."""
+    names = []
+    for name, value in vars(keras.optimizers).items():
+        if not (
+            isinstance(value, type)
+            and issubclass(value, keras.optimizers.Optimizer)
+        ):
+            continue
+        try:
+            keras.optimizers.get(name.lower())
+        except Exception:  # noqa: BLE001  (the base class, wrappers)
+            continue
+        names.append(name.lower())
+    return sorted(names)
+
+
 def check_optimizer(optimizer: Any) -> Any:
-    """Checks that `optimizer` is a Keras optimizer name or instance."""
-    if isinstance(optimizer, (str, keras.optimizers.Optimizer)):
+    """Checks that `optimizer` is a Keras optimizer name or instance.
+
+    Raises:
+        TypeError: if it is neither a str nor an optimizer.
+        ValueError: for a name Keras does not know, listing those it does.
+    """
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        try:
+            keras.optimizers.get(optimizer)
+        except ValueError:
+            raise ValueError(
+                "`optimizer` must be a Keras optimizer name, one of "
+                f"{', '.join(repr(n) for n in _optimizer_names())}, or a "
+                "keras.optimizers.Optimizer instance. "
+                f"Received: optimizer={optimizer!r}"
+            ) from None
         return optimizer
     raise TypeError(
         "`optimizer` must be a Keras optimizer name (such as 'adam') or a "

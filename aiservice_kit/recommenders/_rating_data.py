@@ -7,6 +7,8 @@ validates them, maps ids to positions and parses the new histories every
 `recommend(user_items=...)` takes (`histories_matrix`).
 """
 
+import os
+import zipfile
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +31,53 @@ def normalise_ids(ids: np.ndarray) -> np.ndarray:
     if values and all(_interactions.is_integer_like(v) for v in values):
         return np.array(values, dtype=np.int64)
     return ids
+
+
+def open_saved(path: Any, owner: str) -> tuple[str, Any]:
+    """Opens the `.npz` file `owner.save` wrote (the suffix may be left out).
+
+    The one check of a recommender's `load` path.
+
+    Args:
+        path: str or PathLike. What `load` was given.
+        owner: str. The class whose `save` wrote it (for the messages).
+
+    Returns:
+        `(path, archive)`: the file's path (with `.npz` when it was left
+        out) and numpy's open `NpzFile` (`allow_pickle=False`), to close.
+
+    Raises:
+        TypeError: if `path` is not a str or PathLike.
+        FileNotFoundError: if there is no such file (nor one with `.npz`).
+        ValueError: if it is a directory or not a `.npz` archive.
+    """
+    expected = f"`path` must be the .npz file {owner}.save wrote"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{expected}. Received: path={path!r}")
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(f"{path}.npz"):
+        path = f"{path}.npz"
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{expected}; {path!r} is a directory. Received: path={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{expected}; there is no file at {path!r} (nor at "
+            f"{path + '.npz'!r}). Received: path={path!r}"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{expected}; {path!r} is not a saved {owner} (not a .npz "
+            f"archive). Received: path={path!r}"
+        )
+    try:
+        return path, np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{expected}; {path!r} is not a readable .npz archive "
+            f"({error}). Received: path={path!r}"
+        ) from None
 
 
 def check_sparse(name: str, matrix: Any, n_cols: int | None) -> sp.csr_matrix:

@@ -604,17 +604,16 @@ class CosineRecommender(ParamsMixin):
 
         Raises:
             FileNotFoundError: if the file does not exist.
-            ValueError: if the file is not a saved CosineRecommender.
+            ValueError: if the path is a directory or the file is not a
+                saved CosineRecommender.
 
         Example:
         ```python
         model = CosineRecommender.load("model.npz")
         ```
         """
-        path = os.fspath(path)
-        if not os.path.exists(path) and os.path.exists(path + ".npz"):
-            path = path + ".npz"
-        with np.load(path, allow_pickle=False) as data:
+        path, archive = _rating_data.open_saved(path, "CosineRecommender")
+        with archive as data:
             if "format_version" not in data or "similarity_data" not in data:
                 raise ValueError(
                     "`path` must be a file written by CosineRecommender."

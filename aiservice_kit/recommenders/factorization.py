@@ -741,14 +741,16 @@ class MatrixFactorization(ParamsMixin):
         """Reads a model written by `save` (`allow_pickle=False`).
 
         Args:
-            path: str or path-like. The `.npz` file.
+            path: str or path-like. The `.npz` file (the suffix may be
+                omitted, as for `save`).
 
         Returns:
             A fitted `MatrixFactorization`.
 
         Raises:
             FileNotFoundError: if the file does not exist.
-            ValueError: if it is not a saved `MatrixFactorization`.
+            ValueError: if the path is a directory or the file is not a
+                saved `MatrixFactorization`.
 
         Example:
         ```python
@@ -757,12 +759,8 @@ class MatrixFactorization(ParamsMixin):
         """
         import ast
 
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"`path` must be a file written by save(). Received: {path}"
-            )
-        with np.load(path, allow_pickle=False) as stored:
+        path, archive = _rating_data.open_saved(path, "MatrixFactorization")
+        with archive as stored:
             if "format_version" not in stored or "user_factors_" not in (
                 stored
             ):

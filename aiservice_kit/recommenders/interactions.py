@@ -223,18 +223,44 @@ def _as_id_array(name: str, values: Any) -> np.ndarray:
             f"`{name}` must be 1-D. Received: {name} with shape {array.shape}"
         )
     if array.dtype.kind == "f":
+        missing = np.flatnonzero(np.isnan(array))
+        if len(missing):
+            raise _missing_id(name, array, missing[0])
         raise TypeError(
             f"`{name}` must hold integer or string ids, not floats. "
             f"Received: {name} with dtype {array.dtype}"
         )
     if array.dtype.kind == "O":
-        for value in array:
+        for position, value in enumerate(array):
             if not isinstance(value, Hashable):
                 raise TypeError(
                     f"`{name}` must hold hashable ids. Received: "
                     f"{name} containing {value!r}"
                 )
+            if _is_missing(value):
+                raise _missing_id(name, array, position)
     return array
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN, NaT or pandas' NA: a missing id, never a real one."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT
+    except (TypeError, ValueError):
+        return True  # pandas.NA: its comparisons are NA, not a bool
+
+
+def _missing_id(name: str, array: np.ndarray, position: int) -> ValueError:
+    count = sum(_is_missing(value) for value in array.tolist())
+    return ValueError(
+        f"`{name}` must hold an id for every event; it has {count} missing "
+        f"(None or NaN), the first at position {int(position)}: "
+        f"{array[position]!r}. Drop those events (e.g. "
+        "df.dropna(subset=[...])) or give them an id. Received: "
+        f"{name} of dtype {array.dtype}"
+    )
 
 
 def vocabulary(ids: Any) -> np.ndarray:

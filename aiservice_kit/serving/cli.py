@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from aiservice_kit.cli import UsageError
 from aiservice_kit.serving._db import SQLITE_PRIVATE_NAMES
 from aiservice_kit.serving._db import database_url
 from aiservice_kit.serving._db import is_postgres
+from aiservice_kit.serving._db import open_database
 from aiservice_kit.serving.auth import ADMIN_SCOPE
 from aiservice_kit.serving.auth import SCOPES
 from aiservice_kit.serving.config import DEFAULT_BODY_TIMEOUT_S
@@ -154,6 +156,11 @@ def _db(args: argparse.Namespace, must_exist: bool = False) -> Path | str:
         path = default_db_path() if args.db is None else database_url(args.db)
     except ValueError as error:
         raise UsageError(f"--db: {error}") from None
+    if path.is_dir():
+        raise UsageError(
+            f"--db: {str(path)!r} is a directory; pass a SQLite file path "
+            f"(such as {str(path / DEFAULT_DB_FILE)!r}) or a postgresql:// URL"
+        )
     if must_exist and not path.is_file():
         raise UsageError(
             f"--db: no database at {str(path)!r}; create a key or start the "
@@ -183,12 +190,23 @@ def _check_base_path(name: str, path: str) -> None:
         )
 
 
+def _one_line(error: BaseException) -> str:
+    """`error`'s message on one line (drivers add hints on new lines)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _open(kind: Any, db: Path | str) -> Any:
     """`kind(db)` (KeyStore, DatabaseMeter); a database error is --db's."""
     try:
         return kind(db)
     except (RuntimeError, ValueError) as error:
-        raise UsageError(f"--db: {error}") from None
+        raise UsageError(f"--db: {_one_line(error)}") from None
+    except (sqlite3.Error, OSError) as error:
+        raise UsageError(
+            f"--db: {str(db)!r} is not a usable SQLite database "
+            f"({_one_line(error)}); pass the file `aiservice-kit serve` and "
+            "`keys create` use, or a postgresql:// URL"
+        ) from None
 
 
 def build_app(args: argparse.Namespace) -> Any:
@@ -207,7 +225,15 @@ def build_app(args: argparse.Namespace) -> Any:
             "--grpc-port must differ from --port (REST). "
             f"Received: --grpc-port {args.grpc_port} --port {args.port}"
         )
+    seen: dict[str, str] = {}
     for name, path in args.model:
+        if name in seen:
+            raise UsageError(
+                f"--model: the name {name!r} is given twice "
+                f"(--model {name}={seen[name]} and --model {name}={path}); "
+                "each served model needs its own name"
+            )
+        seen[name] = path
         _check_base_path(name, path)
     db = _db(args)
     if args.workers > 1 and str(db) in SQLITE_PRIVATE_NAMES:
@@ -290,6 +316,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Before the models load TensorFlow (its workers inherit the setting).
     _backend.keep_onednn_kernels_off()
     app = build_app(args)  # checks every argument before anything starts
+    # Reach --db now: a database the server cannot open is one line here,
+    # not a traceback from the server's startup.
+    _open(open_database, _db(args)).close()
     import uvicorn
 
     setup_process(args)
@@ -438,6 +467,16 @@ def _usage(args: argparse.Namespace) -> int:
     from aiservice_kit.serving.metering import DatabaseMeter
 
     config = _config(args)
+    if (
+        args.since is not None
+        and args.until is not None
+        and args.since >= args.until
+    ):
+        raise UsageError(
+            "--since must be before --until (--until is excluded). "
+            f"Received: --since {args.since.isoformat()} --until "
+            f"{args.until.isoformat()}"
+        )
     path = _db(args, must_exist=True)
     key_id = None
     if args.key:

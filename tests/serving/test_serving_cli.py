@@ -119,3 +119,122 @@ def test_workers_refuse_a_database_they_cannot_share(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("aiservice-kit serve: error: --workers 2 needs")
     assert "Received: --db ':memory:'" in error
+
+
+def _main(argv, capsys):
+    from aiservice_kit.cli import main
+
+    code = main([str(arg) for arg in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "create", "--name", "bob", "--plan", "free"],
+        ["keys", "list"],
+        ["keys", "revoke", "bob"],
+        ["usage"],
+    ],
+)
+def test_a_db_that_is_a_directory_or_not_sqlite_is_one_line(
+    argv, tmp_path, capsys
+):
+    not_db = tmp_path / "notes.txt"
+    not_db.write_text("not a database\n")
+    for db, says in (
+        (tmp_path, "is a directory"),
+        (not_db, "is not a usable SQLite database"),
+    ):
+        code, err = _main([*argv, "--db", db], capsys)
+
+        assert code == 2, err
+        assert err.startswith(f"aiservice-kit {argv[0]}: error: --db: "), err
+        assert says in err and str(db) in err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unreachable_postgres_is_one_line(capsys):
+    code, err = _main(
+        ["keys", "list", "--db", "postgresql://app@127.0.0.1:1/db"], capsys
+    )
+
+    assert code == 2
+    assert "--db: Cannot reach the PostgreSQL database" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_serve_refuses_a_database_it_cannot_open_before_starting(tmp_path):
+    not_db = tmp_path / "notes.txt"
+    not_db.write_text("not a database\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aiservice_kit.cli import main; sys.exit(main())",
+            "serve",
+            "--model",
+            f"m={tmp_path}",
+            "--db",
+            str(not_db),
+            "--port",
+            "1",  # never reached: the database is refused first
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"aiservice-kit serve: error: --db: {str(not_db)!r} is not a usable "
+        "SQLite database"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_model_name_given_twice_is_refused(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    def never(*args, **kwargs):
+        raise AssertionError("serve started a server")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+
+    code, err = _main(
+        ["serve", "--model", f"m={first}", "--model", f"m={second}"]
+        + ["--db", tmp_path / "k.db"],
+        capsys,
+    )
+
+    assert code == 2
+    assert err.startswith("aiservice-kit serve: error: --model: the name 'm'")
+    assert f"--model m={first}" in err and f"--model m={second}" in err
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("2025-01-02", "2025-01-01"), ("2025-01-01", "2025-01-01")],
+)
+def test_usage_refuses_an_empty_period(since, until, tmp_path, capsys):
+    db = tmp_path / "k.db"
+    created, err = _main(
+        ["keys", "create", "--name", "a", "--plan", "free", "--db", db], capsys
+    )
+    assert created == 0, err
+
+    code, err = _main(
+        ["usage", "--since", since, "--until", until, "--db", db], capsys
+    )
+
+    assert code == 2
+    assert err.startswith(
+        "aiservice-kit usage: error: --since must be before --until"
+    )
+    assert f"--since {since}T00:00:00+00:00" in err
+    assert f"--until {until}T00:00:00+00:00" in err
