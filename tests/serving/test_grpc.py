@@ -124,6 +124,7 @@ def served(tmp_path_factory):
         "keys": {name: secret for name, (secret, _) in keys.items()},
         "ids": {name: record.id for name, (_, record) in keys.items()},
         "db": db,
+        "app": app,
         "cnn": cnn,
         "text": text,
         "regressor": regressor,
@@ -611,3 +612,24 @@ def test_a_call_cancelled_while_its_record_waits_is_not_billed(served):
     (record,) = _records(served, "pro")[before:]
     # Recorded (the model ran), not billed: the bill counts status 200.
     assert (record.status, record.instances) == (499, 2)
+
+
+def test_a_message_counts_against_the_models_bytes_in_flight(served):
+    pro = _bearer(served["keys"]["pro"])
+    images = np.zeros((1, 12, 12), "uint8")
+    request = _predict_request("cnn", **{_input_name(served["cnn"]): images})
+    admission = served["app"].state.service.registry.models["cnn"].admission
+    limit = admission.limits.max_inflight_bytes
+    # Other calls hold all but 100 bytes of the model's budget.
+    admission.reserve_bytes(limit - 100, "key:someone-else")
+    try:
+        assert request.ByteSize() > 100
+        with pytest.raises(grpc.RpcError) as caught:
+            served["predict"].Predict(request, metadata=pro, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"max_inflight_bytes={limit}" in caught.value.details()
+        assert dict(caught.value.trailing_metadata())["retry-after"] == "1"
+    finally:
+        admission.release_bytes(limit - 100, "key:someone-else")
+    served["predict"].Predict(request, metadata=pro, timeout=60)
+    assert admission.inflight_bytes == 0  # each call gave its bytes back
