@@ -23,6 +23,7 @@ import tensorflow as tf
 from aiservice_kit import build_cnn
 from aiservice_kit.export import export_saved_model
 from aiservice_kit.export import write_versioned_saved_model
+from aiservice_kit.serving.config import DEFAULT_DB_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "aiservice_kit.cli"]
@@ -57,6 +58,9 @@ class Server:
 
     def start(self) -> "Server":
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        # A server started without --db would write aiservice_kit.db into
+        # the checkout: beside its log instead.
+        env.setdefault(DEFAULT_DB_ENV, str(self.log_path.with_suffix(".db")))
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.process = subprocess.Popen(

@@ -23,11 +23,11 @@ DEEP = 1000
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    args = ["--host", "127.0.0.1"]
+    tmp = tmp_path_factory.mktemp("v2-hostile")
+    args = ["--host", "127.0.0.1", "--db", str(tmp / "service.db")]
     for name in ("half_plus_three", "echo", "mnist"):
         args += ["--model", f"{name}={model_root / name}"]
-    log = tmp_path_factory.mktemp("v2-hostile-log") / "server.log"
-    running = Server(args, log).start()
+    running = Server(args, tmp / "server.log").start()
     yield running
     running.stop()
 
