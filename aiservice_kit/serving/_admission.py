@@ -291,6 +291,21 @@ class Admission:
                 f"{size} bytes; max_inflight_bytes={limit}.",
                 413,
             )
+        self._hold(size, caller, new_call=True)
+
+    def grow_bytes(self, size: int, caller: str | None = None) -> None:
+        """Counts `size` more bytes of a call already admitted (a body
+        streaming past its declared length): only the model's budget
+        applies.
+
+        Raises:
+            ServingError: 429 when the calls in flight leave no room.
+        """
+        self._hold(size, caller, new_call=False)
+
+    def _hold(self, size: int, caller: str | None, *, new_call: bool) -> None:
+        """Adds `size` bytes for `caller`; the share binds a new call."""
+        limit = self.limits.max_inflight_bytes
         with self._lock:
             if self.inflight_bytes + size > limit:
                 raise self._busy(
@@ -298,7 +313,7 @@ class Admission:
                 )
             held = self._bytes_by_caller.get(caller, 0)
             share = int(limit * CALLER_SHARE)
-            if caller is not None and held and held + size > share:
+            if new_call and caller is not None and held and held + size > share:
                 raise ServingError(
                     f"Too many request bytes in flight from one caller for "
                     f"model '{self.model}': {held} held, {size} more would "
@@ -311,26 +326,6 @@ class Admission:
             self.inflight_bytes += size
             if caller is not None:
                 self._bytes_by_caller[caller] = held + size
-
-    def grow_bytes(self, size: int, caller: str | None = None) -> None:
-        """Counts `size` more bytes of a call already admitted (a body
-        streaming past its declared length): only the model's budget
-        applies.
-
-        Raises:
-            ServingError: 429 when the calls in flight leave no room.
-        """
-        limit = self.limits.max_inflight_bytes
-        with self._lock:
-            if self.inflight_bytes + size > limit:
-                raise self._busy(
-                    f"{size} more request bytes", "max_inflight_bytes", limit
-                )
-            self.inflight_bytes += size
-            if caller is not None:
-                self._bytes_by_caller[caller] = (
-                    self._bytes_by_caller.get(caller, 0) + size
-                )
 
     def release_bytes(self, size: int, caller: str | None = None) -> None:
         """Returns bytes reserved with `reserve_bytes` or `grow_bytes`."""
