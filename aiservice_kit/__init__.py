@@ -23,11 +23,7 @@ Raises:
 """
 
 import importlib
-import importlib.abc
-import sys
-import threading
 import typing
-import warnings
 
 from aiservice_kit import _backend
 from aiservice_kit._version import __version__
@@ -150,108 +146,4 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-# --------------------------------------------------------------------------
-# Registration of the Keras classes without importing Keras now.
-# --------------------------------------------------------------------------
-
-
-def _register_keras_classes() -> None:
-    """Imports the module whose import registers the builders' classes."""
-    _remove_registration_hook()
-    try:
-        importlib.import_module(_REGISTERING_MODULE)
-    except Exception as error:  # noqa: BLE001 - never break `import keras`
-        warnings.warn(
-            "aiservice_kit could not register its Keras classes, so its "
-            "`.keras` files may not load: import aiservice_kit.models to "
-            f"see why. ({type(error).__name__}: {error})",
-            stacklevel=2,
-        )
-
-
-class _CountingLoader(importlib.abc.Loader):
-    """Runs one module's loader, registering once the outermost is done."""
-
-    def __init__(self, loader: importlib.abc.Loader, hook: "_KerasHook"):
-        self.loader = loader
-        self.hook = hook
-
-    def __getattr__(self, name: str) -> typing.Any:
-        # Everything else (`get_code` for `python -m`, `is_package`,
-        # `get_resource_reader`, `get_source`) is the real loader's.
-        return getattr(self.loader, name)
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        # Put the real loader back first, so nothing of ours stays behind.
-        module.__loader__ = module.__spec__.loader = self.loader
-        with self.hook.lock:
-            self.hook.depth += 1
-        done = False
-        try:
-            self.loader.exec_module(module)
-            done = True
-        finally:
-            with self.hook.lock:
-                self.hook.depth -= 1
-                outermost = self.hook.depth == 0
-        if done and outermost and "keras" in sys.modules:
-            _register_keras_classes()
-
-
-class _KerasHook(importlib.abc.MetaPathFinder):
-    """Registers the builders' Keras classes once Keras is imported.
-
-    Registering means importing `aiservice_kit.models`, which needs
-    TensorFlow; `import aiservice_kit` stays light, so this waits on
-    `sys.meta_path` for Keras. It counts the imports of Keras, TensorFlow
-    (which imports Keras itself) and of this package's modules in flight,
-    and registers when the outermost one has finished, so no module the
-    registration needs is half-initialized. Then it removes itself.
-    Finding is left to the other finders.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.lock = threading.Lock()
-        # Other hooks that ask every finder (the TensorFlow one in
-        # _backend) would ask this one back: answer them None.
-        self.finding = threading.local()
-
-    def find_spec(self, fullname, path=None, target=None):
-        if getattr(self.finding, "active", False) or (
-            fullname not in ("keras", "tensorflow")
-            and not fullname.startswith("aiservice_kit.")
-        ):
-            return None
-        self.finding.active = True
-        try:
-            spec = self._find_with_the_others(fullname, path, target)
-        finally:
-            self.finding.active = False
-        if spec is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _CountingLoader(spec.loader, self)
-        return spec
-
-    def _find_with_the_others(self, fullname, path, target):
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                return spec
-        return None
-
-
-def _remove_registration_hook() -> None:
-    sys.meta_path[:] = [
-        finder for finder in sys.meta_path if not isinstance(finder, _KerasHook)
-    ]
-
-
-if "keras" in sys.modules:
-    _register_keras_classes()
-elif not any(isinstance(finder, _KerasHook) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _KerasHook())
+_backend.register_keras_classes_when_keras_loads(_REGISTERING_MODULE)

@@ -2,16 +2,22 @@
 
 TensorFlow prints a wall of C++ log lines at import. We silence the info and
 warning levels unless the user chose a level themselves, we turn on
-TensorFlow's oneDNN CPU kernels where TensorFlow leaves them off, and we
-refuse to run on a Keras backend other than TensorFlow, naming the fix.
+TensorFlow's oneDNN CPU kernels where TensorFlow leaves them off, we
+refuse to run on a Keras backend other than TensorFlow, naming the fix, and
+we register the library's Keras classes as soon as Keras loads. The import
+hooks here never import TensorFlow or Keras themselves.
 """
 
 import contextlib
+import importlib
 import importlib.abc
 import json
 import os
 import platform
 import sys
+import threading
+import typing
+import warnings
 
 #: The Keras backend this library is written for.
 REQUIRED_BACKEND = "tensorflow"
@@ -282,3 +288,121 @@ def _wrong_backend_message(backend: str) -> str:
         "KERAS_BACKEND=tensorflow before importing keras (or set "
         '"backend": "tensorflow" in ~/.keras/keras.json).'
     )
+
+
+# --------------------------------------------------------------------------
+# Registration of the library's Keras classes, without importing Keras now.
+# --------------------------------------------------------------------------
+
+
+def register_keras_classes_when_keras_loads(module_name: str) -> None:
+    """Imports `module_name` as soon as Keras is loaded, or now if it is.
+
+    Importing that module registers the library's Keras classes (models,
+    layers), so a `.keras` file the builders saved reloads with
+    `keras.models.load_model` and no `custom_objects`. The module needs
+    TensorFlow, and `import aiservice_kit` stays light, so a finder waits
+    on `sys.meta_path` for Keras (or TensorFlow, which imports it) and
+    removes itself once it has registered.
+
+    Args:
+        module_name: str. The module whose import registers the classes.
+    """
+    if "keras" in sys.modules:
+        _register_keras_classes(module_name)
+    elif not any(isinstance(f, _KerasHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _KerasHook(module_name))
+
+
+def _register_keras_classes(module_name: str) -> None:
+    """Imports the module whose import registers the builders' classes."""
+    _remove_registration_hook()
+    try:
+        importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - never break `import keras`
+        warnings.warn(
+            "aiservice_kit could not register its Keras classes, so its "
+            f"`.keras` files may not load: import {module_name} to see why. "
+            f"({type(error).__name__}: {error})",
+            stacklevel=2,
+        )
+
+
+class _CountingLoader(importlib.abc.Loader):
+    """Runs one module's loader, registering once the outermost is done."""
+
+    def __init__(self, loader: importlib.abc.Loader, hook: "_KerasHook"):
+        self.loader = loader
+        self.hook = hook
+
+    def __getattr__(self, name: str) -> typing.Any:
+        # Everything else (`get_code` for `python -m`, `is_package`,
+        # `get_resource_reader`, `get_source`) is the real loader's.
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        # Put the real loader back first, so nothing of ours stays behind.
+        module.__loader__ = module.__spec__.loader = self.loader
+        with self.hook.lock:
+            self.hook.depth += 1
+        done = False
+        try:
+            self.loader.exec_module(module)
+            done = True
+        finally:
+            with self.hook.lock:
+                self.hook.depth -= 1
+                outermost = self.hook.depth == 0
+        if done and outermost and "keras" in sys.modules:
+            _register_keras_classes(self.hook.module_name)
+
+
+class _KerasHook(importlib.abc.MetaPathFinder):
+    """Registers the library's Keras classes once Keras is imported.
+
+    It counts the imports of Keras, TensorFlow (which imports Keras
+    itself) and of this package's modules in flight, and registers when
+    the outermost one has finished, so no module the registration needs is
+    half-initialized. Finding is left to the other finders.
+    """
+
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+        self.depth = 0
+        self.lock = threading.Lock()
+        # Other hooks that ask every finder (the TensorFlow one above)
+        # would ask this one back: answer them None.
+        self.finding = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if getattr(self.finding, "active", False) or (
+            fullname not in ("keras", "tensorflow")
+            and not fullname.startswith("aiservice_kit.")
+        ):
+            return None
+        self.finding.active = True
+        try:
+            spec = self._find_with_the_others(fullname, path, target)
+        finally:
+            self.finding.active = False
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _CountingLoader(spec.loader, self)
+        return spec
+
+    def _find_with_the_others(self, fullname, path, target):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+
+def _remove_registration_hook() -> None:
+    sys.meta_path[:] = [
+        finder for finder in sys.meta_path if not isinstance(finder, _KerasHook)
+    ]
