@@ -86,19 +86,29 @@ def _shape_text(shape: tuple[int | None, ...] | None) -> str:
     return "[" + ", ".join("-1" if d is None else str(d) for d in shape) + "]"
 
 
-def _snippet(value: Any) -> str:
+def snippet(value: Any) -> str:
+    """A client's JSON value, shortened for an error message.
+
+    Args:
+        value: any value parsed from JSON (nested beyond the recursion
+            limit too).
+
+    Returns:
+        Its JSON text, cut after `_MAX_JSON_SNIPPET` characters.
+    """
     try:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         # Lone surrogates are dumped escaped; only a value nested beyond
         # the recursion limit gets here: name its type and first items.
-        text = f"<a deeply nested {_json_type(value)}>"
+        text = f"<a deeply nested {json_type(value)}>"
     if len(text) > _MAX_JSON_SNIPPET:
         text = text[:_MAX_JSON_SNIPPET] + "..."
     return text
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value, as TF Serving names it in errors."""
     if value is None:
         return "Null"
     if isinstance(value, bool):
@@ -141,7 +151,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
         raise ServingError(f"JSON Parse error: {error}") from None
     if not isinstance(document, dict):
-        raise ServingError(f"JSON Value: {_snippet(document)} Is not object")
+        raise ServingError(f"JSON Value: {snippet(document)} Is not object")
     return document
 
 
@@ -159,27 +169,40 @@ def signature_name_of(document: dict[str, Any]) -> str:
     name = document.get("signature_name", "")
     if not isinstance(name, str):
         raise ServingError(
-            f"JSON Value: {_snippet(name)} not formatted correctly. "
+            f"JSON Value: {snippet(name)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
     return name or SERVING_SIGNATURE
 
 
-def _string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:
-    """Flattens a nested list of strings / b64 objects; returns its shape."""
+def string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:
+    """Flattens nested lists of strings and `{"b64": ...}` objects.
+
+    Args:
+        name: str. The input's name, for error messages.
+        value: a string, a b64 object, or nested lists of them.
+
+    Returns:
+        `(leaves, shape)`: the UTF-8 or decoded bytes in row-major order,
+        and the nesting's shape.
+
+    Raises:
+        ServingError: a lone surrogate, a malformed b64 object or bad
+            base64, ragged lists or a non-string leaf.
+    """
     if isinstance(value, str):
         try:
             return [value.encode("utf-8")], []
         except UnicodeEncodeError:
             raise ServingError(
-                f"Input '{name}': the string {_snippet(value)} is not valid "
+                f"Input '{name}': the string {snippet(value)} is not valid "
                 "Unicode text (it holds a lone surrogate, e.g. \\ud800); "
                 'send binary data as {"b64": "<base64>"}.'
             ) from None
     if isinstance(value, dict):
         if not _is_b64(value):
             raise ServingError(
-                f"Input '{name}': JSON Value: {_snippet(value)} not formatted "
+                f"Input '{name}': JSON Value: {snippet(value)} not formatted "
                 'correctly for base64 data (expected {"b64": "<base64>"}).'
             )
         try:
@@ -187,13 +210,13 @@ def _string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:
         except (binascii.Error, ValueError):
             raise ServingError(
                 f"Input '{name}': unable to base64 decode "
-                f"{_snippet(value['b64'])}."
+                f"{snippet(value['b64'])}."
             ) from None
     if isinstance(value, list):
         flat: list[bytes] = []
         inner: list[int] | None = None
         for item in value:
-            leaves, shape = _string_leaves(name, item)
+            leaves, shape = string_leaves(name, item)
             if inner is None:
                 inner = shape
             elif shape != inner:
@@ -204,12 +227,27 @@ def _string_leaves(name: str, value: Any) -> tuple[list[bytes], list[int]]:
             flat.extend(leaves)
         return flat, [len(value), *(inner or [])]
     raise ServingError(
-        f"Input '{name}': JSON Value: {_snippet(value)} Type: "
-        f"{_json_type(value)} is not of expected type: string"
+        f"Input '{name}': JSON Value: {snippet(value)} Type: "
+        f"{json_type(value)} is not of expected type: string"
     )
 
 
-def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
+def numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
+    """Nested JSON numbers as an array of `dtype`, checked exactly.
+
+    Args:
+        name: str. The input's name, for error messages.
+        value: nested lists of JSON numbers (or booleans for bool).
+        dtype: str. The numpy dtype the input takes.
+
+    Returns:
+        A numpy array of `dtype`.
+
+    Raises:
+        ServingError: ragged lists, mixed types, or a value `dtype` cannot
+            hold (out of range, a fraction for an integer input, a
+            boolean for a number), naming the input and the value.
+    """
     target = np.dtype(dtype)
     expected = f"Input '{name}' expects {dtype} values"
     try:
@@ -217,7 +255,7 @@ def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         raise ServingError(
             f"{expected} in rectangular nested lists; received "
-            f"{_snippet(value)} (lists of unequal length or mixed types)."
+            f"{snippet(value)} (lists of unequal length or mixed types)."
         ) from None
     kind = array.dtype.kind
     if array.size == 0:
@@ -252,7 +290,7 @@ def _numeric_array(name: str, value: Any, dtype: str) -> np.ndarray:
             )
         return converted
     received = "strings" if kind in "US" else "mixed or non-numeric values"
-    raise ServingError(f"{expected}; received {received}: {_snippet(value)}")
+    raise ServingError(f"{expected}; received {received}: {snippet(value)}")
 
 
 def to_tensor(name: str, value: Any, info: TensorInfo) -> np.ndarray:
@@ -279,12 +317,12 @@ def to_tensor(name: str, value: Any, info: TensorInfo) -> np.ndarray:
         )
     try:
         if info.dtype == "string":
-            flat, shape = _string_leaves(name, value)
+            flat, shape = string_leaves(name, value)
             array = np.empty(len(flat), dtype=object)
             array[:] = flat
             array = array.reshape(shape)
         else:
-            array = _numeric_array(name, value, info.dtype)
+            array = numeric_array(name, value, info.dtype)
     except (RecursionError, ValueError) as error:
         # A ragged value nested deeper further in than its first item, or
         # more axes than numpy holds: a bad input, never a server error.
@@ -357,7 +395,7 @@ def decode_predict(
     has_columns = "inputs" in document
     if has_rows and has_columns:
         raise ServingError(
-            f"JSON Value: {_snippet(document)} Not formatted correctly "
+            f"JSON Value: {snippet(document)} Not formatted correctly "
             "expecting only one of 'inputs' or 'instances' keys to exist "
         )
     if has_rows:
@@ -378,7 +416,7 @@ def _decode_rows(
 ) -> dict[str, np.ndarray]:
     if not isinstance(instances, list):
         raise ServingError(
-            f"JSON Value: {_snippet(instances)} Excepting 'instances' to be "
+            f"JSON Value: {snippet(instances)} Excepting 'instances' to be "
             "an list/array"
         )
     if not instances:
@@ -410,7 +448,7 @@ def _decode_rows(
         if set(item) != set(names):
             raise ServingError(
                 f"Failed to process element: {index} of 'instances' list. "
-                f"JSON object: {_snippet(item)} must only have keys: "
+                f"JSON object: {snippet(item)} must only have keys: "
                 + ",".join(names)
             )
         for name in names:
@@ -458,7 +496,7 @@ def _decode_columns(
         # As the row format refuses them: a misspelt input is not dropped.
         raise ServingError(
             f"Unknown named input(s) in 'inputs' object: "
-            f"{_snippet(unknown)}; this model's inputs: {', '.join(names)}."
+            f"{snippet(unknown)}; this model's inputs: {', '.join(names)}."
         )
     return arrays
 

@@ -245,7 +245,7 @@ def _numbers(
                 f"{where}: feature '{name}' has a value outside int64."
             )
     try:
-        _codec._numeric_array(name, numbers, _checked_dtype(kind, dtype))
+        _codec.numeric_array(name, numbers, _checked_dtype(kind, dtype))
     except ServingError as error:
         raise _for_feature(where, name, error) from None
     return [int(item) for item in numbers] if booleans else numbers
@@ -275,7 +275,7 @@ def _utf8(where: str, name: str, item: str | bytes) -> bytes:
     if isinstance(item, bytes):
         return item
     try:
-        (encoded,), _ = _codec._string_leaves(name, item)
+        (encoded,), _ = _codec.string_leaves(name, item)
     except ServingError as error:
         raise _for_feature(where, name, error) from None
     return encoded
@@ -287,7 +287,7 @@ def _check_name(where: str, name: str) -> None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise ServingError(
-            f"{where}: the feature name {_codec._snippet(name)} is not valid "
+            f"{where}: the feature name {_codec.snippet(name)} is not valid "
             "Unicode text (it holds a lone surrogate, e.g. \\ud800)."
         ) from None
 

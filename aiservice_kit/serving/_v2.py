@@ -26,10 +26,10 @@ import numpy as np
 from aiservice_kit._layout import SERVING_SIGNATURE
 from aiservice_kit._version import __version__
 from aiservice_kit.serving._codec import TensorInfo
-from aiservice_kit.serving._codec import _json_type
-from aiservice_kit.serving._codec import _snippet
 from aiservice_kit.serving._codec import check_shape
+from aiservice_kit.serving._codec import json_type
 from aiservice_kit.serving._codec import parse_json
+from aiservice_kit.serving._codec import snippet
 from aiservice_kit.serving._errors import ServingError
 from aiservice_kit.serving._predict import DecodedRequest
 from aiservice_kit.serving.config import MAX_INPUT_AXES
@@ -120,7 +120,7 @@ def _split(data: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         raise ServingError(
             f"{HEADER_LENGTH} must be the size of the JSON part of the "
             f"body, between 0 and {len(data)}; received "
-            f"{_snippet(header_length)}."
+            f"{snippet(header_length)}."
         )
     return data[:size], data[size:]
 
@@ -203,7 +203,7 @@ def _unfit(name: str, dtype: np.dtype, value: Any) -> ServingError:
         f"{bound:.8g}" if isinstance(bound, float) else str(bound)
         for bound in _limits(dtype)
     )
-    shown = "a value" if value is None else f"the value {_snippet(value)}"
+    shown = "a value" if value is None else f"the value {snippet(value)}"
     loss = " without loss of precision" if dtype.kind == "f" else ""
     return ServingError(
         f"Input '{name}': {shown} does not fit in {datatype}{loss}; "
@@ -253,7 +253,7 @@ def _input_array(
         datatype not in _NUMPY and datatype != "BYTES"
     ):
         raise ServingError(
-            f"Input '{name}': unknown datatype {_snippet(datatype)}; expected "
+            f"Input '{name}': unknown datatype {snippet(datatype)}; expected "
             "one of " + ", ".join([*_NUMPY, "BYTES"]) + "."
         )
     _check_request_shape(name, shape, info)
@@ -268,7 +268,7 @@ def _input_array(
             or offset + size > len(binary)
         ):
             raise ServingError(
-                f"Input '{name}': binary_data_size {_snippet(size)} runs past "
+                f"Input '{name}': binary_data_size {snippet(size)} runs past "
                 f"the {len(binary) - offset} binary bytes left in the body."
             )
         chunk = binary[offset : offset + size]
@@ -318,7 +318,7 @@ def _check_request_shape(name: str, shape: Any, info: TensorInfo) -> None:
     ):
         raise ServingError(
             f"Input '{name}': 'shape' must be a list of non-negative "
-            f"integers of at most {_MAX_AXIS}; received {_snippet(shape)}."
+            f"integers of at most {_MAX_AXIS}; received {snippet(shape)}."
         )
     if len(shape) > MAX_INPUT_AXES:
         raise ServingError(
@@ -378,7 +378,7 @@ def _utf8(name: str, text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise ServingError(
-            f"Input '{name}': the string {_snippet(text)} is not valid "
+            f"Input '{name}': the string {snippet(text)} is not valid "
             "Unicode text (it holds a lone surrogate, e.g. \\ud800); send "
             "arbitrary bytes as binary tensor data (binary_data_size)."
         ) from None
@@ -425,7 +425,7 @@ def decoder(header_length: str | None):
                 "'inputs' must name each of the model's inputs once: "
                 + ", ".join(sorted(signature.inputs))
                 + "; received "
-                + _snippet([tensor["name"] for tensor in tensors])
+                + snippet([tensor["name"] for tensor in tensors])
                 + "."
             )
         arrays, offset = {}, 0
@@ -456,7 +456,7 @@ def _string_or_none(what: str, holder: dict, key: str) -> str | None:
     value = holder.get(key)
     if value is not None and not isinstance(value, str):
         raise ServingError(
-            f"{what} must be a string; received {_json_type(value)}."
+            f"{what} must be a string; received {json_type(value)}."
         )
     return value
 
