@@ -68,6 +68,37 @@ def _num_rows(structure: Any) -> int:
     return sizes.pop()
 
 
+def split_rows(value: Any, start: int, stop: int | None) -> Any:
+    """Rows `start:stop` of an array, a list, or each value of a dict."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {key: split_rows(v, start, stop) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return list(value)[start:stop]
+    return value[start:stop]
+
+
+def num_samples(x: Any) -> int | None:
+    """Samples in `x` (a dict: its first value); None for an unknown-length
+    dataset.
+
+    Raises:
+        TypeError: if `x` has no length.
+    """
+    if isinstance(x, tf.data.Dataset):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality >= 0 else None
+    if isinstance(x, Mapping):
+        x = next(iter(x.values()))
+    if not hasattr(x, "__len__"):
+        raise TypeError(
+            "`x` must be an array, a list, a dict or a tf.data.Dataset. "
+            f"Received: x of type {type(x).__name__}"
+        )
+    return len(x)
+
+
 def require_x(x: Any) -> None:
     """Refuses a missing `x` naming what is accepted.
 
