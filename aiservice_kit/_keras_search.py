@@ -460,6 +460,7 @@ def tune_keras(
     tuner_class = type(f"_{base.__name__}", (Progress, base), {})
     tuner = tuner_class(HyperModel(), **options)
     _record_objective(project_dir, objective)  # after overwrite's clean-up
+    _retry_unfinished_trials(tuner.oracle)
     if algorithm in ("bayesian", "random"):
         _defaults_first(tuner.oracle)
     tuner.search(x_fit, y_fit, epochs=epochs, verbose=0)
@@ -518,6 +519,22 @@ def tune_keras(
 
 def _visible(values: Mapping[str, Any]) -> dict:
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def _retry_unfinished_trials(oracle: Any) -> None:
+    """Runs again the trials a killed search left unfinished.
+
+    KerasTuner retries the trials its `oracle.json` lists as ongoing, but a
+    search killed after a new trial's `trial.json` was written and before
+    `oracle.json` was leaves a RUNNING trial that counts toward
+    `max_trials` and never runs. Both kinds go to its retry queue.
+    """
+    queued = set(oracle._retry_queue)  # KerasTuner's own retry list
+    for trial_id in sorted(oracle.trials, key=int):
+        if oracle.trials[trial_id].status == "RUNNING" and (
+            trial_id not in queued
+        ):
+            oracle._retry_queue.append(trial_id)
 
 
 def _defaults_first(oracle: Any) -> None:

@@ -172,6 +172,32 @@ def test_a_killed_search_resumes_without_repeating_trials(
     assert resumed.model.predict(x[:2], verbose=0).shape == (2, 10)
 
 
+def test_a_trial_left_running_by_a_kill_runs_again(mnist_split, tmp_path):
+    # A search killed after a trial's trial.json was written, before
+    # oracle.json listed it as ongoing, leaves it RUNNING: it must run
+    # again on resume instead of taking a slot of max_trials unrun.
+    x_train, y_train, _, _ = mnist_split
+    x, y = x_train[:200, ::2, ::2], y_train[:200]
+    options = {
+        "search_space": {"width": Choice((4, 8)), "depth": 1},
+        "algorithm": "random",
+        "epochs": 1,
+        "directory": tmp_path,
+        "max_trials": 2,
+        "verbose": 0,
+    }
+    aiservice_kit.tune(build_cnn, x, y, **options)
+    last = tmp_path / "build_cnn" / "trial_1" / "trial.json"
+    record = json.loads(last.read_text())
+    record["status"], record["score"] = "RUNNING", None
+    last.write_text(json.dumps(record))
+
+    resumed = aiservice_kit.tune(build_cnn, x, y, **options)
+
+    assert resumed.new_trials == 1
+    assert [row["trial"] for row in resumed.trials] == ["0", "1"]
+
+
 def test_recommender_grid_search_scores_ndcg_and_resumes(data_dir, tmp_path):
     likes = interactions.load_movielens_ratings(
         data_dir / "movielens-latest-small", min_rating=4.0
