@@ -153,8 +153,8 @@ _BATCH = Choice((32, 64, 128), default=32)
 #: to the builder as is.
 SEARCH_SPACES: dict[str, dict[str, Any]] = {
     "build_cnn": {
-        "width": Choice((16, 32, 64), default=32),
-        "depth": Int(1, 3, default=2),
+        "width": Choice((8, 16, 32), default=16),
+        "depth": Int(1, 3, default=3),
         "dense_units": Choice((64, 128, 256), default=128),
         "dropout": Float(0.0, 0.5, step=0.1, default=0.3),
         "learning_rate": _LR,
@@ -284,8 +284,8 @@ def builder_arguments(name: str, values: Mapping[str, Any]) -> dict:
     depth = values.get("depth")
     if width is not None or depth is not None:
         if name == "build_cnn":
-            width = 32 if width is None else int(width)
-            depth = 2 if depth is None else int(depth)
+            width = 16 if width is None else int(width)
+            depth = 3 if depth is None else int(depth)
             kwargs["filters"] = tuple(width * 2**i for i in range(depth))
         else:
             width = 64 if width is None else int(width)
