@@ -213,16 +213,21 @@ class _TensorFlowImportHook(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "tensorflow":
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _QuietLoader(spec.loader)
-                return spec
-            if spec is not None:
-                return spec
-        return None
+        spec = _spec_from_other_finders(self, fullname, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _spec_from_other_finders(hook, fullname, path, target):
+    """The spec the finders on `sys.meta_path` other than `hook` give."""
+    for finder in sys.meta_path:
+        if finder is hook or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
 
 
 def _remove_tensorflow_hook() -> None:
@@ -385,21 +390,12 @@ class _KerasHook(importlib.abc.MetaPathFinder):
             return None
         self.finding.active = True
         try:
-            spec = self._find_with_the_others(fullname, path, target)
+            spec = _spec_from_other_finders(self, fullname, path, target)
         finally:
             self.finding.active = False
         if spec is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = _CountingLoader(spec.loader, self)
         return spec
-
-    def _find_with_the_others(self, fullname, path, target):
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                return spec
-        return None
 
 
 def _remove_registration_hook() -> None:
