@@ -591,36 +591,3 @@ def test_killed_run_resumes_at_the_epoch_it_reached(data_dir, tmp_path):
     assert _csv_epochs(run_dir / LOG_FILE) == ["0", "1", "2", "3", "4"]
     assert (run_dir / BEST_MODEL_FILE).exists()
     assert (run_dir / FINAL_MODEL_FILE).exists()
-
-
-def test_optimizer_slots_made_before_fit_leave_the_weights_unchanged(
-    data_dir, monkeypatch
-):
-    # train() makes Adam's slots eagerly (less tracing); a seeded run must
-    # end with exactly the weights Keras' own lazy slots give.
-    from aiservice_kit import training
-
-    x, y = _small_images(data_dir, count=256)
-
-    def trained_weights():
-        keras.utils.set_random_seed(3)
-        model, _ = train(
-            lambda: build_cnn((12, 12), 10, filters=(4,), dense_units=8),
-            x,
-            y,
-            epochs=2,
-            batch_size=64,
-            seed=0,
-            mixed_precision=False,
-            verbose=0,
-        )
-        assert model.optimizer.built
-        return model.get_weights()
-
-    eager = trained_weights()
-    monkeypatch.setattr(training, "_build_optimizer_now", lambda *_: None)
-    lazy = trained_weights()
-
-    assert len(eager) == len(lazy)
-    for made_first, made_in_step in zip(eager, lazy, strict=True):
-        np.testing.assert_array_equal(made_first, made_in_step)

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aiservice_kit._tracing import build_before_tracing
 from aiservice_kit._validation import check_optional_positive_int
 from aiservice_kit.models._contract import PROBABILITIES
 from aiservice_kit.models._contract import get_class_names
@@ -579,13 +580,16 @@ class CheckedModel(keras.Model):
         fast = None if args else arrays_as_fit_dataset(x, y, kwargs)
         if fast is not None:
             dataset, kwargs = fast
+            build_before_tracing(self, dataset)
             return super().fit(dataset, **kwargs)
+        build_before_tracing(self, x, y)
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any):
         """Keras `evaluate`, after checking numpy `x` and `y`."""
         check_batch_sizes(args, kwargs)
         x, y = self.check_data(x, y)
+        build_before_tracing(self, x, y)
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aiservice_kit._tracing import build_before_tracing
 from aiservice_kit._validation import check_bool
 from aiservice_kit._validation import check_choice
 from aiservice_kit._validation import check_fraction
@@ -290,6 +291,7 @@ class TextClassifier(keras.Model):
             if len(args) < 2:
                 kwargs.setdefault("epochs", EARLY_STOPPING_EPOCHS)
         kwargs = check_validation(self, kwargs, check_x=_as_text_input)
+        build_before_tracing(self, x, y)
         return super().fit(x, y, *args, **kwargs)
 
     def _hold_out(self, x: Any, y: Any, kwargs: dict[str, Any]):
@@ -327,6 +329,7 @@ class TextClassifier(keras.Model):
         """Keras `evaluate`, also accepting lists and numpy strings."""
         check_batch_sizes(args, kwargs)
         x, y = self.check_data(x, y)
+        build_before_tracing(self, x, y)
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any):
