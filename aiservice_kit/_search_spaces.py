@@ -147,13 +147,14 @@ _BATCH = Choice((32, 64, 128), default=32)
 #: is the builder's own default, and the first trial of a Bayesian or random
 #: search runs all defaults, so the search's best is never a configuration
 #: that the defaults beat in the same budget. Special names: `width` and
-#: `depth` become the builder's `filters` (cnn: width, 2 x width, ...) or
+#: `depth` become the builder's `filters` (cnn: the first `depth` blocks
+#: of the default (8, 32, 96), scaled so the first has `width` filters) or
 #: `units` (lstm: depth layers of width units); `learning_rate` becomes an
 #: Adam optimizer; `batch_size` goes to `fit`. Every other name is passed
 #: to the builder as is.
 SEARCH_SPACES: dict[str, dict[str, Any]] = {
     "build_cnn": {
-        "width": Choice((8, 16, 32), default=16),
+        "width": Choice((4, 8, 16), default=8),
         "depth": Int(1, 3, default=3),
         "dense_units": Choice((64, 128, 256), default=128),
         "dropout": Float(0.0, 0.5, step=0.1, default=0.3),
@@ -284,9 +285,21 @@ def builder_arguments(name: str, values: Mapping[str, Any]) -> dict:
     depth = values.get("depth")
     if width is not None or depth is not None:
         if name == "build_cnn":
-            width = 16 if width is None else int(width)
-            depth = 3 if depth is None else int(depth)
-            kwargs["filters"] = tuple(width * 2**i for i in range(depth))
+            from aiservice_kit.models.vision import DEFAULT_FILTERS
+
+            first = DEFAULT_FILTERS[0]
+            width = first if width is None else int(width)
+            depth = len(DEFAULT_FILTERS) if depth is None else int(depth)
+            if not 1 <= depth <= len(DEFAULT_FILTERS):
+                raise ValueError(
+                    "build_cnn's `depth` counts blocks of the default "
+                    f"{DEFAULT_FILTERS}, so it must be in [1, "
+                    f"{len(DEFAULT_FILTERS)}]; search `filters` directly "
+                    f"for deeper stacks. Received: depth={depth}"
+                )
+            kwargs["filters"] = tuple(
+                width * block // first for block in DEFAULT_FILTERS[:depth]
+            )
         else:
             width = 64 if width is None else int(width)
             depth = 1 if depth is None else int(depth)

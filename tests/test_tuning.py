@@ -577,3 +577,16 @@ def test_each_space_defaults_to_its_builders_own_defaults(name):
             assert signature["optimizer"].default == "adam"
             continue
         assert value == signature[option].default, option
+
+
+def test_cnn_width_scales_the_default_blocks_and_depth_is_bounded():
+    from aiservice_kit._search_spaces import builder_arguments
+
+    assert builder_arguments("build_cnn", {"width": 16, "depth": 2}) == {
+        "filters": (16, 64)
+    }
+    assert builder_arguments("build_cnn", {"width": 4}) == {
+        "filters": (4, 16, 48)
+    }
+    with pytest.raises(ValueError, match=r"depth.*Received: depth=4"):
+        builder_arguments("build_cnn", {"depth": 4})

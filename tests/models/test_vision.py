@@ -68,10 +68,10 @@ def test_feature_extractor_without_top():
     features = build_cnn((28, 28, 1), include_top=False, pooling="avg")
     feature_map = build_cnn((28, 28, 1), include_top=False, pooling=None)
 
-    assert features.output.shape == (None, 64)
+    assert features.output.shape == (None, 96)
     # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 -conv-> 3 (valid
     # padding; no pooling below 4 pixels).
-    assert feature_map.output.shape == (None, 3, 3, 64)
+    assert feature_map.output.shape == (None, 3, 3, 96)
     assert not features.compiled
 
 
@@ -85,8 +85,8 @@ def test_padding_auto_is_valid_where_the_images_allow_it():
     assert mnist.get_layer("block1_conv1").padding == "valid"
     assert digits.get_layer("block1_conv1").padding == "same"
     assert same.get_layer("block2_pool").output.shape == (None, 7, 7, 32)
-    assert mnist.get_layer("block1_conv1").output.shape == (None, 26, 26, 16)
-    assert same.get_layer("block1_conv1").output.shape == (None, 28, 28, 16)
+    assert mnist.get_layer("block1_conv1").output.shape == (None, 26, 26, 8)
+    assert same.get_layer("block1_conv1").output.shape == (None, 28, 28, 8)
     with pytest.raises(ValueError, match="padding"):
         build_cnn((28, 28), 10, padding="full")
     with pytest.raises(ValueError, match="shrinks the 5x5 images"):
