@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from aiservice_kit._search_spaces import builder_arguments
+from aiservice_kit._search_spaces import fit_to_task
 from aiservice_kit._search_spaces import sample
+from aiservice_kit._search_spaces import used_options
 from aiservice_kit._trials import Sidecar
 from aiservice_kit._trials import TuneResult
 from aiservice_kit._trials import progress
@@ -45,6 +47,16 @@ def _as_inputs(x: Any) -> Any:
     if array.dtype.kind == "U":  # fixed-width strings break fit (TF #65237)
         return array.astype(object)
     return array
+
+
+def _takes(builder: Callable, argument: str) -> bool:
+    """Whether `builder`'s signature names `argument`."""
+    import inspect
+
+    try:
+        return argument in inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _inferbuilder_arguments(
@@ -316,10 +328,11 @@ def tune_keras(
             f"{len(x)} inputs and {len(y)} labels"
         )
     builder_kwargs = _inferbuilder_arguments(builder, builder_kwargs, x, y)
+    classifier = bool(
+        builder_kwargs.get("num_classes") or builder_kwargs.get("class_names")
+    )
+    space = fit_to_task(name, space, classifier)
     if objective == "auto":
-        classifier = builder_kwargs.get("num_classes") or builder_kwargs.get(
-            "class_names"
-        )
         objective = "val_accuracy" if classifier else "val_loss"
     else:
         metrics = _reported_metrics(
@@ -338,6 +351,13 @@ def tune_keras(
         validation = (x_val, y_val)
     else:
         x_fit, y_fit, validation = x, y, None
+    if _takes(builder, "normalization_data") and (
+        "normalization_data" not in builder_kwargs
+    ):
+        # Sequence builders standardize with (and set their random
+        # thresholds from) the sequences they are given: those trained on
+        # (all of `x` under cross-validation; never `validation_data`).
+        builder_kwargs["normalization_data"] = x_fit
     project_dir = os.path.join(directory, project_name)
     if not overwrite:
         _check_resumed_objective(project_dir, objective)
@@ -432,7 +452,7 @@ def tune_keras(
                 verbose,
                 int(trial.trial_id) + 1,
                 None if algorithm == "hyperband" else max_trials,
-                _visible(trial.hyperparameters.values),
+                _visible(name, trial.hyperparameters.values),
                 objective,
                 trial.score,
                 seconds,
@@ -475,7 +495,7 @@ def tune_keras(
         trials.append(
             {
                 "trial": trial_id,
-                **_visible(trial.hyperparameters.values),
+                **_visible(name, trial.hyperparameters.values),
                 "score": float(trial.score),
                 "seconds": extra.get("seconds"),
                 "epochs": extra.get("epochs"),
@@ -487,7 +507,7 @@ def tune_keras(
             "errors KerasTuner logged above."
         )
     best_trial = tuner.oracle.get_best_trials(1)[0]
-    best_params = _visible(best_trial.hyperparameters.values)
+    best_params = _visible(name, best_trial.hyperparameters.values)
     best_epochs = sidecar.data.get(best_trial.trial_id, {}).get("epochs")
     best_epochs = int(best_epochs or epochs)
     values = sample(space, best_trial.hyperparameters)
@@ -517,8 +537,11 @@ def tune_keras(
     return result
 
 
-def _visible(values: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+def _visible(name: str, values: Mapping[str, Any]) -> dict:
+    """A trial's options as shown: no KerasTuner bookkeeping, none unused."""
+    return used_options(
+        name, {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    )
 
 
 def _retry_unfinished_trials(oracle: Any) -> None:

@@ -151,7 +151,8 @@ _BATCH = Choice((32, 64, 128), default=32)
 #: of the default (8, 32, 96), scaled so the first has `width` filters) or
 #: `units` (lstm: depth layers of width units); `learning_rate` becomes an
 #: Adam optimizer; `batch_size` goes to `fit`. Every other name is passed
-#: to the builder as is.
+#: to the builder as is, except the recurrent stack's options of
+#: `build_lstm` (`RECURRENT_ONLY`), which a random-convolution trial drops.
 SEARCH_SPACES: dict[str, dict[str, Any]] = {
     "build_cnn": {
         "width": Choice((4, 8, 16), default=8),
@@ -162,6 +163,7 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
         "batch_size": _BATCH,
     },
     "build_lstm": {
+        "frontend": Choice(("random_conv", "recurrent"), default="random_conv"),
         "width": Choice((32, 64, 128), default=64),
         "depth": Int(1, 2, default=1),
         "bidirectional": Boolean(default=False),
@@ -180,6 +182,10 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
         "n_neighbors": Choice((10, 20, 50, 100, 200), default=20),
     },
 }
+
+#: `build_lstm` options that only the recurrent stack has: a trial whose
+#: `frontend` is "random_conv" (the classifiers' default) leaves them out.
+RECURRENT_ONLY = ("width", "depth", "bidirectional")
 
 #: Names that never reach the builder as they are.
 _SPECIAL = ("width", "depth", "learning_rate", "batch_size")
@@ -251,6 +257,31 @@ def search_space(builder: Any, overrides: Any = None) -> Any:
     return space
 
 
+def fit_to_task(name: str, space: Any, classifier: bool) -> Any:
+    """Drops the options a task cannot use from a builder's space.
+
+    A `build_lstm` regressor has only the recurrent stack, so its search
+    leaves a searched `frontend` out (the random-convolution front end
+    classifies; a fixed one reaches the builder, which explains).
+
+    Args:
+        name: str. The builder's name.
+        space: the space from `search_space` (a callable is kept as is).
+        classifier: bool. Whether the models are classifiers.
+
+    Returns:
+        The space, without the options the task cannot use.
+    """
+    if (
+        name == "build_lstm"
+        and not classifier
+        and isinstance(space, Mapping)
+        and isinstance(space.get("frontend"), SPECS)
+    ):
+        space = {k: v for k, v in space.items() if k != "frontend"}
+    return space
+
+
 def sample(space: Any, hp: Any) -> dict[str, Any]:
     """Registers the space on `hp` and returns the current values."""
     if callable(space) and not isinstance(space, Mapping):
@@ -272,10 +303,23 @@ def sample(space: Any, hp: Any) -> dict[str, Any]:
     return values
 
 
+def used_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Leaves out the sampled options a trial's model does not use.
+
+    A `build_lstm` trial with the random-convolution front end has no
+    recurrent stack, so its `RECURRENT_ONLY` values are dropped (and shown
+    as "-" in the trials table).
+    """
+    if name == "build_lstm" and values.get("frontend") == "random_conv":
+        return {k: v for k, v in values.items() if k not in RECURRENT_ONLY}
+    return dict(values)
+
+
 def builder_arguments(name: str, values: Mapping[str, Any]) -> dict:
     """Turns sampled values into builder keyword arguments."""
     import keras
 
+    values = used_options(name, values)
     kwargs = {
         key: value
         for key, value in values.items()

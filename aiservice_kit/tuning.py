@@ -104,9 +104,11 @@ def tune(
         builder_kwargs: dict or None. Fixed arguments for every build.
             `input_shape`, `num_classes` and `train_texts` are inferred
             from `x` and `y` when the builder takes them and they are not
-            given. An argument the search space sets too (`filters` from
-            `width` and `depth`, ...) is refused: remove it from the space
-            with `search_space={"width": None, ...}` to fix it here.
+            given, and `normalization_data` (`build_lstm`) is the
+            sequences trained on. An argument the search space sets too
+            (`filters` from `width` and `depth`, ...) is refused: remove
+            it from the space with `search_space={"width": None, ...}` to
+            fix it here.
         algorithm: str or None. `"bayesian"` (the default for Keras
             builders), `"random"`, `"hyperband"`
             (which sets its own number of trials from `epochs` and ignores

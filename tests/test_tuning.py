@@ -14,8 +14,10 @@ import pytest
 import aiservice_kit
 from aiservice_kit import CosineRecommender
 from aiservice_kit import build_cnn
+from aiservice_kit import build_lstm
 from aiservice_kit import build_text_classifier
 from aiservice_kit.datasets import load_labelled_text
+from aiservice_kit.datasets import load_ts
 from aiservice_kit.models.text import encode_labels
 from aiservice_kit.recommenders import interactions
 from aiservice_kit.tuning import SEARCH_SPACES
@@ -83,6 +85,7 @@ import sys
 import numpy as np
 import aiservice_kit
 from aiservice_kit import build_cnn
+from aiservice_kit import build_lstm
 from aiservice_kit.tuning import Choice, Float
 
 data = np.load(sys.argv[1])
@@ -285,6 +288,42 @@ def test_tune_on_mnist_matches_or_beats_the_defaults(mnist_split, tmp_path):
     # And against the defaults trained on their own, within run-to-run noise.
     assert result.best_score >= default - NOISE
     assert len(result.trials) == 4
+
+
+#: Published 1-NN DTW (full window) test accuracy on ItalyPowerDemand
+#: (UCR archive); tests/models/test_sequence.py recomputes it.
+ITALY_DTW = 0.950
+
+
+@pytest.mark.large
+def test_tune_lstm_starts_from_the_random_conv_defaults(data_dir, tmp_path):
+    # build_lstm's default classifier is the random-convolution front end:
+    # a search must start there (and standardize with the training
+    # sequences, as the builder's users do), not at a recurrent stack.
+    folder = data_dir / "italypowerdemand"
+    x, labels = load_ts(folder / "ItalyPowerDemand_TRAIN.ts")
+    x_test, test_labels = load_ts(folder / "ItalyPowerDemand_TEST.ts")
+    names, y = np.unique(labels, return_inverse=True)
+    y_test = np.searchsorted(names, test_labels)
+
+    result = tune(
+        build_lstm,
+        x,
+        y,
+        validation_data=(x_test, y_test),
+        max_trials=2,
+        epochs=30,
+        patience=5,
+        directory=tmp_path,
+        seed=0,
+        verbose=0,
+    )
+
+    first = result.trials[0]
+    assert first["frontend"] == "random_conv", first
+    assert "width" not in first  # unused by its model, so not reported
+    assert first["score"] >= ITALY_DTW, first
+    assert result.best_score >= first["score"]
 
 
 @pytest.mark.large
@@ -541,26 +580,28 @@ def test_a_builder_refuses_an_unknown_optimizer_listing_the_known():
     assert type(model.optimizer).__name__ == "SGD"
 
 
-_DRIFTED = pytest.mark.xfail(
-    strict=True,
-    reason="its builder's defaults became data-driven ('auto'/None) and "
-    "the space still names fixed values; its own issue",
-)
+def _smallest_inputs(name):
+    """What a builder needs besides its options, for tiny models."""
+    rng = np.random.default_rng(0)
+    if name == "build_cnn":
+        return {"input_shape": (12, 12, 1), "num_classes": 3}
+    if name == "build_lstm":
+        sequences = rng.normal(size=(20, 16, 2)).astype("float32")
+        return {
+            "input_shape": (16, 2),
+            "num_classes": 3,
+            "normalization_data": sequences,
+        }
+    texts = ["good value", "bad value", "great phone", "broken screen"]
+    return {"train_texts": texts * 5, "num_classes": 2}
 
 
 @pytest.mark.parametrize(
-    "name",
-    [
-        "build_cnn",
-        pytest.param("build_lstm", marks=_DRIFTED),
-        pytest.param("build_text_classifier", marks=_DRIFTED),
-    ],
+    "name", ["build_cnn", "build_lstm", "build_text_classifier"]
 )
-def test_each_space_defaults_to_its_builders_own_defaults(name):
+def test_each_space_defaults_trial_builds_the_builders_default_model(name):
     # The first trial runs the space's defaults and is documented as the
     # builder's defaults: a changed builder default must move its space.
-    import inspect
-
     from aiservice_kit._search_spaces import builder_arguments
 
     defaults = {
@@ -568,15 +609,40 @@ def test_each_space_defaults_to_its_builders_own_defaults(name):
         for option, spec in SEARCH_SPACES[name].items()
         if hasattr(spec, "default")
     }
-    arguments = builder_arguments(name, defaults)
-    signature = inspect.signature(getattr(aiservice_kit, name)).parameters
+    builder = getattr(aiservice_kit, name)
+    inputs = _smallest_inputs(name)
 
-    for option, value in arguments.items():
-        if option == "optimizer":
-            assert float(value.learning_rate) == pytest.approx(1e-3)
-            assert signature["optimizer"].default == "adam"
-            continue
-        assert value == signature[option].default, option
+    by_builder = builder(**inputs)
+    by_search = builder(**inputs, **builder_arguments(name, defaults))
+
+    assert by_search.get_config() == by_builder.get_config()
+    assert [w.shape for w in by_search.weights] == [
+        w.shape for w in by_builder.weights
+    ]
+    assert type(by_search.optimizer) is type(by_builder.optimizer)
+    assert float(by_search.optimizer.learning_rate) == pytest.approx(
+        float(by_builder.optimizer.learning_rate)
+    )
+
+
+def test_lstm_random_conv_trials_drop_the_recurrent_options():
+    from aiservice_kit._search_spaces import builder_arguments
+    from aiservice_kit._search_spaces import fit_to_task
+
+    recurrent = {"width": 128, "depth": 2, "bidirectional": True}
+    assert builder_arguments(
+        "build_lstm", {"frontend": "random_conv", "dropout": 0.1, **recurrent}
+    ) == {"frontend": "random_conv", "dropout": 0.1}
+    assert builder_arguments(
+        "build_lstm", {"frontend": "recurrent", **recurrent}
+    ) == {"frontend": "recurrent", "units": (128, 128), "bidirectional": True}
+    # A regressor has only the recurrent stack: a searched front end goes,
+    # a fixed one stays for the builder to refuse with its own message.
+    space = search_space("build_lstm")
+    assert "frontend" not in fit_to_task("build_lstm", space, classifier=False)
+    assert fit_to_task("build_lstm", space, classifier=True) == space
+    fixed = search_space("build_lstm", {"frontend": "random_conv"})
+    assert fit_to_task("build_lstm", fixed, False)["frontend"] == "random_conv"
 
 
 def test_cnn_width_scales_the_default_blocks_and_depth_is_bounded():
