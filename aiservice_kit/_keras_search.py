@@ -49,25 +49,20 @@ def _as_inputs(x: Any) -> Any:
     return array
 
 
-def _takes(builder: Callable, argument: str) -> bool:
-    """Whether `builder`'s signature names `argument`."""
+def _parameters(builder: Callable) -> Mapping[str, Any]:
+    """The names `builder` takes (none when its signature is unreadable)."""
     import inspect
 
     try:
-        return argument in inspect.signature(builder).parameters
+        return inspect.signature(builder).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
 
 
 def _inferbuilder_arguments(
     builder: Callable, kwargs: dict, x: np.ndarray, y: Any
 ) -> dict:
-    import inspect
-
-    try:
-        parameters = inspect.signature(builder).parameters
-    except (TypeError, ValueError):
-        return kwargs
+    parameters = _parameters(builder)
     if "train_texts" in parameters and "train_texts" not in kwargs:
         kwargs["train_texts"] = x
     elif "input_shape" in parameters and "input_shape" not in kwargs:
@@ -351,7 +346,7 @@ def tune_keras(
         validation = (x_val, y_val)
     else:
         x_fit, y_fit, validation = x, y, None
-    if _takes(builder, "normalization_data") and (
+    if "normalization_data" in _parameters(builder) and (
         "normalization_data" not in builder_kwargs
     ):
         # Sequence builders standardize with (and set their random
