@@ -69,8 +69,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body)
+        # Counted before the write: the client may finish reading (and the
+        # test assert) before this thread runs again.
         server.sent += len(body)
+        self.wfile.write(body)
 
 
 class _Mirror:
